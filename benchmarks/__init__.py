@@ -1,0 +1,1 @@
+"""scoregrad benchmarks: run with `make bench` or `python -m benchmarks.run`."""

@@ -1,0 +1,85 @@
+"""Validation at the public boundary: clear errors that name the argument.
+
+Every check here runs at trace time (on shapes, dtypes and Python values), so
+it costs nothing inside a compiled function and works under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1, why: str = "") -> int:
+  """Returns ``value`` as an int, or raises a ``ValueError`` naming ``name``."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    try:
+      is_int = float(value).is_integer()
+    except (TypeError, ValueError):
+      is_int = False
+    hint = f" Use {name}={int(value)}." if is_int else ""
+    raise TypeError(
+        f"`{name}` must be a Python int >= {minimum}; got {value!r} of type "
+        f"{type(value).__name__}.{hint} It is a setting of the estimator "
+        "factory, so it must be a static Python value, not a traced array.")
+  value = operator.index(value)
+  if value < minimum:
+    raise ValueError(
+        f"`{name}` must be >= {minimum}; got {name}={value}.{(' ' + why) if why else ''}")
+  return value
+
+
+def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
+  if isinstance(value, bool):
+    raise TypeError(f"`{name}` must be a float; got {value!r}.")
+  try:
+    value_f = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(
+        f"`{name}` must be a Python float; got {value!r} of type "
+        f"{type(value).__name__}.") from None
+  if not np.isfinite(value_f) or value_f < 0 or (value_f == 0 and not allow_zero):
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"`{name}` must be a finite number {bound}; got {name}={value!r}.")
+  return value_f
+
+
+def check_key(key: Any, name: str = "key") -> jax.Array:
+  """Accepts one PRNG key (typed ``jax.random.key`` or raw ``uint32[2]``)."""
+  if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    raise TypeError(
+        f"`{name}` must be a JAX PRNG key, got the int {key!r}. Create one with "
+        f"`{name} = jax.random.key({key})` and split it for every call.")
+  if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+    raise TypeError(
+        f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got "
+        f"{key!r} of type {type(key).__name__}.")
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(
+          f"`{name}` must be a single PRNG key, got a batch of keys with shape "
+          f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
+          "use jax.vmap over the keys.")
+    return key
+  if key.dtype == jnp.uint32 and key.shape == (2,):
+    return key
+  if key.dtype == jnp.uint32 and key.ndim == 2 and key.shape[-1] == 2:
+    raise ValueError(
+        f"`{name}` must be a single PRNG key, got a batch of raw keys with shape "
+        f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
+        "use jax.vmap over the keys.")
+  raise TypeError(
+      f"`{name}` must be a single JAX PRNG key (jax.random.key(seed), or a legacy "
+      f"uint32[2] jax.random.PRNGKey(seed)); got an array with dtype {key.dtype} "
+      f"and shape {key.shape}.")
+
+
+def check_callable(name: str, value: Any, signature: str) -> None:
+  if not callable(value):
+    raise TypeError(
+        f"`{name}` must be a callable `{signature}`; got {value!r} of type "
+        f"{type(value).__name__}.")

@@ -1,0 +1,165 @@
+"""The distribution protocol, its pytree base class and the foreign adapter.
+
+A scoregrad distribution is any object with
+
+* ``sample(key, sample_shape=()) -> x`` with shape ``sample_shape + event_shape``;
+* ``log_prob(x) -> log p(x)`` summed over the event, so one sample gives a scalar
+  and a batch of samples (leading dimensions) gives one value per sample;
+* a class attribute ``reparameterized: bool`` — ``True`` when ``sample`` is a
+  differentiable function of the parameters (pathwise gradients are valid).
+
+Built-in distributions treat every dimension of their parameters as part of
+the event (like ``distrax.Independent`` over all axes): ``Normal(loc, scale)``
+with ``loc.shape == (d,)`` is one ``d``-dimensional distribution. Use
+``jax.vmap`` for batches of distributions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def _as_float_array(name: str, value: Any) -> jax.Array:
+  """Converts a parameter to a floating array (Python floats do not recompile)."""
+  try:
+    arr = jnp.asarray(value)
+  except TypeError:
+    raise TypeError(
+        f"Distribution parameter `{name}` must be array-like; got {value!r} of "
+        f"type {type(value).__name__}.") from None
+  if not jnp.issubdtype(arr.dtype, jnp.floating):
+    arr = arr.astype(jnp.result_type(float))
+  return arr
+
+
+class Distribution:
+  """Base class for scoregrad's built-in distributions (registered pytrees).
+
+  Subclasses are dataclasses whose fields are the parameters; they implement
+  ``_sample(key, shape)`` returning samples with ``shape == sample_shape +
+  event_shape`` and ``log_prob``.
+  """
+
+  reparameterized: ClassVar[bool] = False
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    jax.tree_util.register_pytree_node(
+        cls,
+        lambda d: (tuple(getattr(d, f.name) for f in dataclasses.fields(d)), None),
+        lambda _, children: cls._unflatten(children))
+
+  @classmethod
+  def _unflatten(cls, children):
+    obj = object.__new__(cls)
+    for field, child in zip(dataclasses.fields(cls), children):
+      object.__setattr__(obj, field.name, child)
+    return obj
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    raise NotImplementedError
+
+  @property
+  def dtype(self):
+    return jnp.result_type(*[getattr(self, f.name) for f in dataclasses.fields(self)])
+
+  def sample(self, key: jax.Array, sample_shape: Sequence[int] = ()) -> jax.Array:
+    """Draws samples of shape ``sample_shape + event_shape``."""
+    if isinstance(sample_shape, int):
+      sample_shape = (sample_shape,)
+    return self._sample(key, tuple(sample_shape) + tuple(self.event_shape))
+
+  def _sample(self, key, shape):
+    raise NotImplementedError
+
+  def log_prob(self, x: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def _sum_event(self, values: jax.Array) -> jax.Array:
+    """Sums the trailing event dimensions of elementwise log-densities."""
+    n = len(self.event_shape)
+    return jnp.sum(values, axis=tuple(range(values.ndim - n, values.ndim))) if n else values
+
+
+def _sample_shape_tuple(sample_shape) -> tuple[int, ...]:
+  if isinstance(sample_shape, int):
+    return (sample_shape,)
+  return tuple(sample_shape)
+
+
+class _ForeignDistribution:
+  """Wraps a NumPyro, distrax or TFP-on-JAX distribution in scoregrad's protocol.
+
+  * ``sample(key, sample_shape)`` calls ``d.sample(key, sample_shape)`` for
+    NumPyro and ``d.sample(seed=key, sample_shape=...)`` otherwise (distrax and
+    TFP's convention).
+  * ``log_prob(x)`` sums the foreign log-density over the batch dimensions, so
+    the whole object is one event (like scoregrad's built-ins).
+  * ``reparameterized`` from NumPyro's ``has_rsample`` or distrax/TFP's
+    ``reparameterization_type``.
+  """
+
+  def __init__(self, dist: Any):
+    self.dist = dist
+    module = type(dist).__module__ or ""
+    self._numpyro = module.startswith("numpyro")
+    self.reparameterized = _foreign_reparameterized(dist)
+    self.event_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
+
+  def sample(self, key, sample_shape=()):
+    shape = _sample_shape_tuple(sample_shape)
+    if self._numpyro:
+      return self.dist.sample(key, shape)
+    return self.dist.sample(seed=key, sample_shape=shape)
+
+  def log_prob(self, x):
+    lp = jnp.asarray(self.dist.log_prob(x))
+    n = len(tuple(self.dist.batch_shape))
+    return jnp.sum(lp, axis=tuple(range(lp.ndim - n, lp.ndim))) if n else lp
+
+
+def _foreign_reparameterized(dist) -> bool:
+  if hasattr(dist, "has_rsample"):
+    return bool(dist.has_rsample)
+  rt = getattr(dist, "reparameterization_type", None)
+  return rt is not None and "FULLY_REPARAMETERIZED" in str(rt).upper()
+
+
+def is_distribution(obj: Any) -> bool:
+  return (callable(getattr(obj, "sample", None)) and callable(getattr(obj, "log_prob", None)))
+
+
+def as_distribution(obj: Any, *, name: str = "dist") -> Any:
+  """Returns ``obj`` in scoregrad's distribution protocol.
+
+  scoregrad distributions (and any object with a ``reparameterized`` attribute,
+  ``sample(key, sample_shape)`` and ``log_prob``) pass through unchanged.
+  NumPyro, distrax and TFP-on-JAX distributions are wrapped (duck-typed: those
+  packages are never imported here).
+
+  Raises:
+    TypeError: if ``obj`` has no ``sample``/``log_prob`` methods.
+  """
+  if isinstance(obj, (Distribution, _ForeignDistribution)):
+    return obj
+  if not is_distribution(obj):
+    raise TypeError(
+        f"`{name}` must be a distribution with `sample` and `log_prob` methods "
+        f"(scoregrad.dists, NumPyro, distrax or TFP-on-JAX); got {obj!r} of type "
+        f"{type(obj).__name__}. If you have a log-density function, wrap it with "
+        "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn).")
+  if hasattr(obj, "batch_shape") and hasattr(obj, "event_shape") and (
+      hasattr(obj, "has_rsample") or hasattr(obj, "reparameterization_type")):
+    return _ForeignDistribution(obj)
+  if hasattr(type(obj), "reparameterized") or hasattr(obj, "reparameterized"):
+    return obj
+  raise TypeError(
+      f"`{name}` ({type(obj).__name__}) has `sample` and `log_prob` but scoregrad "
+      "cannot tell whether its samples are reparameterized: give it a boolean "
+      "`reparameterized` attribute, or build it with "
+      "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn, reparameterized=...).")

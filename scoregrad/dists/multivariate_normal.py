@@ -1,0 +1,54 @@
+"""Multivariate normal with a lower-triangular scale matrix."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from scoregrad.dists._base import Distribution, _as_float_array
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class MultivariateNormalTriL(Distribution):
+  """N(loc, L Lᵀ) with ``L = scale_tril`` lower triangular, sampled as loc + L ε.
+
+  Only the lower triangle of ``scale_tril`` is used; its diagonal must be
+  non-zero.
+  """
+
+  loc: jax.Array
+  scale_tril: jax.Array
+  reparameterized = True
+
+  def __init__(self, loc, scale_tril):
+    loc = _as_float_array("loc", loc)
+    scale_tril = _as_float_array("scale_tril", scale_tril)
+    if loc.ndim != 1 or scale_tril.shape != loc.shape * 2:
+      raise ValueError(
+          "MultivariateNormalTriL needs `loc` of shape (d,) and `scale_tril` of "
+          f"shape (d, d); got loc.shape={loc.shape}, scale_tril.shape="
+          f"{scale_tril.shape}. Use jax.vmap for batches of distributions.")
+    dtype = jnp.result_type(loc, scale_tril)
+    object.__setattr__(self, "loc", loc.astype(dtype))
+    object.__setattr__(self, "scale_tril", jnp.tril(scale_tril).astype(dtype))
+
+  @property
+  def event_shape(self):
+    return jnp.shape(self.loc)
+
+  def _sample(self, key, shape):
+    eps = jax.random.normal(key, shape, dtype=self.dtype)
+    return self.loc + eps @ self.scale_tril.T
+
+  def log_prob(self, x):
+    d = self.loc.shape[0]
+    diff = jnp.asarray(x) - self.loc
+    flat = diff.reshape(-1, d)
+    z = jax.scipy.linalg.solve_triangular(self.scale_tril, flat.T, lower=True).T
+    lp = (-0.5 * jnp.sum(z**2, axis=-1)
+          - jnp.sum(jnp.log(jnp.abs(jnp.diag(self.scale_tril))))
+          - 0.5 * d * math.log(2 * math.pi))
+    return lp.reshape(diff.shape[:-1])

@@ -1,0 +1,89 @@
+"""The differentiable front door: ``expectation``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from scoregrad import baselines as _baselines
+from scoregrad import dists as _dists
+from scoregrad import surrogate as _surrogate
+from scoregrad._validation import check_key, check_positive_int
+from scoregrad.base import evaluate_costs
+from scoregrad.pathwise import check_reparameterized
+
+ESTIMATORS = ("score_function", "pathwise")
+
+
+def expectation(
+    f: Callable[[jax.Array], jax.Array],
+    dist: Any,
+    key: jax.Array,
+    *,
+    num_samples: int,
+    estimator: str = "score_function",
+    baseline: Optional[_baselines.Baseline] = None,
+) -> jax.Array:
+  """A scalar whose value is the MC mean of f and whose derivatives estimate ∇E[f].
+
+  Use it inside any loss: ``jax.grad`` of the result is the chosen estimator,
+  ``jax.hessian`` (for ``"score_function"``) an unbiased second-order estimate
+  (DiCE). ``f`` may close over the parameters being differentiated: its
+  pathwise term is then included.
+
+  Args:
+    f: ``f(x) -> scalar``, the cost of ONE sample (vmapped inside).
+    dist: a distribution built from the parameters being differentiated
+      (scoregrad.dists, or NumPyro/distrax/TFP-on-JAX).
+    key: a PRNG key.
+    num_samples: Python int ≥ 1.
+    estimator: ``"score_function"`` (default; any distribution) or
+      ``"pathwise"`` (reparameterized distributions only).
+    baseline: a stateless scalar baseline (score function only), e.g.
+      ``scoregrad.baselines.leave_one_out()``.
+
+  Returns:
+    A scalar array.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> def loss(logits, key):
+    ...   return sg.expectation(lambda b: (b - 0.45) ** 2,
+    ...                         sg.dists.Bernoulli(logits=logits), key,
+    ...                         num_samples=32,
+    ...                         baseline=sg.baselines.leave_one_out())
+    >>> g = jax.grad(loss)(jnp.array(0.0), jax.random.key(0))
+  """
+  num_samples = check_positive_int("num_samples", num_samples)
+  key = check_key(key)
+  dist = _dists.as_distribution(dist, name="dist")
+  if estimator not in ESTIMATORS:
+    raise ValueError(
+        f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
+        "Other estimators (measure-valued, discrete) are used through their "
+        "factories' .estimate(key, f, dist_fn, params, state).")
+  if estimator == "pathwise":
+    if baseline is not None:
+      raise ValueError(
+          "`baseline` applies to the score-function estimator only; got "
+          f"baseline={baseline!r} with estimator='pathwise'. Remove it.")
+    check_reparameterized(dist, "dist")
+    samples = dist.sample(key, (num_samples,))
+    return jnp.mean(evaluate_costs(f, samples, num_samples))
+
+  baseline = _baselines.resolve(baseline)
+  _baselines.check_num_samples(baseline, num_samples)
+  if baseline.stateful or baseline.per_coordinate:
+    raise ValueError(
+        f"`baseline={baseline.name}` cannot be used in expectation(), which keeps "
+        "no state and does not see the parameters. Use "
+        "scoregrad.score_function(num_samples=..., baseline=...).estimate(...) and "
+        "thread its state, or score_function_surrogate(..., baseline_state=...), "
+        "or a stateless baseline such as leave_one_out().")
+  samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
+  costs = evaluate_costs(f, samples, num_samples)
+  log_probs = jax.vmap(dist.log_prob)(samples)
+  b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
+  return jnp.mean(_surrogate.dice(log_probs, costs, b))

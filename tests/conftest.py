@@ -1,0 +1,29 @@
+"""Shared test configuration.
+
+Statistical tests use ``scoregrad.testing`` with an explicit false-failure
+rate; the seeds only make runs reproducible — tolerances hold for any key.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+  """Runs a test in float32 and (with x64 enabled) in float64."""
+  if request.param == "float64":
+    with jax.enable_x64(True):
+      yield jnp.float64
+  else:
+    yield jnp.float32
+
+
+@pytest.fixture
+def x64():
+  with jax.enable_x64(True):
+    yield
