@@ -2,11 +2,23 @@
 
 from scoregrad import baselines
 from scoregrad import diagnostics
+from scoregrad import discrete
 from scoregrad import dists
 from scoregrad import testing
 from scoregrad.base import EmptyState
 from scoregrad.base import Estimate
 from scoregrad.base import GradientEstimator
+from scoregrad.discrete import RaoBlackwellState
+from scoregrad.discrete import RebarState
+from scoregrad.discrete import arm
+from scoregrad.discrete import disarm
+from scoregrad.discrete import exact
+from scoregrad.discrete import gumbel_softmax
+from scoregrad.discrete import rao_blackwell
+from scoregrad.discrete import rebar
+from scoregrad.discrete import relax
+from scoregrad.discrete import straight_through
+from scoregrad.discrete import vimco
 from scoregrad.expectation import expectation
 from scoregrad.pathwise import pathwise
 from scoregrad.score_function import ScoreFunctionState
@@ -21,15 +33,27 @@ __all__ = (
     "EmptyState",
     "Estimate",
     "GradientEstimator",
+    "RaoBlackwellState",
+    "RebarState",
     "ScoreFunctionState",
+    "arm",
     "baselines",
     "diagnostics",
     "dice",
+    "disarm",
+    "discrete",
     "dists",
+    "exact",
     "expectation",
+    "gumbel_softmax",
     "magic_box",
     "pathwise",
+    "rao_blackwell",
+    "rebar",
+    "relax",
     "score_function",
     "score_function_surrogate",
+    "straight_through",
     "testing",
+    "vimco",
 )

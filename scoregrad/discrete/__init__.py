@@ -1,0 +1,52 @@
+"""Gradient estimators for discrete distributions.
+
+Each factory returns a ``GradientEstimator(init, estimate)`` with the usual
+``estimate(key, f, dist_fn, params, state) -> Estimate``. The estimators other
+than :func:`vimco` need ``dist_fn(params)`` to be a factorised
+``scoregrad.dists.Bernoulli(logits=...)`` or ``scoregrad.dists.Categorical(
+logits=...)``; they estimate the gradient with respect to those logits and pull
+it back to ``params`` with ``jax.vjp`` through ``dist_fn``, so any pytree of
+parameters works.
+
+==================  ============  =========  ======================================
+estimator           unbiased      families   what f must accept
+==================  ============  =========  ======================================
+exact               exact         B, C       samples (floats {0,1} / indices)
+rao_blackwell       yes           B, C       samples
+arm, disarm         yes           B          samples
+rebar, relax        yes           B, C       floats in [0, 1] / one-hot floats
+gumbel_softmax      no (biased)   B, C       floats in [0, 1] / one-hot floats
+straight_through    no (biased)   B, C       floats (differentiable) / one-hot
+vimco               yes           any        samples (f = log-weight)
+==================  ============  =========  ======================================
+
+``Estimate.value`` of these estimators is differentiable with respect to what
+f closes over (samples held fixed), which gives the pathwise part of a
+gradient when f has parameters of its own (a decoder, a log-weight).
+"""
+
+from scoregrad.discrete.arm import arm
+from scoregrad.discrete.arm import disarm
+from scoregrad.discrete.exact import exact
+from scoregrad.discrete.rao_blackwell import RaoBlackwellState
+from scoregrad.discrete.rao_blackwell import rao_blackwell
+from scoregrad.discrete.rebar import RebarState
+from scoregrad.discrete.rebar import rebar
+from scoregrad.discrete.rebar import relax
+from scoregrad.discrete.relaxed import gumbel_softmax
+from scoregrad.discrete.relaxed import straight_through
+from scoregrad.discrete.vimco import vimco
+
+__all__ = (
+    "RaoBlackwellState",
+    "RebarState",
+    "arm",
+    "disarm",
+    "exact",
+    "gumbel_softmax",
+    "rao_blackwell",
+    "rebar",
+    "relax",
+    "straight_through",
+    "vimco",
+)

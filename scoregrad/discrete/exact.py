@@ -1,0 +1,139 @@
+"""Exact gradients of expectations over small discrete spaces, by enumeration."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoregrad._validation import check_key, check_positive_int
+from scoregrad.base import EmptyState, Estimate, GradientEstimator, call_dist_fn
+from scoregrad.discrete import _common
+
+_CHUNK = 4096
+
+
+def num_configurations(family: str, logits_shape: tuple[int, ...]) -> int:
+  """How many configurations the event has (a Python int, never overflows)."""
+  if family == _common.BERNOULLI:
+    return 2 ** math.prod(logits_shape)
+  return logits_shape[-1] ** math.prod(logits_shape[:-1])
+
+
+def _describe(family, shape) -> str:
+  if family == _common.BERNOULLI:
+    d = math.prod(shape)
+    return f"2^{d} = {2 ** d:,} configurations of a Bernoulli with event shape {shape}"
+  k, v = shape[-1], math.prod(shape[:-1])
+  return (f"{k}^{v} = {k ** v:,} configurations of a Categorical with "
+          f"{v} variable(s) of {k} categories (logits shape {shape})")
+
+
+def enumerate_configurations(family: str, logits_shape: tuple[int, ...], dtype) -> jax.Array:
+  """All configurations, shape (N, *event_shape): floats in {0, 1} or int32 indices.
+
+  Row i holds the digits of i in base 2 (Bernoulli) or K (Categorical),
+  first coordinate most significant.
+  """
+  if family == _common.BERNOULLI:
+    event_shape, base = logits_shape, 2
+  else:
+    event_shape, base = logits_shape[:-1], logits_shape[-1]
+  v = math.prod(event_shape)
+  n = base ** v
+  idx = np.arange(n, dtype=np.int64)[:, None]
+  powers = base ** np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]
+  digits = (idx // powers) % base
+  digits = digits.reshape((n,) + tuple(event_shape))
+  if family == _common.BERNOULLI:
+    return jnp.asarray(digits, dtype)
+  return jnp.asarray(digits, jnp.int32)
+
+
+def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
+  r"""The exact gradient, by enumerating every configuration (zero variance).
+
+  For a discrete distribution over a finite set 𝒳,
+
+      E[f] = Σ_{x ∈ 𝒳} p(x; α) f(x),   ∇α E[f] = Σ_{x ∈ 𝒳} f(x) ∇α p(x; α),
+
+  computed exactly (up to floating point) by differentiating
+  Σ_x p(x; θ) f(x) with respect to ``params`` (f held fixed). This is the oracle the tests and benchmarks compare the
+  sampling estimators against. f is evaluated once per configuration (in
+  chunks of 4096), so the cost grows as 2^D for D bits.
+
+  Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Bernoulli(logits=
+  ...)`` or ``scoregrad.dists.Categorical(logits=...)`` with at most
+  ``max_configurations`` configurations (checked from shapes, so under
+  ``jit`` too). f may be a black box; it receives samples as
+  ``score_function`` gives them (floats in {0., 1.} for Bernoulli, int32
+  indices for Categorical).
+
+  ``Estimate.value`` is E[f] exactly and is differentiable with respect to
+  anything f closes over. ``Estimate.grad`` is itself differentiable with
+  respect to ``params``: ``jax.jacobian`` of it gives the exact Hessian.
+
+  Args:
+    max_configurations: the largest space it will enumerate (Python int).
+
+  Returns:
+    ``GradientEstimator(init, estimate)``; the key is accepted and unused.
+
+  Raises:
+    ValueError: at ``estimate``, if the space is larger than
+      ``max_configurations`` (saying how large and what to use instead).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> est = sg.exact()
+    >>> logits = jnp.array([0.3, -0.7, 1.2])
+    >>> out = est.estimate(jax.random.key(0), lambda b: jnp.mean((b - 0.45) ** 2),
+    ...                    lambda l: sg.dists.Bernoulli(logits=l), logits,
+    ...                    est.init(logits))
+    >>> # out.grad == σ'(logits) (1 − 2·0.45) / 3
+  """
+  max_configurations = check_positive_int("max_configurations", max_configurations)
+
+  def init(params) -> EmptyState:
+    del params
+    return EmptyState()
+
+  def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
+    check_key(key)
+    lg = _common.logits_and_pullback(dist_fn, params, estimator="exact")
+    family, logits = lg.family, lg.logits
+    n = num_configurations(family, logits.shape)
+    if n > max_configurations:
+      raise ValueError(
+          f"`exact` would enumerate {_describe(family, logits.shape)}, more than "
+          f"max_configurations={max_configurations:,}. Use a sampling estimator "
+          "instead: scoregrad.rao_blackwell(num_summed=..., num_samples=...) "
+          "(sums the most probable configurations exactly), "
+          "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
+          "scoregrad.score_function(num_samples=..., "
+          "baseline=scoregrad.baselines.leave_one_out()). If f is cheap and "
+          f"memory allows, raise it: exact(max_configurations={n}).")
+    configs = enumerate_configurations(family, logits.shape, logits.dtype)
+    if n <= _CHUNK:
+      costs = _common.costs_of(f, configs, logits.dtype)
+    else:
+      _common.check_scalar_cost(f, jax.ShapeDtypeStruct(configs.shape[1:], configs.dtype),
+                                "exact evaluates f at every configuration")
+      costs = jax.lax.map(lambda x: jnp.asarray(f(x)).astype(logits.dtype), configs,
+                          batch_size=_CHUNK)
+    fixed_costs = jax.lax.stop_gradient(costs)
+
+    def expectation(p):
+      # Differentiated with respect to params directly (not through the
+      # stop-gradient logits) so that the gradient is differentiable again.
+      log_probs = call_dist_fn(dist_fn, p).log_prob(configs)
+      return jnp.sum(jnp.exp(log_probs) * fixed_costs)
+
+    probs = jnp.exp(jax.vmap(lambda x: _common.log_prob(family, logits, x))(configs))
+    value = jnp.sum(probs * costs)
+    return Estimate(value, jax.grad(expectation)(params), state, None)
+
+  return GradientEstimator(init=init, estimate=estimate)

@@ -1,0 +1,224 @@
+"""Continuous relaxations (biased): Gumbel-softmax / concrete and straight-through.
+
+These estimators differentiate f at continuous stand-ins for the discrete
+samples, so f must accept floats: for Bernoulli it receives values in [0, 1]
+of the event shape, for Categorical *one-hot encodings* (float arrays of shape
+``event_shape + (K,)``, rows on the probability simplex) — not indices, unlike
+the score-function-based estimators. They are biased: the mean of the estimate
+is not ∇E[f(b)]. The tests measure the bias against exact enumeration and
+quadrature, and the benchmarks report it; use them where low variance matters
+more than exactness, and :func:`scoregrad.rebar` / :func:`scoregrad.relax` for
+an unbiased estimator built on the same relaxation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from scoregrad._validation import check_key, check_positive_float, check_positive_int
+from scoregrad.base import EmptyState, Estimate, GradientEstimator
+from scoregrad.discrete import _common
+
+
+def perturb(family: str, logits: jax.Array, u: jax.Array) -> jax.Array:
+  """Logits plus noise: z = α + logit(u) (Bernoulli) or α + Gumbel (Categorical).
+
+  The discrete sample is H(z) = 1[z > 0] (Bernoulli) or argmax z (Categorical).
+  """
+  if family == _common.BERNOULLI:
+    return logits + _common.logit(u)
+  return logits + _common.gumbel(u)
+
+
+def hard(family: str, z: jax.Array) -> jax.Array:
+  """The discrete sample encoded as f receives it: {0., 1.} floats or one-hot."""
+  if family == _common.BERNOULLI:
+    return (z > 0).astype(z.dtype)
+  return jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=z.dtype)
+
+
+def soft(family: str, z: jax.Array, temperature) -> jax.Array:
+  """The relaxed sample σ(z/λ) (Bernoulli) or softmax(z/λ) (Categorical)."""
+  if family == _common.BERNOULLI:
+    return jax.nn.sigmoid(z / temperature)
+  return jax.nn.softmax(z / temperature, axis=-1)
+
+
+def example_input(family: str, logits: jax.Array) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(logits.shape, logits.dtype)
+
+
+def check_temperature(temperature) -> float:
+  temperature = check_positive_float("temperature", temperature)
+  return temperature
+
+
+def gumbel_softmax(*, num_samples: int, temperature: float,
+                   straight_through: bool = False,
+                   per_sample: bool = False) -> GradientEstimator:
+  r"""The Gumbel-softmax (concrete) estimator; biased, low variance.
+
+  With z = α + ε, ε logistic (Bernoulli) or Gumbel (Categorical) noise, the
+  discrete sample is b = H(z) (1[z > 0] or one-hot(argmax z)) and the relaxed
+  sample is y = σ(z/λ) or softmax(z/λ) at temperature λ. The estimate of the
+  gradient with respect to the logits α is
+
+      ĝ = (1/n) Σ_i ∇α f(y_i)                          (straight_through=False)
+      ĝ = (1/n) Σ_i ∇α f(y_i + ⊥(b_i − y_i))          (straight_through=True)
+
+  — the pathwise gradient of the relaxed objective E[f(y)], or with the
+  straight-through variant f evaluated at the hard sample but differentiated
+  as if it were y. Pulled back to ``params`` with ``jax.vjp``.
+
+  Bias: E[ĝ] ≠ ∇E[f(b)] in general. It vanishes as λ → 0 only in the limit,
+  where the variance grows without bound; for f linear in b the
+  straight-through version is still biased. On the REBAR toy (one bit,
+  f(b) = (b − 0.45)², logit 0) at λ = 0.5 the mean estimate is measured in
+  ``tests/test_discrete_relaxed.py`` against quadrature; the sign of the
+  gradient can be wrong when f(0) ≈ f(1) (see ``benchmarks/discrete_toy.py``).
+
+  Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Bernoulli(logits=...)``
+  or ``scoregrad.dists.Categorical(logits=...)``; f differentiable and
+  defined at relaxed inputs (floats in [0, 1] for Bernoulli; for Categorical
+  one-hot float encodings of shape ``event_shape + (K,)``).
+
+  ``Estimate.value`` is the mean of f at the *hard* samples b (an unbiased
+  estimate of E[f(b)]), differentiable with respect to anything f closes
+  over. First-order only.
+
+  Args:
+    num_samples: samples per estimate (Python int ≥ 1).
+    temperature: λ > 0 (Python float). Lower: less bias, more variance.
+    straight_through: evaluate f at the hard sample in the forward pass.
+    per_sample: also return each sample's gradient.
+
+  Returns:
+    ``GradientEstimator(init, estimate)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> est = sg.gumbel_softmax(num_samples=32, temperature=0.5)
+    >>> logits = jnp.zeros((2, 4))                     # 2 variables, K = 4
+    >>> values = jnp.arange(4.0)
+    >>> f = lambda onehot: jnp.sum(onehot @ values)    # one-hot input
+    >>> out = est.estimate(jax.random.key(0), f,
+    ...                    lambda l: sg.dists.Categorical(logits=l), logits,
+    ...                    est.init(logits))
+
+  References:
+    Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax",
+    ICLR 2017.
+    Maddison, Mnih & Teh, "The Concrete Distribution: A Continuous
+    Relaxation of Discrete Random Variables", ICLR 2017.
+  """
+  num_samples = check_positive_int("num_samples", num_samples)
+  temperature = check_temperature(temperature)
+  straight_through = _common.check_bool("straight_through", straight_through)
+  per_sample = _common.check_bool("per_sample", per_sample)
+  name = "gumbel_softmax"
+
+  def init(params) -> EmptyState:
+    del params
+    return EmptyState()
+
+  def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
+    key = check_key(key)
+    lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
+    family, logits = lg.family, lg.logits
+    _common.check_scalar_cost(f, example_input(family, logits),
+                              "relaxed estimators evaluate f at floats")
+    u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
+
+    def one(ui):
+      def relaxed_cost(l):
+        z = perturb(family, l, ui)
+        y = soft(family, z, temperature)
+        b = jax.lax.stop_gradient(hard(family, z))
+        if straight_through:
+          y = y + jax.lax.stop_gradient(b - y)
+        return jnp.asarray(f(y)).astype(logits.dtype), b
+
+      (cost, b), g = jax.value_and_grad(relaxed_cost, has_aux=True)(logits)
+      hard_cost = cost if straight_through else f(b)
+      return jnp.asarray(hard_cost).astype(logits.dtype), g
+
+    costs, per_logits = jax.vmap(one)(u)
+    grad, per = _common.finish(lg, per_logits, per_sample)
+    return Estimate(jnp.mean(costs), grad, state, per)
+
+  return GradientEstimator(init=init, estimate=estimate)
+
+
+def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
+  r"""The straight-through estimator; biased, low variance.
+
+  Draws b ~ p(·; α) and evaluates f(b) in the forward pass, but
+  differentiates as if the sample were its mean: b is replaced by
+  p + ⊥(b − p), with p = σ(α) (Bernoulli) or softmax(α) (Categorical,
+  one-hot b), so
+
+      ĝ = (1/n) Σ_i (∂f/∂b)(b_i) · ∂p/∂α.
+
+  Biased: E[ĝ] = E[∇f(b)] ∂p/∂α, which equals ∇E[f(b)] only when f is
+  affine in b (for a Bernoulli bit ∇E[f] = (f(1) − f(0)) ∂p/∂α). Its exact
+  mean, by enumeration, is compared with the true gradient in
+  ``tests/test_discrete_relaxed.py``.
+
+  Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Bernoulli(logits=...)``
+  or ``scoregrad.dists.Categorical(logits=...)``; f differentiable at the
+  (float) sample; for Categorical f receives one-hot float encodings of
+  shape ``event_shape + (K,)``.
+
+  ``Estimate.value`` is the mean of f(b_i), differentiable with respect to
+  anything f closes over. First-order only.
+
+  Args:
+    num_samples: samples per estimate (Python int ≥ 1).
+    per_sample: also return each sample's gradient.
+
+  Returns:
+    ``GradientEstimator(init, estimate)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> est = sg.straight_through(num_samples=8)
+    >>> out = est.estimate(jax.random.key(0), lambda b: jnp.sum((b - 0.45) ** 2),
+    ...                    lambda l: sg.dists.Bernoulli(logits=l), jnp.zeros(3),
+    ...                    est.init(jnp.zeros(3)))
+
+  References:
+    Bengio, Léonard & Courville, "Estimating or Propagating Gradients
+    Through Stochastic Neurons for Conditional Computation", arXiv 2013.
+  """
+  num_samples = check_positive_int("num_samples", num_samples)
+  per_sample = _common.check_bool("per_sample", per_sample)
+
+  def init(params) -> EmptyState:
+    del params
+    return EmptyState()
+
+  def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
+    key = check_key(key)
+    lg = _common.logits_and_pullback(dist_fn, params, estimator="straight_through")
+    family, logits = lg.family, lg.logits
+    _common.check_scalar_cost(f, example_input(family, logits),
+                              "straight_through differentiates f at its float samples")
+    u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
+
+    def one(ui):
+      b = jax.lax.stop_gradient(hard(family, perturb(family, logits, ui)))
+
+      def cost(l):
+        p = jax.nn.sigmoid(l) if family == _common.BERNOULLI else jax.nn.softmax(l, axis=-1)
+        return jnp.asarray(f(p + jax.lax.stop_gradient(b - p))).astype(l.dtype)
+
+      return jax.value_and_grad(cost)(logits)
+
+    costs, per_logits = jax.vmap(one)(u)
+    grad, per = _common.finish(lg, per_logits, per_sample)
+    return Estimate(jnp.mean(costs), grad, state, per)
+
+  return GradientEstimator(init=init, estimate=estimate)
