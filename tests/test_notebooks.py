@@ -1,0 +1,102 @@
+"""Every notebook in notebooks/ executes top to bottom in a fresh kernel.
+
+One test per ``notebooks/*.ipynb`` (new notebooks are picked up automatically),
+run with the repository root as the working directory. Select them alone with
+``pytest -m notebooks``, or leave them out with ``-m "not notebooks"``.
+
+The kernel is this interpreter, always: a kernelspec written to a temporary
+directory points at ``sys.executable``, and the kernel manager looks only
+there. Resolving the name "python3" through the default Jupyter paths could
+instead pick a user-level kernelspec (~/.local/share/jupyter/kernels) that
+runs another Python without scoregrad installed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import sys
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from traitlets import default
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 300
+KERNEL_NAME = "scoregrad-test-python"
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_notebooks_found():
+  """Guards against the parametrised test below silently collecting nothing."""
+  assert NOTEBOOKS, f"no notebooks found in {REPO_ROOT / 'notebooks'}"
+
+
+@pytest.fixture(scope="module")
+def kernel_manager_class(tmp_path_factory):
+  """A kernel manager class whose only kernelspec is this interpreter's ipykernel.
+
+  nbclient creates (and afterwards shuts down) one manager per notebook from
+  this class, so every notebook gets a fresh kernel.
+  """
+  kernels = tmp_path_factory.mktemp("kernels")
+  spec_dir = kernels / KERNEL_NAME
+  spec_dir.mkdir()
+  spec = {
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": f"Python ({sys.executable})",
+      "language": "python",
+  }
+  (spec_dir / "kernel.json").write_text(json.dumps(spec))
+
+  class ThisInterpreterKernelManager(AsyncKernelManager):
+
+    @default("kernel_spec_manager")
+    def _kernel_spec_manager_default(self):
+      return KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
+
+  return ThisInterpreterKernelManager
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_stored_without_outputs(path):
+  """Notebooks are committed with outputs cleared; the test below executes them."""
+  nb = nbformat.read(path, as_version=4)
+  with_outputs = [i for i, cell in enumerate(nb.cells)
+                  if cell.cell_type == "code" and (cell.outputs or cell.execution_count)]
+  assert not with_outputs, (
+      f"{path.name}: code cells {with_outputs} hold outputs or execution counts. "
+      f"Clear them before committing, e.g. `jupyter nbconvert --clear-output "
+      f"--inplace {path.relative_to(REPO_ROOT)}`.")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_executes(path, kernel_manager_class):
+  """Runs every cell in a fresh kernel (cwd = repository root); any error fails."""
+  nb = nbformat.read(path, as_version=4)
+  client = NotebookClient(
+      nb, kernel_manager_class=kernel_manager_class, kernel_name=KERNEL_NAME,
+      timeout=CELL_TIMEOUT_S,
+      resources={"metadata": {"path": str(REPO_ROOT)}})  # the kernel's cwd
+  failure = None
+  try:
+    client.execute()
+  except CellExecutionError as e:
+    # The message holds the failing cell's source and its traceback.
+    failure = f"{path.name} raised in a cell:\n{_strip_ansi(str(e))}"
+  except CellTimeoutError as e:
+    failure = f"{path.name}: a cell ran longer than {CELL_TIMEOUT_S} s:\n{e}"
+  if failure is not None:  # Outside the except block: no chained traceback.
+    pytest.fail(failure, pytrace=False)
+
+
+def _strip_ansi(text: str) -> str:
+  """Removes the colour codes of IPython's tracebacks, for readable logs."""
+  return re.sub(r"\x1b\[[0-9;]*m", "", text)
