@@ -64,7 +64,7 @@ def score_function_surrogate(
     log_probs: jax.Array,
     costs: jax.Array,
     *,
-    baseline: Optional[_baselines.Baseline] = None,
+    baseline: Optional[_baselines.Baseline | jax.Array] = None,
     baseline_state: Any = None,
 ) -> jax.Array:
   """A scalar whose value is mean(costs) and whose gradient is REINFORCE.
@@ -81,7 +81,9 @@ def score_function_surrogate(
     costs: shape (n,), the samples' costs.
     baseline: a scalar baseline from :mod:`scoregrad.baselines` (not the
       per-coordinate ``optimal()``, which needs the parameters: use
-      ``score_function(...).estimate``).
+      ``score_function(...).estimate``), or an array of baseline values of
+      shape (n,) or () that you computed (e.g. a value network's prediction);
+      it is held constant (stop_gradient) and must not depend on sample i.
     baseline_state: the baseline's state, required for stateful baselines
       (``moving_average``); advance it with ``baseline.update(state, costs)``.
 
@@ -104,8 +106,15 @@ def score_function_surrogate(
         "`log_probs` and `costs` must both have shape (n,), one entry per "
         f"sample; got log_probs.shape={log_probs.shape}, costs.shape={costs.shape}. "
         "Sum per-step log-probabilities and costs over each trajectory first.")
-  baseline = _baselines.resolve(baseline)
   n = costs.shape[0]
+  if hasattr(baseline, "shape") and not isinstance(baseline, _baselines.Baseline):
+    values = jnp.asarray(baseline)
+    if values.shape not in ((), (n,)):
+      raise ValueError(
+          f"An array `baseline` must be a scalar or have shape ({n},), one value "
+          f"per sample; got shape {values.shape}.")
+    return jnp.mean(dice(log_probs, costs, jnp.broadcast_to(values, costs.shape)))
+  baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, n)
   if baseline.per_coordinate:
     raise ValueError(

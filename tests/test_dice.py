@@ -127,3 +127,23 @@ def test_score_function_surrogate_moving_average_needs_state():
   g = jax.grad(lambda lp: sg.score_function_surrogate(lp, jnp.ones(4), baseline=ma,
                                                       baseline_state=state))(jnp.zeros(4))
   np.testing.assert_allclose(g, 0.0, atol=1e-6)  # cost 1, baseline 1 ⇒ zero
+
+
+def test_score_function_surrogate_array_baseline():
+  """User-computed baselines (e.g. a value network) as arrays: unbiased
+  REINFORCE, and the shape is checked."""
+  logits = jnp.array([0.3, -0.2])
+  samples = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  costs = jnp.array([1.0, 2.0, 3.0])
+  b = jnp.array([0.5, 0.1, 2.0])
+
+  def loss(l, baseline):
+    logp = jax.vmap(sg.dists.Bernoulli(logits=l).log_prob)(samples)
+    return sg.score_function_surrogate(logp, costs, baseline=baseline)
+
+  scores = samples - jax.nn.sigmoid(logits)
+  expected = jnp.mean((costs - b)[:, None] * scores, axis=0)
+  np.testing.assert_allclose(jax.grad(loss)(logits, b), expected, rtol=1e-5)
+  np.testing.assert_allclose(loss(logits, b), 2.0, rtol=1e-6)
+  with pytest.raises(ValueError, match=r"shape \(3,\)"):
+    loss(logits, jnp.zeros(2))

@@ -167,3 +167,31 @@ def test_integer_costs_are_promoted():
   est = sg.score_function(num_samples=16)
   out = est.estimate(jax.random.key(0), lambda x: x, prob.dist_fn, prob.params, est.init(prob.params))
   assert jnp.issubdtype(out.value.dtype, jnp.floating)
+
+
+def test_learned_baseline_unbiased_and_fits_mean_cost():
+  """At any fixed φ the estimator is unbiased; training moves φ towards E[f]."""
+  import optax
+  prob = PROBLEMS["poisson"]
+  baseline = sg.baselines.learned(optax.sgd(0.3))
+  est = sg.score_function(num_samples=4, baseline=baseline)
+  state = sg.ScoreFunctionState(baseline=sg.baselines.LearnedState(
+      value=jnp.asarray(5.0), opt_state=optax.sgd(0.3).init(jnp.asarray(5.0))))
+  keys = jax.random.split(jax.random.key(9), 20_000)
+  grads = jax.jit(jax.vmap(lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, state).grad))(keys)
+  assert_unbiased(grads, prob.exact_grad, false_failure_rate=RATE)
+
+  def step(s, k):
+    return est.estimate(k, prob.f, prob.dist_fn, prob.params, s).state, None
+
+  slow = sg.score_function(num_samples=4, baseline=sg.baselines.learned(optax.sgd(0.02)))
+
+  def slow_step(s, k):
+    return slow.estimate(k, prob.f, prob.dist_fn, prob.params, s).state, None
+
+  final, _ = jax.lax.scan(slow_step, slow.init(prob.params), keys[:400])
+  # E[x²] = λ + λ² = 8.75 for λ = 2.5. SGD (lr 0.02) on (c̄ − φ)² is an EMA
+  # φ ← φ + 0.04 (c̄ − φ); c̄ (4 samples) has sd √(102.5/4) ≈ 5.06, so the
+  # stationary sd of φ is 5.06·√(0.04/1.96) ≈ 0.72 and the start-up bias
+  # 8.75·0.96^400 is negligible: |φ − 8.75| < 4 is a 5.5-sd tolerance.
+  assert abs(float(final.baseline.value) - 8.75) < 4.0
