@@ -1,9 +1,11 @@
 """scoregrad: Monte Carlo gradient estimation in JAX."""
 
 from scoregrad import baselines
+from scoregrad import control_variates
 from scoregrad import diagnostics
 from scoregrad import discrete
 from scoregrad import dists
+from scoregrad import sampling
 from scoregrad import testing
 from scoregrad.base import EmptyState
 from scoregrad.base import Estimate
@@ -20,6 +22,9 @@ from scoregrad.discrete import relax
 from scoregrad.discrete import straight_through
 from scoregrad.discrete import vimco
 from scoregrad.expectation import expectation
+from scoregrad.measure_valued import MeasureValuedState
+from scoregrad.measure_valued import measure_valued
+from scoregrad.pathwise import PathwiseState
 from scoregrad.pathwise import pathwise
 from scoregrad.score_function import ScoreFunctionState
 from scoregrad.score_function import score_function
@@ -33,11 +38,14 @@ __all__ = (
     "EmptyState",
     "Estimate",
     "GradientEstimator",
+    "MeasureValuedState",
+    "PathwiseState",
     "RaoBlackwellState",
     "RebarState",
     "ScoreFunctionState",
     "arm",
     "baselines",
+    "control_variates",
     "diagnostics",
     "dice",
     "disarm",
@@ -47,10 +55,12 @@ __all__ = (
     "expectation",
     "gumbel_softmax",
     "magic_box",
+    "measure_valued",
     "pathwise",
     "rao_blackwell",
     "rebar",
     "relax",
+    "sampling",
     "score_function",
     "score_function_surrogate",
     "straight_through",

@@ -5,6 +5,7 @@ from scoregrad.dists._base import Distribution
 from scoregrad.dists._base import as_distribution
 from scoregrad.dists.bernoulli import Bernoulli
 from scoregrad.dists.categorical import Categorical
+from scoregrad.dists.exponential import Exponential
 from scoregrad.dists.from_log_prob import UserDistribution
 from scoregrad.dists.from_log_prob import from_log_prob
 from scoregrad.dists.gamma import Gamma
@@ -16,6 +17,7 @@ __all__ = (
     "Bernoulli",
     "Categorical",
     "Distribution",
+    "Exponential",
     "Gamma",
     "MultivariateNormalTriL",
     "Normal",

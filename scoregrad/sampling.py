@@ -1,0 +1,163 @@
+r"""Variance-reduced sampling for pathwise estimation of Gaussians.
+
+The pathwise estimator averages ∇θ f(g(ε_i; θ)) over noise ε_i ~ N(0, I).
+Any set of ε_i whose members are each marginally N(0, I) keeps that average
+unbiased; dependence between them can lower its variance:
+
+* **antithetic** (``sampling="antithetic"``): ε_{n/2+i} = −ε_i. Each ε_i is
+  N(0, I) by symmetry. The pair average has variance ½ Var(g)(1 + ρ), ρ the
+  correlation of g(ε) and g(−ε): a gain when the per-sample gradient is close
+  to an odd function of ε (e.g. the mean gradient of a smooth f), a loss when
+  it is even.
+* **randomised quasi-Monte Carlo** (``sampling="qmc"``): a Halton point set
+  u_i ∈ [0, 1)^d (radical inverses in the first d primes), shifted by one
+  uniform random vector Δ modulo 1 (Cranley–Patterson rotation), then
+  ε_i = Φ⁻¹(u_i). Each u_i is exactly uniform, so each ε_i is exactly
+  N(0, I) and the estimate is unbiased; the points fill the cube more evenly
+  than iid draws, so for smooth integrands in low dimension the variance falls
+  faster than 1/n. The gain fades as d grows.
+
+In both cases the ``num_samples`` per-sample gradients of one estimate are
+dependent: their spread does not measure the estimate's variance. Measure
+that across independent keys (independent shifts / antithetic sets).
+
+References:
+  Owen, "Monte Carlo theory, methods and examples", 2013, Chapters 8.2
+  (antithetic sampling) and 17 (randomised QMC).
+  Cranley & Patterson, "Randomization of number theoretic methods for
+  multiple integration", SIAM J. Numer. Anal. 1976.
+  Buchholz, Wenzel & Mandt, "Quasi-Monte Carlo Variational Inference",
+  ICML 2018.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoregrad import dists as _dists
+
+SAMPLING_METHODS = ("iid", "antithetic", "qmc")
+GAUSSIAN_FAMILIES = (_dists.Normal, _dists.MultivariateNormalTriL)
+
+
+def check_sampling(sampling, num_samples: int) -> str:
+  """Validates the ``sampling`` factory argument."""
+  if sampling not in SAMPLING_METHODS:
+    raise ValueError(
+        f"`sampling` must be one of {SAMPLING_METHODS}; got sampling={sampling!r}.")
+  if sampling == "antithetic" and num_samples % 2:
+    raise ValueError(
+        f"sampling='antithetic' draws samples in pairs (ε, −ε), so `num_samples` "
+        f"must be even; got num_samples={num_samples}. Use "
+        f"num_samples={num_samples + 1}.")
+  return sampling
+
+
+def _primes(count: int) -> np.ndarray:
+  """The first ``count`` primes."""
+  if count <= 0:
+    return np.zeros(0, np.int64)
+  limit = max(16, int(count * (math.log(count + 1) + math.log(math.log(count + 3)))) + 10)
+  while True:
+    sieve = np.ones(limit + 1, bool)
+    sieve[:2] = False
+    for p in range(2, int(limit**0.5) + 1):
+      if sieve[p]:
+        sieve[p * p::p] = False
+    primes = np.flatnonzero(sieve)
+    if primes.size >= count:
+      return primes[:count]
+    limit *= 2
+
+
+@functools.lru_cache(maxsize=32)
+def _halton_cached(num_points: int, dim: int) -> np.ndarray:
+  points = np.empty((num_points, dim), np.float64)
+  index = np.arange(num_points, dtype=np.int64)
+  for j, base in enumerate(_primes(dim)):
+    value = np.zeros(num_points)
+    factor = 1.0 / base
+    i = index.copy()
+    while np.any(i > 0):
+      value += (i % base) * factor
+      i //= base
+      factor /= base
+    points[:, j] = value
+  points.setflags(write=False)
+  return points
+
+
+def halton_points(num_points: int, dim: int) -> np.ndarray:
+  """The first ``num_points`` points of the ``dim``-dimensional Halton sequence.
+
+  Point i has coordinate j equal to the radical inverse of i in the j-th
+  prime base (van der Corput), starting at i = 0. Computed in NumPy float64
+  (at trace time when used inside an estimator), cached.
+
+  Example:
+    >>> import scoregrad as sg
+    >>> sg.sampling.halton_points(4, 2).tolist()
+    [[0.0, 0.0], [0.5, 0.3333333333333333], [0.25, 0.6666666666666666], [0.75, 0.1111111111111111]]
+
+  References:
+    Halton, "On the efficiency of certain quasi-random sequences of points in
+    evaluating multi-dimensional integrals", Numer. Math. 1960.
+  """
+  if num_points < 1 or dim < 1:
+    raise ValueError(f"`num_points` and `dim` must be >= 1; got {num_points}, {dim}.")
+  return _halton_cached(int(num_points), int(dim))
+
+
+def antithetic_normal(key, num_samples: int, event_shape, dtype) -> jax.Array:
+  """Standard normal noise in antithetic pairs: rows i and n/2 + i are ε and −ε."""
+  half = jax.random.normal(key, (num_samples // 2,) + tuple(event_shape), dtype)
+  return jnp.concatenate([half, -half], axis=0)
+
+
+def randomized_qmc_normal(key, num_samples: int, event_shape, dtype) -> jax.Array:
+  """Randomly shifted Halton points pushed through Φ⁻¹: each row is exactly N(0, I).
+
+  u_i = frac(halton_i + Δ), Δ ~ U[0, 1)^d, ε_i = Φ⁻¹(u_i). u_i is clipped to
+  the open interval (tiny, 1 − ε_machine/2) of the dtype so Φ⁻¹ stays finite;
+  this moves a probability mass below 1e-7 (float32) and is otherwise exact.
+  """
+  event_shape = tuple(event_shape)
+  dim = max(1, math.prod(event_shape))
+  points = jnp.asarray(halton_points(num_samples, dim), dtype)
+  shift = jax.random.uniform(key, (dim,), dtype)
+  u = points + shift
+  u = u - jnp.floor(u)
+  info = jnp.finfo(dtype)
+  u = jnp.clip(u, info.tiny, 1.0 - info.eps / 2)
+  return jax.scipy.special.ndtri(u).reshape((num_samples,) + event_shape)
+
+
+def check_gaussian(dist, sampling: str, name: str = "dist_fn(params)") -> None:
+  if not isinstance(dist, GAUSSIAN_FAMILIES):
+    inner = getattr(dist, "dist", dist)
+    raise ValueError(
+        f"sampling={sampling!r} draws Gaussian noise ε and maps it through "
+        "x = loc + scale·ε, so it supports scoregrad.dists.Normal and "
+        f"MultivariateNormalTriL; `{name}` is {type(inner).__name__}. Use "
+        "sampling='iid' for other distributions.")
+
+
+def standard_normal_noise(key, sampling: str, num_samples: int, event_shape, dtype):
+  """Noise ε of shape (num_samples, *event_shape) for ``sampling``."""
+  if sampling == "antithetic":
+    return antithetic_normal(key, num_samples, event_shape, dtype)
+  if sampling == "qmc":
+    return randomized_qmc_normal(key, num_samples, event_shape, dtype)
+  return jax.random.normal(key, (num_samples,) + tuple(event_shape), dtype)
+
+
+def gaussian_from_noise(dist, eps: jax.Array) -> jax.Array:
+  """x = loc + scale·ε (Normal) or loc + L ε (MultivariateNormalTriL), for one ε."""
+  if isinstance(dist, _dists.MultivariateNormalTriL):
+    return dist.loc + dist.scale_tril @ eps
+  return dist.loc + dist.scale * eps
