@@ -62,17 +62,17 @@ def top_configurations(log_probs: jax.Array, k: int):
   return configs, scores
 
 
-def sample_outside(key: jax.Array, log_probs: jax.Array, configs: jax.Array) -> jax.Array:
+def sample_outside(u: jax.Array, log_probs: jax.Array, configs: jax.Array) -> jax.Array:
   """One exact draw from p(x | x ∉ C) for a product distribution and a set C.
 
   Variables are drawn in order. With prefix x_{<v}, the mass of
   {x ∉ C, x_{≤v} = (x_{<v}, j)} is p(x_{<v}) p_v(j) [1 − Σ_c Π_{t>v} p_t(c_t)],
   the sum over configurations c ∈ C that agree with (x_{<v}, j); so x_v is
-  drawn with weights p_v(j) (1 − covered_j). Exact up to floating-point
-  rounding of those differences.
+  drawn with weights p_v(j) (1 − covered_j), by inverting their cumulative
+  sum at u_v. Exact up to floating-point rounding of those differences.
 
   Args:
-    key: a PRNG key.
+    u: (V,) uniforms on (0, 1), one per variable.
     log_probs: (V, K) per-variable log-probabilities.
     configs: (k, V) the set C (int32).
 
@@ -87,17 +87,17 @@ def sample_outside(key: jax.Array, log_probs: jax.Array, configs: jax.Array) -> 
   categories = jnp.arange(num_cats)
 
   def step(match, inputs):
-    key_v, lp, column, after_v = inputs
+    u_v, lp, column, after_v = inputs
     agree = match[:, None] & (column[:, None] == categories[None, :])  # (k, K)
     covered = jnp.sum(jnp.where(agree, jnp.exp(after_v)[:, None], 0.0), axis=0)
-    log_w = lp + jnp.log1p(-jnp.minimum(covered, 1.0))
-    log_w = jnp.where(jnp.all(jnp.isneginf(log_w)), lp, log_w)  # rounding guard
-    j = jax.random.categorical(key_v, log_w).astype(jnp.int32)
+    w = jnp.exp(lp) * jnp.clip(1.0 - covered, 0.0, 1.0)
+    w = jnp.where(jnp.sum(w) > 0, w, jnp.exp(lp))  # rounding guard
+    cdf = jnp.cumsum(w)
+    j = jnp.minimum(jnp.sum(cdf <= u_v * cdf[-1]), num_cats - 1).astype(jnp.int32)
     return match & (column == j), j
 
-  keys = jax.random.split(key, num_vars)
   match0 = jnp.ones((configs.shape[0],), bool)
-  _, x = jax.lax.scan(step, match0, (keys, log_probs, configs.T, after.T))
+  _, x = jax.lax.scan(step, match0, (u, log_probs, configs.T, after.T))
   return x
 
 
@@ -204,8 +204,8 @@ def rao_blackwell(
       rest = jnp.zeros((), dtype)
     else:
       rest = jnp.clip(-jnp.expm1(jax.nn.logsumexp(joint)), 0.0, 1.0)  # 1 − p(C)
-    keys = jax.random.split(key, num_samples)
-    drawn = jax.vmap(lambda kk: sample_outside(kk, log_probs, configs))(keys)
+    u = _common.uniform(key, (num_samples, log_probs.shape[0]), dtype)
+    drawn = jax.vmap(lambda uj: sample_outside(uj, log_probs, configs))(u)
     drawn_x = _as_samples(family, logits, drawn)
     f_drawn = _common.costs_of(f, drawn_x, dtype)
     fixed_drawn = jax.lax.stop_gradient(f_drawn)

@@ -86,9 +86,12 @@ def separable_network(hidden_size: int):
     ``(apply, params)`` with ``apply(params, z) -> scalar``.
   """
   hidden_size = check_positive_int("hidden_size", hidden_size)
+  # Deterministic spread-out units (no key needed); c is not symmetric in h,
+  # so no two units are mirror images that cancel.
+  h = jnp.arange(hidden_size, dtype=jnp.result_type(float))
   params = {
       "w": jnp.linspace(-4.0, 4.0, hidden_size),
-      "c": jnp.linspace(2.0, -2.0, hidden_size),
+      "c": 2.0 * jnp.sin(2.4 * h + 1.0),
       "a": jnp.zeros((hidden_size,)),
   }
 
@@ -138,7 +141,8 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
 
   def init(params) -> RebarState:
     del params
-    control = jax.tree_util.tree_map(jnp.asarray, control0)
+    control = jax.tree_util.tree_map(
+        lambda c: jnp.asarray(c, jnp.result_type(float)), control0)
     opt_state = optimizer.init(control) if adapt else ()
     return RebarState(control=control, opt_state=opt_state)
 
