@@ -114,3 +114,216 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
   lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+# -- sizes: presets, overrides and their validation ----------------------------
+
+PRESETS = ("tiny", "default", "full")
+
+
+class SizeError(ValueError):
+  """A size setting that cannot be run (unknown name, wrong type, too small)."""
+
+
+def parse_size_value(text: str) -> Any:
+  """'12' -> 12, '0.5' -> 0.5, '1,10,100' -> (1, 10, 100)."""
+  def scalar(t: str):
+    t = t.strip()
+    try:
+      return int(t)
+    except ValueError:
+      pass
+    try:
+      return float(t)
+    except ValueError:
+      raise SizeError(f"cannot read {t!r} as a number") from None
+  if "," in text:
+    return tuple(scalar(t) for t in text.split(",") if t.strip())
+  return scalar(text)
+
+
+def check_sizes(benchmark: str, sizes: dict, reference: dict,
+                minimum: dict | None = None) -> dict:
+  """Checks ``sizes`` against the keys and types of ``reference`` (the defaults).
+
+  Integers must be >= ``minimum[key]`` (default 1); floats finite and > 0
+  unless ``minimum`` gives another floor; tuples non-empty with every entry
+  valid. Raises :class:`SizeError` naming the benchmark, key and value.
+  """
+  minimum = minimum or {}
+  out = {}
+  for key, value in sizes.items():
+    if key not in reference:
+      raise SizeError(f"{benchmark}: unknown size {key!r}={value!r}; known sizes: "
+                      f"{', '.join(f'{k}={v!r}' for k, v in reference.items())}.")
+    ref = reference[key]
+    lo = minimum.get(key, 1 if _is_int(ref) or (isinstance(ref, tuple) and _is_int(ref[0])) else 0.0)
+
+    def one(v, ref_item):
+      if _is_int(ref_item):
+        if not _is_int(v):
+          raise SizeError(f"{benchmark}: size {key} must be an integer; got {v!r}.")
+        if v < lo:
+          raise SizeError(f"{benchmark}: size {key} must be >= {lo}; got {key}={v!r}.")
+        return int(v)
+      if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+        raise SizeError(f"{benchmark}: size {key} must be a finite number; got {v!r}.")
+      if not v > lo:
+        raise SizeError(f"{benchmark}: size {key} must be > {lo}; got {key}={v!r}.")
+      return float(v)
+
+    if isinstance(ref, tuple):
+      items = value if isinstance(value, (tuple, list)) else (value,)
+      if not items:
+        raise SizeError(f"{benchmark}: size {key} needs at least one value; got {value!r}.")
+      out[key] = tuple(one(v, ref[0]) for v in items)
+    else:
+      if isinstance(value, (tuple, list)):
+        raise SizeError(f"{benchmark}: size {key} takes one value; got {value!r}.")
+      out[key] = one(value, ref)
+  missing = [k for k in reference if k not in out]
+  if missing:
+    raise SizeError(f"{benchmark}: sizes {missing} are missing.")
+  return out
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def resolve_sizes(benchmark: str, module: Any, preset: str,
+                  overrides: dict | None = None) -> dict:
+  """The module's ``SIZES[preset]`` updated with ``overrides``, validated."""
+  if preset not in PRESETS:
+    raise SizeError(f"unknown size preset {preset!r}; choose from {PRESETS}.")
+  table = getattr(module, "SIZES", None)
+  if table is None:
+    raise SizeError(f"{benchmark} defines no SIZES table, so it runs only at its "
+                    "own default/--full sizes (no --tiny, no --set).")
+  sizes = {**table[preset], **(overrides or {})}
+  return check_sizes(benchmark, sizes, table["default"], getattr(module, "SIZE_MINIMUM", None))
+
+
+def sizes_for(module_sizes: dict, full: bool, sizes: dict | None, tiny: bool = False) -> dict:
+  """What a benchmark's ``run`` uses: ``sizes`` if given, else the preset."""
+  if sizes is not None:
+    return dict(sizes)
+  if full and tiny:
+    raise SizeError("full=True and tiny=True exclude each other.")
+  return dict(module_sizes["full" if full else "tiny" if tiny else "default"])
+
+
+# -- statistics of replicated estimates ---------------------------------------
+
+
+def normal_quantile(level: float) -> float:
+  from scipy import stats
+  return float(stats.norm.ppf(0.5 + level / 2))
+
+
+def mean_se(draws: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Mean over the leading axis and its standard error."""
+  d = np.asarray(draws, dtype=np.float64)
+  return d.mean(axis=0), d.std(axis=0, ddof=1) / np.sqrt(d.shape[0])
+
+
+def variance_ci(draws: Any, *, reduce: str | None = None, level: float = 0.95) -> dict:
+  """Unbiased variance over the leading axis with its standard error and CI.
+
+  With q_r = (g_r − ḡ)², s² = Σ q_r / (R − 1) and SE(s²) = sd(q)/√R · R/(R−1)
+  (the fourth-moment formula, valid for any distribution with a finite fourth
+  moment). The interval is s² · exp(± z SE/s²) (normal on the log scale, so it
+  stays positive). ``reduce="sum"`` / ``"mean"`` first sums / averages q over
+  the remaining axes: the trace of the covariance (or its mean over
+  coordinates), with a CI that accounts for correlated coordinates.
+  """
+  d = np.asarray(draws, dtype=np.float64)
+  r = d.shape[0]
+  if r < 2:
+    raise ValueError(f"need at least 2 draws to estimate a variance; got {r}.")
+  q = (d - d.mean(axis=0)) ** 2
+  if reduce == "sum":
+    q = q.reshape(r, -1).sum(axis=1)
+  elif reduce == "mean":
+    q = q.reshape(r, -1).mean(axis=1)
+  elif reduce is not None:
+    raise ValueError(f"reduce must be None, 'sum' or 'mean'; got {reduce!r}.")
+  s2 = q.sum(axis=0) / (r - 1)
+  se = q.std(axis=0, ddof=1) / np.sqrt(r) * r / (r - 1)
+  z = normal_quantile(level)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    half = np.where(s2 > 0, z * se / np.where(s2 > 0, s2, 1.0), 0.0)
+  return {"variance": s2, "se": se, "lower": s2 * np.exp(-half),
+          "upper": s2 * np.exp(half), "level": level, "draws": r}
+
+
+# -- running estimators as the benchmarks do ------------------------------------
+
+
+def name_key(key: jax.Array, name: str) -> jax.Array:
+  """A key for ``name`` that does not change when other estimators are added."""
+  import zlib
+  return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def is_stateful(estimator: Any, params: Any) -> bool:
+  """Whether ``estimator.init(params)`` holds any arrays (EMA baselines, ...)."""
+  return bool(jax.tree_util.tree_leaves(estimator.init(params)))
+
+
+def estimate_after_warmup(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
+                          params: Any, warmup_steps: int):
+  """``estimator.estimate`` after ``warmup_steps`` estimates at the same params.
+
+  The state is threaded through the warm-up (``lax.scan``), as in training
+  with a slowly moving θ; the returned ``Estimate`` is the one after it.
+  Traceable: vmap it over keys for independent replicates.
+  """
+  state = estimator.init(params)
+  key, warm = jax.random.split(key)
+  if warmup_steps > 0:
+    def step(state, k):
+      return estimator.estimate(k, f, dist_fn, params, state).state, None
+    state, _ = jax.lax.scan(step, state, jax.random.split(warm, warmup_steps))
+  return estimator.estimate(key, f, dist_fn, params, state)
+
+
+def save_figure(fig: Any, path: Path, **kwargs) -> Path:
+  """``fig.savefig`` via a temporary file and rename (no half-written PNG)."""
+  path = Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.close(fd)
+  try:
+    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+def plain_log_axis(ax: Any, values: Any, axis: str = "x") -> None:
+  """Log scale on ``axis`` with plain-number ticks at 1-2-5 steps within ``values``."""
+  from matplotlib import ticker
+  values = np.asarray(values, dtype=float)
+  lo, hi = values.min() * 0.999, values.max() * 1.001
+  ticks = [m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+  target = ax.xaxis if axis == "x" else ax.yaxis
+  (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+  target.set_major_locator(ticker.FixedLocator(ticks))
+  target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  target.set_minor_formatter(ticker.NullFormatter())
+
+
+def select_estimators(names: list[str] | None, family: str) -> list:
+  """Rows of ``benchmarks.estimators.ESTIMATORS`` for ``family`` (all, or ``names``).
+
+  Raises ValueError for unknown names or when none of them applies to ``family``.
+  """
+  from benchmarks import estimators as table
+  specs = table.select(names, family=family)
+  if not specs:
+    raise ValueError(f"none of the estimators {names} applies to the {family!r} family; "
+                     f"those that do: {[s.name for s in table.for_family(family)]}.")
+  return specs
