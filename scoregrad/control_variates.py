@@ -23,7 +23,9 @@ Coefficients: a fixed float β (1.0 by default), or ``"per_leaf"`` /
 and g_h are one sample's gradient estimates for f and for h. Estimating β
 from the same samples would bias the estimator, so sample i uses β estimated
 from the other samples only (leave-one-out), which is independent of sample
-i: E[β_{−i} (g_{h,i} − ∇E[h])] = E[β_{−i}] · 0.
+i: E[β_{−i} (g_{h,i} − ∇E[h])] = E[β_{−i}] · 0. The fitted β is itself noisy:
+with few samples and heavy-tailed per-sample gradients it can raise the
+variance above that of a fixed β (measured in tests/test_control_variates.py).
 
 References:
   Paisley, Blei & Jordan, "Variational Bayesian Inference with Stochastic
