@@ -49,6 +49,36 @@ ESTIMATORS: list[EstimatorSpec] = [
                   ALL_FAMILIES, "score_function"),
     EstimatorSpec("pathwise", lambda n: sg.pathwise(num_samples=n, per_sample=True),
                   REPARAMETERIZED, "pathwise"),
+    # Discrete estimators (scoregrad.discrete). n evaluations of f per estimate:
+    # ARM/DisARM use n/2 antithetic pairs; rao_blackwell sums n/2 configurations
+    # and samples n/2; REBAR/RELAX/Gumbel-softmax/straight-through use n draws
+    # (REBAR/RELAX also evaluate f and its gradient at 2 relaxed points per draw).
+    # The relaxation-based ones differentiate f at relaxed inputs, which for
+    # Categorical means one-hot inputs, so they are listed for "bernoulli" only
+    # (f of float bits accepts values in [0, 1]); Gumbel-softmax and
+    # straight-through are biased (kind "relaxed").
+    EstimatorSpec("arm", lambda n: sg.arm(num_samples=max(1, n // 2), per_sample=True),
+                  frozenset({"bernoulli"}), "discrete"),
+    EstimatorSpec("disarm", lambda n: sg.disarm(num_pairs=max(1, n // 2), per_sample=True),
+                  frozenset({"bernoulli"}), "discrete"),
+    EstimatorSpec("rao_blackwell",
+                  lambda n: sg.rao_blackwell(num_summed=max(1, n // 2),
+                                             num_samples=max(1, n - n // 2), per_sample=True),
+                  frozenset({"bernoulli", "categorical"}), "discrete"),
+    EstimatorSpec("rebar", lambda n: sg.rebar(num_samples=n, per_sample=True),
+                  frozenset({"bernoulli"}), "discrete"),
+    EstimatorSpec("relax", lambda n: sg.relax(num_samples=n, per_sample=True),
+                  frozenset({"bernoulli"}), "discrete"),
+    EstimatorSpec("gumbel_softmax(0.5)",
+                  lambda n: sg.gumbel_softmax(num_samples=n, temperature=0.5, per_sample=True),
+                  frozenset({"bernoulli"}), "relaxed"),
+    EstimatorSpec("gumbel_softmax_st(0.5)",
+                  lambda n: sg.gumbel_softmax(num_samples=n, temperature=0.5,
+                                              straight_through=True, per_sample=True),
+                  frozenset({"bernoulli"}), "relaxed"),
+    EstimatorSpec("straight_through",
+                  lambda n: sg.straight_through(num_samples=n, per_sample=True),
+                  frozenset({"bernoulli"}), "relaxed"),
 ]
 
 
