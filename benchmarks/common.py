@@ -303,12 +303,14 @@ def save_figure(fig: Any, path: Path, **kwargs) -> Path:
   return path
 
 
-def plain_log_axis(ax: Any, values: Any, axis: str = "x") -> None:
-  """Log scale on ``axis`` with plain-number ticks at 1-2-5 steps within ``values``."""
+def plain_log_axis(ax: Any, values: Any, axis: str = "x", *, at_values: bool = False) -> None:
+  """Log scale on ``axis`` with plain-number ticks: at 1-2-5 steps within the
+  range of ``values``, or at the ``values`` themselves (``at_values``)."""
   from matplotlib import ticker
   values = np.asarray(values, dtype=float)
   lo, hi = values.min() * 0.999, values.max() * 1.001
-  ticks = [m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+  ticks = (sorted(set(values.tolist())) if at_values else
+           [m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi])
   target = ax.xaxis if axis == "x" else ax.yaxis
   (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
   target.set_major_locator(ticker.FixedLocator(ticks))

@@ -50,9 +50,9 @@ FAMILY = "normal"
 SIZES = {
     "tiny": {"grid_points": 2, "replicates": 64, "num_samples": 4, "warmup_steps": 3,
              "exact_points": 5},
-    "default": {"grid_points": 7, "replicates": 4000, "num_samples": 16, "warmup_steps": 30,
+    "default": {"grid_points": 13, "replicates": 10000, "num_samples": 16, "warmup_steps": 30,
                 "exact_points": 61},
-    "full": {"grid_points": 25, "replicates": 40000, "num_samples": 16, "warmup_steps": 50,
+    "full": {"grid_points": 25, "replicates": 40000, "num_samples": 16, "warmup_steps": 30,
              "exact_points": 201},
 }
 SIZE_MINIMUM = {"grid_points": 2, "replicates": 8, "num_samples": 2, "warmup_steps": 0,
@@ -355,7 +355,8 @@ def plot(results: dict, outdir: Path) -> list[Path]:
              frameon=False)
   fig.text(0.5, 0.005, f"markers: empirical, {int(100 * results['ci_level'])}% CI bars "
            f"({results['sizes']['replicates']} replicates, n={results['sizes']['num_samples']}); "
-           "lines: exact (quadrature); dotted: no exact form", ha="center", fontsize=9)
+           "lines: exact (quadrature); dotted: no exact form; grey band: μ ± σ", ha="center",
+           fontsize=9)
   fig.tight_layout(rect=(0, 0.02, 1, 0.95))
   path = common.save_figure(fig, Path(outdir) / "mohamed.png", dpi=110)
   plt.close(fig)

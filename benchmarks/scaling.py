@@ -46,10 +46,10 @@ FAMILY = "normal"
 SIZES = {
     "tiny": {"dims": (1, 4), "num_samples": 8, "replicates": 32, "warmup_steps": 3,
              "timing_repeats": 3},
-    "default": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 500,
-                "warmup_steps": 30, "timing_repeats": 30},
-    "full": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 5000,
-             "warmup_steps": 50, "timing_repeats": 200},
+    "default": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 1000,
+                "warmup_steps": 30, "timing_repeats": 100},
+    "full": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 10000,
+             "warmup_steps": 30, "timing_repeats": 300},
 }
 SIZE_MINIMUM = {"dims": 1, "num_samples": 2, "replicates": 8, "warmup_steps": 0,
                 "timing_repeats": 1}
@@ -291,7 +291,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   names = results["estimators"] + list(results["references"])
   colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(results["estimators"])}
   ref_style = {n: ("0.35", "--" if "batched" in n else ":") for n in results["references"]}
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
   for name in names:
     rows = [results["dims"][str(d)][name] for d in dims]
     color, ls = (colors[name], "-") if name in colors else ref_style[name]
@@ -311,15 +311,16 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   axes[1].set_title("time per jitted estimate (µs), grey: hand-written JAX")
   axes[2].set_title("work-normalised variance  tr Var(ĝ) × time  (s)")
   for ax in axes:
-    common.plain_log_axis(ax, dims)
+    common.plain_log_axis(ax, dims, at_values=True)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")
     ax.grid(True, which="major", alpha=0.3)
-  axes[1].legend(fontsize=7, loc="upper left")
+  handles, labels = axes[1].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
   s = results["sizes"]
   fig.suptitle(f"f(x) = mean x², x ~ N(1, I_d); n = {s['num_samples']} samples per estimate, "
                f"{s['replicates']} replicates, 95% CIs", fontsize=10)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
   path = common.save_figure(fig, Path(outdir) / "scaling.png", dpi=110)
   plt.close(fig)
   return [path]
