@@ -329,3 +329,16 @@ def select_estimators(names: list[str] | None, family: str) -> list:
     raise ValueError(f"none of the estimators {names} applies to the {family!r} family; "
                      f"those that do: {[s.name for s in table.for_family(family)]}.")
   return specs
+
+
+def jit(fn: Callable, *, fast_compile: bool = False) -> Callable:
+  """``jax.jit``; with ``fast_compile`` XLA's CPU backend skips most LLVM
+  optimisation (about 3× faster compilation, slower code): for ``--tiny``
+  smoke runs, where compilation is nearly all the time. Never for timings
+  that are reported."""
+  if fast_compile:
+    try:
+      return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
+    except TypeError:  # pragma: no cover - jax without per-jit compiler options
+      pass
+  return jax.jit(fn)

@@ -185,10 +185,10 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
     key = common.name_key(base, spec.name)
     k_var, k_train = jax.random.split(key)
 
-    study = jax.jit(lambda kv, kt, est=est, warmup=warmup: _study(
+    study = common.jit(lambda kv, kt, est=est, warmup=warmup: _study(
         est, kv, kt, params, cost, dist_fn, elbo, warmup=warmup, steps=steps,
         learning_rate=sizes["learning_rate"], eval_steps=eval_steps, eval_eps=eval_eps,
-        final_eps=final_eps))  # one compilation per estimator
+        final_eps=final_eps), fast_compile=tiny)  # one compilation per estimator
     grads, curve, final, final_se, values = study(jax.random.split(k_var, r),
                                                   jax.random.split(k_train, sizes["seeds"]))
     grads = np.asarray(grads, np.float64)

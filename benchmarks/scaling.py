@@ -130,7 +130,8 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
       est = spec.make(n)
       stateful = common.is_stateful(est, params)
       warmup = sizes["warmup_steps"] if stateful else 0
-      fn = jax.jit(lambda k, s, est=est: _flat_estimate(est.estimate(k, cost, _dist_fn, params, s)))
+      fn = common.jit(lambda k, s, est=est: _flat_estimate(
+          est.estimate(k, cost, _dist_fn, params, s)), fast_compile=tiny)
       grads, state = _draws(fn, est.init(params), common.name_key(base, f"{spec.name}/{d}"),
                             r, warmup, stateful)
       rows[spec.name] = {"kind": spec.kind, "stateful": stateful, "warmup_steps": warmup,
@@ -140,7 +141,7 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
     for name, (kind, per_sample) in REFERENCES.items():
       next(bar, None)
       ref = reference_estimator(kind, per_sample, n)
-      fn = jax.jit(lambda k, s, ref=ref: (_flat(ref(k, params)), s))
+      fn = common.jit(lambda k, s, ref=ref: (_flat(ref(k, params)), s), fast_compile=tiny)
       grads, _ = _draws(fn, (), common.name_key(base, f"{name}/{d}"), r, 0, False)
       rows[name] = {"kind": kind, "stateful": False, "warmup_steps": 0,
                     "draws": "independent", **_variance(grads)}
