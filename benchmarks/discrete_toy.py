@@ -183,7 +183,7 @@ def exact_moments(name: str, theta: float, t: float, n: int):
   if name == "disarm":
     m, v = _disarm_moments(theta, t)
     return m, n * v / pairs
-  if name == "rao_blackwell":
+  if name == "rao_blackwell+leave_one_out":
     return exact_gradient(theta, t), 0.0
   if name == "straight_through":
     return _straight_through_moments(theta, t)

@@ -51,7 +51,7 @@ ESTIMATORS: list[EstimatorSpec] = [
                   REPARAMETERIZED, "pathwise"),
     # Discrete estimators (scoregrad.discrete). n evaluations of f per estimate:
     # ARM/DisARM use n/2 antithetic pairs; rao_blackwell sums n/2 configurations
-    # and samples n/2; REBAR/RELAX/Gumbel-softmax/straight-through use n draws
+    # and samples n/2 (at least 2, for the leave-one-out baseline); REBAR/RELAX/Gumbel-softmax/straight-through use n draws
     # (REBAR/RELAX also evaluate f and its gradient at 2 relaxed points per draw).
     # The relaxation-based ones differentiate f at relaxed inputs, which for
     # Categorical means one-hot inputs, so they are listed for "bernoulli" only
@@ -61,9 +61,10 @@ ESTIMATORS: list[EstimatorSpec] = [
                   frozenset({"bernoulli"}), "discrete"),
     EstimatorSpec("disarm", lambda n: sg.disarm(num_pairs=max(1, n // 2), per_sample=True),
                   frozenset({"bernoulli"}), "discrete"),
-    EstimatorSpec("rao_blackwell",
+    EstimatorSpec("rao_blackwell+leave_one_out",
                   lambda n: sg.rao_blackwell(num_summed=max(1, n // 2),
-                                             num_samples=max(1, n - n // 2), per_sample=True),
+                                             num_samples=max(2, n - n // 2), per_sample=True,
+                                             baseline=sg.baselines.leave_one_out()),
                   frozenset({"bernoulli", "categorical"}), "discrete"),
     EstimatorSpec("rebar", lambda n: sg.rebar(num_samples=n, per_sample=True),
                   frozenset({"bernoulli"}), "discrete"),

@@ -48,6 +48,8 @@ BENCHMARKS = {
     "mohamed": "benchmarks.mohamed",
     "scaling": "benchmarks.scaling",
     "logreg": "benchmarks.logreg",
+    "discrete_toy": "benchmarks.discrete_toy",
+    "discrete_vae": "benchmarks.discrete_vae",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
