@@ -304,10 +304,6 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
         "kind": spec.kind, "stateful": stateful, "warmup_steps": warmup,
         "relative_bias": float(np.linalg.norm(mean - exact_enc) / norm),
         "relative_noise_floor": float(np.sqrt(total["variance"] / r) / norm),
-        # coordinates of pixels that are 0 in the whole minibatch have exactly
-        # zero gradient and SE: floor the SE at 1e-6‖g‖ so rounding is not a "bias"
-        "max_abs_z": float(np.max(np.abs(mean - exact_enc) / np.maximum(
-            draws.std(axis=0, ddof=1) / np.sqrt(r), 1e-6 * norm))),
         "variance": n * float(total["variance"]),
         "variance_lower": n * float(total["lower"]),
         "variance_upper": n * float(total["upper"]),
@@ -407,18 +403,17 @@ def report(results: dict) -> str:
       f"Bias/variance: {s['replicates']} independent minibatch estimates (n = "
       f"{s['num_samples']} per data point; stateful estimators warmed up with "
       f"{s['warmup_steps']} estimates). Relative bias = ‖mean − exact‖/‖exact‖; for an "
-      "unbiased estimator it is about the noise floor √(tr Cov/R)/‖exact‖. max |z| is the "
-      "largest per-coordinate |mean − exact|/SE over the "
-      f"{s['latents'] * (NUM_PIXELS + 1)} encoder parameters (for an unbiased estimator "
-      "about 3-4 with this many coordinates; coordinates are correlated, so the relative "
-      "bias of an unbiased estimator scatters around its noise floor by more than a "
-      "chi-square with that many degrees of freedom would suggest).",
+      "unbiased estimator it is about the noise floor √(tr Cov/R)/‖exact‖ (it scatters "
+      "around it: the 650 coordinates are strongly correlated). A ratio well above 1 is "
+      "bias. (Per-coordinate z-scores are not reported: for saturated latents DisARM and "
+      "ARM are zero in almost every draw and rarely large, so a few hundred draws give a "
+      "near-zero standard error that is not to be trusted.)",
       "",
       common.markdown_table(
-          ["estimator", "kind", "relative bias", "noise floor", "max |z|",
+          ["estimator", "kind", "relative bias", "noise floor", "bias / floor",
            "per-sample variance [95% CI]", "ratio to SF", "final ELBO", "final log p(x)"],
           [[name, r["kind"], _g(r["relative_bias"]), _g(r["relative_noise_floor"]),
-            _g(r["max_abs_z"]),
+            _g(r["relative_bias"] / r["relative_noise_floor"]),
             f"{_g(r['variance'])} [{_g(r['variance_lower'])}, {_g(r['variance_upper'])}]",
             _g(r["variance_ratio_to_score_function"]), f"{r['final_elbo']:.2f}",
             f"{r['log_px_curve'][-1]:.2f}"] for name, r in results["rows"].items()]
