@@ -276,8 +276,9 @@ def test_estimate_control_variate_coefficients_formula():
       f, mc.control_delta_method, mc.pathwise_jacobians, p, mc.multi_normal, k, 30))(PARAMS, rng)
   cv_rng = jax.random.split(rng)[0]
   h, _, _ = mc.control_delta_method(f)
-  jf = mc.pathwise_jacobians(f, PARAMS, mc.multi_normal, cv_rng, 30)
-  jh = mc.pathwise_jacobians(lambda x: h(PARAMS, x, None), PARAMS, mc.multi_normal, cv_rng, 30)
+  jf, jh = jax.jit(lambda p, k: (
+      mc.pathwise_jacobians(f, p, mc.multi_normal, k, 30),
+      mc.pathwise_jacobians(lambda x: h(p, x, None), p, mc.multi_normal, k, 30)))(PARAMS, cv_rng)
   assert isinstance(coeffs, list) and len(coeffs) == 2
   for c, a, b in zip(coeffs, jf, jh):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

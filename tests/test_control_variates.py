@@ -49,8 +49,9 @@ def _factories():
 # -- the delta method is exact for quadratic costs ---------------------------------
 
 
-@pytest.mark.parametrize("coefficient", [1.0, "per_leaf", "per_coordinate"])
-@pytest.mark.parametrize("name", sorted(_factories()))
+@pytest.mark.parametrize("name, coefficient", [(name, 1.0) for name in sorted(_factories())] + [
+    (name, c) for c in ("per_leaf", "per_coordinate")
+    for name in ("score_function+leave_one_out", "pathwise", "measure_valued")])
 def test_delta_method_zero_variance_for_quadratic(name, coefficient):
   """f(x) = xᵀAx + bᵀx + 3 (non-diagonal A) under independent Normals:
   E = μᵀAμ + Σ_j A_jj σ_j² + bᵀμ + 3, so ∇μ = (A + Aᵀ)μ + b and

@@ -288,7 +288,8 @@ def _gamma_rate_x2_moments(alpha, beta, coupling):
   return mean, c**2 * (var(alpha) + var(alpha + 1))
 
 
-@pytest.mark.parametrize("coupling", [True, False], ids=["coupled", "uncoupled"])
+@pytest.mark.parametrize("coupling, dtype", [(True, jnp.float64), (False, jnp.float32)],
+                         ids=["coupled-float64", "uncoupled-float32"])
 def test_exponential_and_gamma_rate(coupling, dtype):
   """Exponential(λ) is Gamma(1, λ): for λ = 2 the coupled variance is 48/λ⁶
   and the uncoupled one 104/λ⁶ (closed forms in _gamma_rate_x2_moments)."""
@@ -298,7 +299,8 @@ def test_exponential_and_gamma_rate(coupling, dtype):
     if alpha == 1.0:
       assert math.isclose(var, (48 if coupling else 104) / beta**6)
     est = sg.measure_valued(num_samples=N, per_sample=True, coupling=coupling)
-    out = _run(est, lambda x: x**2, dist_fn, jnp.asarray(beta, dtype), key=8)
+    with jax.enable_x64(dtype == jnp.float64):
+      out = _run(est, lambda x: x**2, dist_fn, jnp.asarray(beta, dtype), key=8)
     assert out.per_sample.dtype == dtype
     assert_unbiased(out.per_sample, np.float64(mean), false_failure_rate=RATE,
                     exact_variance=np.float64(var))
