@@ -259,9 +259,13 @@ def report(results: dict) -> str:
       f"estimates of n = {s['num_samples']} samples; **tr Var** = trace of the covariance "
       "of one n-sample estimate with a 95% CI; time = median of "
       f"{s['timing_repeats']} interleaved repeats (IQR in brackets) of one jitted "
-      "estimate; work = tr Var × time. Stateful estimators are warmed up for "
-      f"{s['warmup_steps']} estimates first (not timed). Timings are noisy when the "
-      "machine is shared; compare ratios within one run.",
+      "estimate; work = tr Var × time. Stateful estimators (moving-average baseline) "
+      f"run one chain at fixed parameters: {s['warmup_steps']} warm-up estimates (not "
+      "used), then consecutive estimates whose errors are uncorrelated; their timed "
+      "call also returns the new state, as a user threading it would. Timings are "
+      "noisy when the machine is shared; compare ratios within one run. Check: at "
+      "d = 1 the exact tr Var(ĝ_n) is 166/n for the score function and 16/n for "
+      "pathwise (`benchmarks/quadrature.py`, f = x², μ = σ = 1).",
       "",
   ]
   for d, rows in results["dims"].items():
