@@ -109,3 +109,20 @@ def test_discrete_benchmarks_small_run(name, rows, tmp_path, capsys):
       assert len(row["elbo_curve"]) == len(results["eval_steps"])
       assert row["variance_lower"] <= row["variance"] <= row["variance_upper"]
       assert row["relative_bias"] >= 0 and row["relative_noise_floor"] > 0
+
+
+def test_bias_table_in_gumbel_softmax_docstring():
+  """The one-bit bias table in the docstrings of gumbel_softmax and
+  straight_through (3 significant digits) matches the quadrature/closed form."""
+  rows = {"gumbel_softmax(0.5)": (-0.019, 0.021, 0.050),
+          "gumbel_softmax_st(0.5)": (-0.036, 0.021, 0.067),
+          "straight_through": (-0.080, 0.025, 0.112)}
+  for name, values in rows.items():
+    for theta, want in zip((0.2, 0.5, 0.8), values):
+      mean, _ = discrete_toy.exact_moments(name, theta, 0.45, 2)
+      assert mean == pytest.approx(want, abs=6e-4), (name, theta)
+  low = [discrete_toy._gumbel_softmax_moments(th, 0.45, 0.1, False)[0] for th in (0.2, 0.5, 0.8)]
+  np.testing.assert_allclose(low, (0.0066, 0.025, 0.025), atol=6e-4)
+  for theta, want in zip((0.2, 0.5, 0.8), (0.016, 0.025, 0.016)):
+    assert discrete_toy.exact_gradient(theta, 0.45) == pytest.approx(want, abs=1e-12)
+  assert "−0.019" in sg.gumbel_softmax.__doc__ and "−0.080" in sg.straight_through.__doc__

@@ -309,3 +309,32 @@ def test_no_recompilation_with_new_values(make):
   out = run(jax.random.key(1), p0 + 1.0, out.state)
   assert len(traces) == n
   assert np.all(np.isfinite(np.asarray(out.grad)))
+
+
+# --- Estimate.value carries the gradient of what f closes over ----------------
+
+@pytest.mark.parametrize("make", [
+    lambda: sg.arm(num_samples=2), lambda: sg.disarm(num_pairs=2),
+    lambda: sg.rebar(num_samples=2), lambda: sg.relax(num_samples=2),
+    lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
+    lambda: sg.straight_through(num_samples=2),
+    lambda: sg.rao_blackwell(num_summed=2, num_samples=2), lambda: sg.exact()],
+    ids=["arm", "disarm", "rebar", "relax", "gumbel_softmax", "straight_through",
+         "rao_blackwell", "exact"])
+def test_value_differentiable_in_what_f_closes_over(make):
+  """With f = φ·h(b), ∂ value/∂φ (samples held fixed) is unbiased for
+  ∂E[f]/∂φ = E[h(b)] (enumeration): the pathwise part for parameters of f."""
+  est = make()
+  prob = B["coupled"]
+  value, _ = oracles.bernoulli_exact(prob)
+  logits = jnp.asarray(prob.logits, jnp.float32)
+
+  def one(k):
+    return jax.grad(lambda phi: est.estimate(k, lambda b: phi * prob.f(b), oracles.bernoulli_dist,
+                                             logits, est.init(logits)).value)(1.0)
+
+  draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), 20_000)))
+  if np.all(draws == draws[0]):  # exact: no randomness
+    np.testing.assert_allclose(draws[0], value, rtol=1e-5)
+  else:
+    assert_unbiased(draws, np.float64(value), false_failure_rate=RATE)

@@ -126,9 +126,9 @@ def rao_blackwell(
   is estimated by summing C exactly and drawing ``num_samples``
   configurations from p restricted to the complement (exactly, variable by
   variable: :func:`sample_outside`). Unbiased for any C chosen without the
-  samples; its variance is at most that of the plain score-function
-  estimator with the same samples, scaled by (1 − p(C))², so it shines when
-  p is concentrated. With a baseline b_j for sample j (independent of it, e.g.
+  samples. Without a baseline its variance is (1 − p(C))²/n times the
+  variance of f(x)∇log p(x) under p(· | x ∉ C), so it shines when p is
+  concentrated (p(C) close to 1). With a baseline b_j for sample j (independent of it, e.g.
   ``leave_one_out()`` over the complement samples), the summed part uses the
   mean of the b_j, which keeps the estimate unbiased (the b-terms cancel in
   expectation because Σ_x ∇p(x) = 0). Gradients are taken for the logits and
