@@ -80,6 +80,36 @@ ESTIMATORS: list[EstimatorSpec] = [
     EstimatorSpec("straight_through",
                   lambda n: sg.straight_through(num_samples=n, per_sample=True),
                   frozenset({"bernoulli"}), "relaxed"),
+    # Measure-valued: n // 4 samples, i.e. n evaluations of f for ONE Gaussian
+    # coordinate (2 for ∂μ, 2 for ∂σ); with d coordinates it uses 4·d per
+    # sample (Bernoulli 2·d, Categorical K·d + 1, Poisson d + 1). Not "gamma":
+    # it differentiates only the rate. Control variates (delta method, exact
+    # for quadratic f) and pathwise sampling use n evaluations; the fitted
+    # coefficient needs n >= 3. Exact variances: benchmarks/exact_variance_reduction.py.
+    EstimatorSpec("measure_valued",
+                  lambda n: sg.measure_valued(num_samples=max(1, n // 4), per_sample=True),
+                  frozenset({"normal", "bernoulli", "categorical", "poisson"}), "measure_valued"),
+    EstimatorSpec("score_function+delta_method",
+                  lambda n: sg.score_function(num_samples=n, per_sample=True,
+                                              control_variate=sg.control_variates.delta_method()),
+                  REPARAMETERIZED, "score_function"),
+    EstimatorSpec("score_function+delta_method(per_coordinate)",
+                  lambda n: sg.score_function(
+                      num_samples=max(3, n), per_sample=True,
+                      control_variate=sg.control_variates.delta_method(
+                          coefficient="per_coordinate")),
+                  REPARAMETERIZED, "score_function"),
+    EstimatorSpec("pathwise+delta_method",
+                  lambda n: sg.pathwise(num_samples=n, per_sample=True,
+                                        control_variate=sg.control_variates.delta_method()),
+                  REPARAMETERIZED, "pathwise"),
+    EstimatorSpec("pathwise+antithetic",
+                  lambda n: sg.pathwise(num_samples=max(2, n - n % 2), per_sample=True,
+                                        sampling="antithetic"),
+                  frozenset({"normal", "mvn"}), "pathwise"),
+    EstimatorSpec("pathwise+qmc",
+                  lambda n: sg.pathwise(num_samples=n, per_sample=True, sampling="qmc"),
+                  frozenset({"normal", "mvn"}), "pathwise"),
 ]
 
 
@@ -104,3 +134,8 @@ def select(names: list[str] | None, family: str | None = None) -> list[Estimator
   if family is not None:
     specs = [s for s in specs if family in s.families]
   return specs
+
+
+# Registers the exact variances of the measure-valued, control-variate and
+# sampling rows above in benchmarks.quadrature.EXACT (the Mohamed et al. hook).
+from benchmarks import exact_variance_reduction as _exact_variance_reduction  # noqa: E402,F401

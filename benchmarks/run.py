@@ -50,6 +50,7 @@ BENCHMARKS = {
     "logreg": "benchmarks.logreg",
     "discrete_toy": "benchmarks.discrete_toy",
     "discrete_vae": "benchmarks.discrete_vae",
+    "compat": "benchmarks.compat",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
