@@ -176,15 +176,16 @@ def antithetic_exact(problem: q.Problem, run: q.RunSettings) -> q.Exact:
 
 @functools.lru_cache(maxsize=4096)
 def _qmc_exact(problem: q.Problem, n: int) -> q.Exact:
-  """One random shift Δ ~ U[0, 1) of the n Halton points p_i (dimension 1):
+  """One random shift Δ ~ U[0, 1) of the n lattice points p_i (dimension 1):
   ĝ(Δ) = (1/n) Σ_i g(μ + σ Φ⁻¹(frac(p_i + Δ))), E ĝ = E g and
   Var ĝ = ∫₀¹ (ĝ(Δ) − E g)² dΔ, integrated piecewise between the jumps at
   Δ = 1 − p_i (the ends of each piece carry Φ⁻¹'s integrable singularity).
-  For the first n = 2^k points (the lattice {j/n}) ĝ has period 1/n."""
-  points = sg.sampling.halton_points(n, 1)[:, 0]
+  For the grid {j/n} ĝ has period 1/n."""
+  points = sg.sampling.lattice_points(n, 1)[:, 0]
   edges = sorted(set([0.0, 1.0] + [1.0 - p for p in points if p > 0]))
-  # For n a power of 2 the points are the lattice {k/n}: ĝ has period 1/n,
-  # so one piece times n is the whole integral.
+  # In one dimension the points are the grid {k/n}: ĝ has period 1/n, so
+  # one piece times n is the whole integral (the general case is kept in
+  # case the point set changes).
   lattice = np.allclose(np.sort(points), np.arange(n) / n, rtol=0, atol=1e-14)
   if lattice:
     edges = [0.0, 1.0 / n]

@@ -57,7 +57,7 @@ def pathwise(
       the estimate becomes (1/n) Σ_i ∇θ[f(x_i) − β h(x_i)] + β ∇θ E[h]
       (unbiased; zero variance for quadratic f with ``delta_method()``).
     sampling: ``"iid"`` (default), ``"antithetic"`` (pairs ε, −ε; even
-      ``num_samples``) or ``"qmc"`` (randomly shifted Halton points through
+      ``num_samples``) or ``"qmc"`` (a randomly shifted rank-1 lattice through
       Φ⁻¹); the last two for Normal and MultivariateNormalTriL only, see
       :mod:`scoregrad.sampling`. All three are unbiased; with the last two the
       per-sample gradients of one estimate are dependent, so measure variance
