@@ -303,6 +303,8 @@ SCHEMA = {"mohamed": _check_mohamed, "scaling": _check_scaling, "logreg": _check
 EXTRA_ARGS = {
     "scaling": ["--estimators", "score_function+moving_average,pathwise"],
     "logreg": ["--estimators", "score_function+moving_average,pathwise"],
+    "discrete_toy": ["--estimators", "score_function+moving_average,disarm,rebar,gumbel_softmax(0.5)"],
+    "discrete_vae": ["--estimators", "score_function+moving_average,relax"],
 }
 
 
