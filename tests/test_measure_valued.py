@@ -349,3 +349,20 @@ def test_gamma_concentration_depending_on_params_is_refused():
 def test_bad_settings(kwargs, match):
   with pytest.raises((TypeError, ValueError), match=match):
     sg.measure_valued(**kwargs)
+
+
+def test_no_recompilation_on_new_values_with_control_variate():
+  est = sg.measure_valued(num_samples=8, control_variate=sg.control_variates.delta_method())
+  dist_fn = lambda p: sg.dists.Normal(p["loc"], jnp.exp(p["log_scale"]))
+  traces = []
+
+  @jax.jit
+  def step(key, params, state):
+    traces.append(1)
+    return est.estimate(key, lambda x: jnp.sum(jnp.cos(x)), dist_fn, params, state)
+
+  params = {"loc": jnp.zeros(2), "log_scale": jnp.zeros(2)}
+  out = step(jax.random.key(0), params, est.init(params))
+  assert isinstance(out.state, sg.MeasureValuedState)
+  step(jax.random.key(1), {"loc": jnp.ones(2), "log_scale": -jnp.ones(2)}, out.state)
+  assert len(traces) == 1
