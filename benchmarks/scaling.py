@@ -177,7 +177,11 @@ def _exact_d1(rows: dict, num_samples: int) -> None:
       continue
     ex = exact_fn(problem, quadrature.RunSettings(num_samples, row["warmup_steps"]))
     row["exact_trace_variance"] = sum(ex.variance.values()) / num_samples
-    row["z_exact"] = (row["trace_variance"] - row["exact_trace_variance"]) / row["trace_variance_se"]
+    diff = row["trace_variance"] - row["exact_trace_variance"]
+    # A zero-variance row (delta method on this quadratic) has se = 0: compare
+    # against float32 rounding of the gradient instead of dividing by zero.
+    se = math.hypot(row["trace_variance_se"], 1e-6 * (1.0 + abs(row["exact_trace_variance"])))
+    row["z_exact"] = diff / se
 
 
 def _flat_estimate(out):
@@ -219,10 +223,13 @@ def _ratios(rows: dict) -> None:
   z = common.normal_quantile(0.95)
   for name, row in rows.items():
     ratio = row["trace_variance"] / pw["trace_variance"]
-    rel = math.hypot(row["trace_variance_se"] / row["trace_variance"],
-                     pw["trace_variance_se"] / pw["trace_variance"])
     row["variance_ratio_to_pathwise"] = ratio
-    row["variance_ratio_ci"] = [ratio * math.exp(-z * rel), ratio * math.exp(z * rel)]
+    if row["trace_variance"] == 0:  # e.g. the delta method on this quadratic cost
+      row["variance_ratio_ci"] = [0.0, 0.0]
+    else:
+      rel = math.hypot(row["trace_variance_se"] / row["trace_variance"],
+                       pw["trace_variance_se"] / pw["trace_variance"])
+      row["variance_ratio_ci"] = [ratio * math.exp(-z * rel), ratio * math.exp(z * rel)]
     row["work_ratio_to_pathwise"] = row["work"] / pw["work"]
     ref = REFERENCE_FOR_KIND.get(row["kind"])
     if ref is not None and ref in rows:
