@@ -95,6 +95,7 @@ def write_atomic(path: Path, text: str) -> None:
   try:
     with os.fdopen(fd, "w") as fh:
       fh.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared.
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

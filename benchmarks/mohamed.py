@@ -325,11 +325,14 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib.pyplot as plt
 
   names = results["estimators"]
-  colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+  palette = plt.cm.tab20(np.linspace(0, 1, 20))
+  colors = {n: (plt.cm.tab10(i) if i < 10 else palette[(2 * i + 1) % 20])
+            for i, n in enumerate(names)}
   ncost = len(results["costs"])
   fig, axes = plt.subplots(3, ncost, figsize=(4.6 * ncost, 10.5),
                            gridspec_kw={"height_ratios": [3, 3, 2]})
   axes = np.asarray(axes).reshape(3, ncost)
+  below = {}
   for c, cost in enumerate(results["costs"]):
     log_x = RANGES[cost["name"]][2]
     g = np.asarray(cost["grid"], dtype=float)
@@ -347,6 +350,15 @@ def plot(results: dict, outdir: Path) -> list[Path]:
         else:
           ax.plot(g, v, ":", color=colors[name], lw=1)
       ax.set_yscale("log")
+      # Zero-variance rows (exact control variates, symmetric couplings) sit at
+      # float rounding, 1e-15 and below: show 8 decades under the largest
+      # variance; the footer names the rows that fall below the axis.
+      top = max(float(np.nanmax(np.asarray(cost["rows"][n][p]["variance"], float))) for n in names)
+      floor = top * 1e-8
+      ax.set_ylim(bottom=floor)
+      for n in names:
+        if np.nanmin(np.asarray(cost["rows"][n][p]["variance"], float)) < floor:
+          below.setdefault(n, []).append(f"{cost['name']} {PARAM_LABELS[p]}")
       if log_x:
         common.plain_log_axis(ax, g)
       ax.set_title(f"f = {cost['formula']}   {PARAM_LABELS[p]}")
@@ -377,7 +389,12 @@ def plot(results: dict, outdir: Path) -> list[Path]:
            f"({results['sizes']['replicates']} replicates, n={results['sizes']['num_samples']}); "
            "lines: exact (quadrature); dotted: no exact form; grey band: μ ± σ", ha="center",
            fontsize=9)
-  fig.tight_layout(rect=(0, 0.02, 1, 0.95))
+  if below:
+    import textwrap
+    note = "variance ≈ 0 somewhere (points below the axis): " + "; ".join(
+        f"{n} ({', '.join(sorted(set(w.split()[0] for w in where)))})" for n, where in below.items())
+    fig.text(0.5, 0.022, "\n".join(textwrap.wrap(note, 190)), ha="center", fontsize=8)
+  fig.tight_layout(rect=(0, 0.045, 1, 0.95))
   path = common.save_figure(fig, Path(outdir) / "mohamed.png", dpi=110)
   plt.close(fig)
   return [path]
