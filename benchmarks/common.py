@@ -73,6 +73,7 @@ def environment() -> dict:
       "machine": platform.machine(),
       "cpu_count": os.cpu_count(),
       "x64": bool(jax.config.read("jax_enable_x64")),
+      "matmul_precision": str(jax.config.jax_default_matmul_precision),
   }
 
 

@@ -235,6 +235,10 @@ def main(argv=None) -> int:
     return _fail(str(e))
 
   from benchmarks import common  # imports JAX
+  import jax
+  # Variance studies need full float32 matrix products: GPUs' default TF32
+  # adds ~1e-3 relative noise that would masquerade as estimator variance.
+  jax.config.update("jax_default_matmul_precision", "highest")
   out = args.out
   command = "python -m benchmarks.run " + " ".join(argv)
   preset = "full" if args.full else "tiny" if args.tiny else "default"
