@@ -22,7 +22,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import common
 from scoregrad.compat import optax_monte_carlo as mc

@@ -376,7 +376,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
       ax.plot(xs, costobj.derivative(xs, t, np), "--", color=col)
     ax.axvspan(results["mu"] - results["sigma"], results["mu"] + results["sigma"],
                color="0.9", zorder=0)
-    ax.set_title(f"f (solid) and f′ (dashed)")
+    ax.set_title("f (solid) and f′ (dashed)")
     ax.set_xlabel("x")
     if cost["name"] == "quadratic":
       ax.set_ylim(-15, 40)

@@ -78,6 +78,13 @@ def check_key(key: Any, name: str = "key") -> jax.Array:
       f"and shape {key.shape}.")
 
 
+def check_bool(name: str, value: Any) -> bool:
+  """Returns ``value`` if it is a Python bool, else a ``TypeError`` naming ``name``."""
+  if not isinstance(value, bool):
+    raise TypeError(f"`{name}` must be a bool; got {name}={value!r}.")
+  return value
+
+
 def check_callable(name: str, value: Any, signature: str) -> None:
   if not callable(value):
     raise TypeError(

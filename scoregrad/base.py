@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from scoregrad import dists as _dists
 from scoregrad._validation import check_callable
+from scoregrad._validation import check_key
 
 PyTree = Any
 
@@ -84,6 +85,18 @@ def evaluate_costs(f: Callable, samples: PyTree, num_samples: int) -> jax.Array:
 
 def tree_mean0(tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), tree)
+
+
+def check_estimate_inputs(key, f, dist_fn, params) -> jax.Array:
+  """The checks every ``estimate(key, f, dist_fn, params, state)`` starts with.
+
+  Returns the validated key; raises with the argument's name otherwise.
+  """
+  key = check_key(key)
+  check_callable("f", f, "f(x) -> scalar cost of one sample")
+  check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
+  check_params_floating(params)
+  return key
 
 
 def check_params_floating(params: PyTree) -> None:

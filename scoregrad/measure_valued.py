@@ -54,9 +54,9 @@ from jax.extend.core import Literal
 
 from scoregrad import control_variates as _cv
 from scoregrad import dists as _dists
-from scoregrad._validation import check_callable, check_key, check_positive_int
+from scoregrad._validation import check_bool, check_positive_int
 from scoregrad.base import (Estimate, GradientEstimator, call_dist_fn,
-                            check_params_floating, evaluate_costs, tree_mean0)
+                            check_estimate_inputs, evaluate_costs, tree_mean0)
 
 # Largest number of array elements materialised at once when f is evaluated at
 # every (sample, coordinate) replacement; larger problems are chunked.
@@ -350,10 +350,8 @@ def measure_valued(
     Pflug, "Optimization of Stochastic Models", Kluwer 1996, Chapter 4.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  if not isinstance(coupling, bool):
-    raise TypeError(f"`coupling` must be a bool; got coupling={coupling!r}.")
-  if not isinstance(per_sample, bool):
-    raise TypeError(f"`per_sample` must be a bool; got per_sample={per_sample!r}.")
+  coupling = check_bool("coupling", coupling)
+  per_sample = check_bool("per_sample", per_sample)
   cv = _cv.resolve(control_variate)
   if cv is not None:
     _cv.check_num_samples(cv, num_samples)
@@ -363,10 +361,7 @@ def measure_valued(
     return MeasureValuedState(control_variate=cv.init() if cv is not None else ())
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
-    key = check_key(key)
-    check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
-    check_callable("f", f, "f(x) -> scalar cost of one sample")
-    check_params_floating(params)
+    key = check_estimate_inputs(key, f, dist_fn, params)
     dist = call_dist_fn(dist_fn, params)
     fam = _family_of(dist)
     if cv is not None:

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from scoregrad import control_variates as _cv
 from scoregrad import sampling as _sampling
-from scoregrad._validation import check_callable, check_key, check_positive_int
+from scoregrad._validation import check_bool, check_positive_int
 from scoregrad.base import (EmptyState, Estimate, GradientEstimator, call_dist_fn,
-                            check_params_floating, tree_mean0)
+                            check_estimate_inputs, tree_mean0)
 
 
 def check_reparameterized(dist, name: str = "dist") -> None:
@@ -85,8 +85,7 @@ def pathwise(
     JMLR 2020, Section 5.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  if not isinstance(per_sample, bool):
-    raise TypeError(f"`per_sample` must be a bool; got per_sample={per_sample!r}.")
+  per_sample = check_bool("per_sample", per_sample)
   sampling = _sampling.check_sampling(sampling, num_samples)
   cv = _cv.resolve(control_variate)
   if cv is not None:
@@ -99,10 +98,7 @@ def pathwise(
     return PathwiseState(control_variate=cv.init())
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
-    key = check_key(key)
-    check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
-    check_callable("f", f, "f(x) -> scalar cost of one sample")
-    check_params_floating(params)
+    key = check_estimate_inputs(key, f, dist_fn, params)
     dist = call_dist_fn(dist_fn, params)
     check_reparameterized(dist, "dist_fn(params)")
     if sampling == "iid":

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 from scoregrad import baselines as _baselines
 from scoregrad import control_variates as _cv
 from scoregrad import surrogate as _surrogate
-from scoregrad._validation import check_callable, check_key, check_positive_int
+from scoregrad._validation import check_bool, check_positive_int
 from scoregrad.base import (Estimate, GradientEstimator, call_dist_fn,
-                            check_params_floating, evaluate_costs, tree_mean0)
+                            check_estimate_inputs, evaluate_costs, tree_mean0)
 
 
 class ScoreFunctionState(NamedTuple):
@@ -83,8 +83,7 @@ def score_function(
   num_samples = check_positive_int("num_samples", num_samples)
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
-  if not isinstance(per_sample, bool):
-    raise TypeError(f"`per_sample` must be a bool; got per_sample={per_sample!r}.")
+  per_sample = check_bool("per_sample", per_sample)
   cv = _cv.resolve(control_variate)
   if cv is not None:
     _cv.check_num_samples(cv, num_samples)
@@ -96,9 +95,7 @@ def score_function(
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState
                ) -> Estimate:
-    key = check_key(key)
-    check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
-    check_params_floating(params)
+    key = check_estimate_inputs(key, f, dist_fn, params)
     samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
     costs = jax.lax.stop_gradient(evaluate_costs(f, samples, num_samples))
 

@@ -13,7 +13,6 @@ import json
 import math
 import sys
 import types
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -3,7 +3,6 @@ zero gradient."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import scoregrad as sg

@@ -7,7 +7,6 @@ loop (checked when writing the test), so they hold for any key."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from scoregrad import _validation
 from scoregrad import dists as _dists
 from scoregrad._validation import check_callable
 from scoregrad.base import call_dist_fn, check_params_floating
@@ -174,10 +175,7 @@ def expand_to(costs: jax.Array, like: jax.Array) -> jax.Array:
   return jnp.reshape(costs, costs.shape + (1,) * (like.ndim - costs.ndim))
 
 
-def check_bool(name: str, value: Any) -> bool:
-  if not isinstance(value, bool):
-    raise TypeError(f"`{name}` must be a bool; got {name}={value!r}.")
-  return value
+check_bool = _validation.check_bool
 
 
 def finish(lg: Logits, per_logits: jax.Array, per_sample: bool):

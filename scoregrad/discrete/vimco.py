@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad import surrogate as _surrogate
-from scoregrad._validation import check_callable, check_key, check_positive_int
+from scoregrad._validation import check_positive_int
 from scoregrad.base import (EmptyState, Estimate, GradientEstimator, call_dist_fn,
-                            check_params_floating, evaluate_costs)
+                            check_estimate_inputs, evaluate_costs)
 
 
 def leave_one_out_bounds(log_weights: jax.Array) -> jax.Array:
@@ -81,9 +81,7 @@ def vimco(*, num_samples: int) -> GradientEstimator:
     return EmptyState()
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
-    key = check_key(key)
-    check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
-    check_params_floating(params)
+    key = check_estimate_inputs(key, f, dist_fn, params)
     samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
     log_w = evaluate_costs(f, samples, num_samples)
     fixed = jax.lax.stop_gradient(log_w)
