@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --doctest-modules scoregrad tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
