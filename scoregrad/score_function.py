@@ -97,17 +97,20 @@ def score_function(
                ) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
-    costs = jax.lax.stop_gradient(evaluate_costs(f, samples, num_samples))
+    raw_costs = evaluate_costs(f, samples, num_samples)
+    costs = jax.lax.stop_gradient(raw_costs)
+    # The value stays differentiable in whatever f closes over (samples held
+    # fixed), so jax.grad through `.value` never silently returns zero.
+    value = jnp.mean(raw_costs)
 
     def log_prob(p, x):
       return call_dist_fn(dist_fn, p).log_prob(x)
 
     if cv is not None:
       return _estimate_with_control_variate(
-          cv, baseline, per_sample, f, dist_fn, params, state, samples, costs, log_prob)
+          cv, baseline, per_sample, f, dist_fn, params, state, samples, costs, log_prob, value)
 
     new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, costs))
-    value = jnp.mean(costs)
 
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
@@ -137,7 +140,7 @@ def _expand(costs, leaf):
 
 
 def _estimate_with_control_variate(cv, baseline, per_sample, f, dist_fn, params, state,
-                                   samples, costs, log_prob) -> Estimate:
+                                   samples, costs, log_prob, value) -> Estimate:
   """The score-function estimator with a control variate (see ``score_function``)."""
   dist = call_dist_fn(dist_fn, params)
   _cv.check_family(cv, dist)
@@ -146,7 +149,6 @@ def _estimate_with_control_variate(cv, baseline, per_sample, f, dist_fn, params,
   h_values = jax.vmap(lambda x: cv.value(f, dist_sg, x, cv_state))(samples)
   h_values = jax.lax.stop_gradient(jnp.asarray(h_values, costs.dtype))
   expected_grad = _cv.expectation_grad(cv, f, dist_fn, params, cv_state)
-  value = jnp.mean(costs)
   estimated = _cv.is_estimated(cv)
   beta = None if estimated else float(cv.coefficient)
   # The baseline acts on the residual f − β h (β = 1 when β is estimated).
