@@ -50,6 +50,12 @@ class EmptyState(NamedTuple):
   """State of an estimator that keeps none."""
 
 
+def stateless_init(params: PyTree) -> EmptyState:
+  """``init`` of an estimator that keeps no state."""
+  del params
+  return EmptyState()
+
+
 def call_dist_fn(dist_fn: Callable, params: PyTree):
   """Calls ``dist_fn(params)`` and returns a protocol distribution, with a clear error."""
   try:

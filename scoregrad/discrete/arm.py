@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import EmptyState, Estimate, GradientEstimator
+from scoregrad.base import Estimate, GradientEstimator, stateless_init
 from scoregrad.discrete import _common
 
 _CATEGORICAL_ALTERNATIVES = (
@@ -74,10 +74,6 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = _common.check_bool("per_sample", per_sample)
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="arm",
@@ -93,7 +89,7 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
     value = jnp.mean(0.5 * (f_b + f_anti))
     return Estimate(value, grad, state, per)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)
 
 
 def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
@@ -143,10 +139,6 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
       why="DisARM needs at least one antithetic pair (two evaluations of f).")
   per_sample = _common.check_bool("per_sample", per_sample)
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm",
@@ -164,4 +156,4 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
     value = jnp.mean(0.5 * (f_b + f_tilde))
     return Estimate(value, grad, state, per)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import EmptyState, Estimate, GradientEstimator, call_dist_fn
+from scoregrad.base import Estimate, GradientEstimator, call_dist_fn, stateless_init
 from scoregrad.discrete import _common
 
 _CHUNK = 4096
@@ -97,10 +97,6 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
   """
   max_configurations = check_positive_int("max_configurations", max_configurations)
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="exact")
@@ -136,4 +132,4 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
     value = jnp.sum(probs * costs)
     return Estimate(value, jax.grad(expectation)(params), state, None)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._validation import check_key, check_positive_float, check_positive_int
-from scoregrad.base import EmptyState, Estimate, GradientEstimator
+from scoregrad.base import Estimate, GradientEstimator, stateless_init
 from scoregrad.discrete import _common
 
 
@@ -129,10 +129,6 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
   per_sample = _common.check_bool("per_sample", per_sample)
   name = "gumbel_softmax"
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
@@ -158,7 +154,7 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
     grad, per = _common.finish(lg, per_logits, per_sample)
     return Estimate(jnp.mean(costs), grad, state, per)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)
 
 
 def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
@@ -207,10 +203,6 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = _common.check_bool("per_sample", per_sample)
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="straight_through")
@@ -232,4 +224,4 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
     grad, per = _common.finish(lg, per_logits, per_sample)
     return Estimate(jnp.mean(costs), grad, state, per)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from scoregrad import surrogate as _surrogate
 from scoregrad._validation import check_positive_int
-from scoregrad.base import (EmptyState, Estimate, GradientEstimator, call_dist_fn,
+from scoregrad.base import (Estimate, GradientEstimator, stateless_init, call_dist_fn,
                             check_estimate_inputs, evaluate_costs)
 
 
@@ -76,10 +76,6 @@ def vimco(*, num_samples: int) -> GradientEstimator:
       "num_samples", num_samples, minimum=2,
       why="VIMCO's baseline for each sample comes from the other samples.")
 
-  def init(params) -> EmptyState:
-    del params
-    return EmptyState()
-
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
@@ -96,4 +92,4 @@ def vimco(*, num_samples: int) -> GradientEstimator:
     value = jax.nn.logsumexp(log_w) - math.log(num_samples)
     return Estimate(value, jax.grad(surrogate)(params), state, None)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return GradientEstimator(init=stateless_init, estimate=estimate)
