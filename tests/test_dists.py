@@ -160,3 +160,20 @@ def test_distrax_convention_adapter():
 def test_object_without_protocol_rejected():
   with pytest.raises(TypeError, match="sample.*log_prob"):
     sg.dists.as_distribution(object())
+
+
+def test_incomplete_subclass_says_what_is_missing():
+  """The abstract base's methods name what a new distribution must define."""
+  import dataclasses
+
+  @dataclasses.dataclass(frozen=True)
+  class Half(sg.dists.Distribution):
+    loc: jax.Array
+
+  d = Half(jnp.zeros(2))
+  with pytest.raises(NotImplementedError, match="Half must define the `event_shape`"):
+    d.event_shape
+  with pytest.raises(NotImplementedError, match=r"Half must define `log_prob\(x\)`"):
+    d.log_prob(jnp.zeros(2))
+  with pytest.raises(NotImplementedError, match=r"Half must define `_sample"):
+    d._sample(jax.random.key(0), (2,))

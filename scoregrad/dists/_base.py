@@ -62,7 +62,7 @@ class Distribution:
 
   @property
   def event_shape(self) -> tuple[int, ...]:
-    raise NotImplementedError
+    raise NotImplementedError(f"{type(self).__name__} must define the `event_shape` property.")
 
   @property
   def dtype(self):
@@ -75,10 +75,13 @@ class Distribution:
     return self._sample(key, tuple(sample_shape) + tuple(self.event_shape))
 
   def _sample(self, key, shape):
-    raise NotImplementedError
+    raise NotImplementedError(
+        f"{type(self).__name__} must define `_sample(key, shape)` returning samples of "
+        "shape `sample_shape + event_shape`.")
 
   def log_prob(self, x: jax.Array) -> jax.Array:
-    raise NotImplementedError
+    raise NotImplementedError(
+        f"{type(self).__name__} must define `log_prob(x)` summed over the event.")
 
   def _sum_event(self, values: jax.Array) -> jax.Array:
     """Sums the trailing event dimensions of elementwise log-densities."""
