@@ -108,6 +108,16 @@ def write_json(path: Path, data: dict) -> None:
   write_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
+def format_number(v: Any, *, upper: float = 1e5) -> str:
+  """'n/a' for None, '0' for zero, 3 significant digits in [1e-3, upper), else exponent."""
+  if v is None:
+    return "n/a"
+  v = float(v)
+  if v == 0:
+    return "0"
+  return f"{v:.3g}" if 1e-3 <= abs(v) < upper else f"{v:.2e}"
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
   def fmt(v):
     if isinstance(v, float):
@@ -273,20 +283,29 @@ def is_stateful(estimator: Any, params: Any) -> bool:
   return bool(jax.tree_util.tree_leaves(estimator.init(params)))
 
 
-def estimate_after_warmup(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
-                          params: Any, warmup_steps: int):
-  """``estimator.estimate`` after ``warmup_steps`` estimates at the same params.
+def warmed_state(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
+                 params: Any, warmup_steps: int):
+  """The estimator state after ``warmup_steps`` estimates at the same params.
 
   The state is threaded through the warm-up (``lax.scan``), as in training
-  with a slowly moving θ; the returned ``Estimate`` is the one after it.
-  Traceable: vmap it over keys for independent replicates.
+  with a slowly moving θ. Traceable.
   """
   state = estimator.init(params)
-  key, warm = jax.random.split(key)
   if warmup_steps > 0:
     def step(state, k):
       return estimator.estimate(k, f, dist_fn, params, state).state, None
-    state, _ = jax.lax.scan(step, state, jax.random.split(warm, warmup_steps))
+    state, _ = jax.lax.scan(step, state, jax.random.split(key, warmup_steps))
+  return state
+
+
+def estimate_after_warmup(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
+                          params: Any, warmup_steps: int):
+  """``estimator.estimate`` after :func:`warmed_state`'s warm-up at the same params.
+
+  Traceable: vmap it over keys for independent replicates.
+  """
+  key, warm = jax.random.split(key)
+  state = warmed_state(estimator, warm, f, dist_fn, params, warmup_steps)
   return estimator.estimate(key, f, dist_fn, params, state)
 
 

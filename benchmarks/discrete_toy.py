@@ -203,12 +203,8 @@ def _study_fn(est, *, replicates, warmup_steps, steps, eval_steps, learning_rate
   def draws(key, t, alpha):
     params = jnp.reshape(alpha, (1,))
     f = _cost(t)
-    state = est.init(params)
     key, warm = jax.random.split(key)
-    if warmup_steps > 0:
-      def wstep(s, k):
-        return est.estimate(k, f, _dist_fn, params, s).state, None
-      state, _ = jax.lax.scan(wstep, state, jax.random.split(warm, warmup_steps))
+    state = common.warmed_state(est, warm, f, _dist_fn, params, warmup_steps)
     return jax.vmap(lambda k: est.estimate(k, f, _dist_fn, params, state).grad[0])(
         jax.random.split(key, replicates))
 
@@ -335,12 +331,7 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
 
 
 def _g(v) -> str:
-  if v is None:
-    return "n/a"
-  v = float(v)
-  if v == 0:
-    return "0"
-  return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
+  return common.format_number(v, upper=1e4)
 
 
 def _closest(thetas, value=0.5) -> int:

@@ -357,13 +357,7 @@ def _check_against_scoregrad_exact(params, x, g_alpha) -> float:
 # -- reporting -------------------------------------------------------------------
 
 
-def _g(v) -> str:
-  if v is None:
-    return "n/a"
-  v = float(v)
-  if v == 0:
-    return "0"
-  return f"{v:.3g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
+_g = common.format_number
 
 
 def headline(results: dict) -> str:

@@ -228,11 +228,7 @@ def _coordinate_name(i: int, dim: int) -> str:
 # -- reporting -------------------------------------------------------------------
 
 
-def _g(v) -> str:
-  if v is None:
-    return "n/a"
-  v = float(v)
-  return f"{v:.3g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.2e}"
+_g = common.format_number
 
 
 def _final(row) -> str:
