@@ -12,6 +12,30 @@ Built-in distributions treat every dimension of their parameters as part of
 the event (like ``distrax.Independent`` over all axes): ``Normal(loc, scale)``
 with ``loc.shape == (d,)`` is one ``d``-dimensional distribution. Use
 ``jax.vmap`` for batches of distributions.
+
+**Family facts.** What an estimator needs to know about a family lives on the
+family's class (its file in ``scoregrad/dists/``), as optional methods; an
+estimator asks for the method and refuses, with a message listing the
+families that have it, when it is missing:
+
+* ``mean()`` (event shape) and ``covariance()`` ((d, d) over the flattened
+  event): the delta-method control variate.
+* ``from_standard_normal(eps)`` / ``to_standard_normal(x)``: Gaussian families,
+  x = loc + scale·ε; antithetic and randomised-QMC sampling, the optax drop-in.
+* ``weak_derivative_params()`` (dict of the canonical parameters η, broadcast
+  to the event), ``weak_derivative(key, fn, base, fbase, active, coupling)``
+  (per-sample weak-derivative estimates for each η) and
+  ``weak_derivative_fixed`` (names of η it cannot differentiate): the
+  measure-valued estimator.
+* The logits structure of discrete families (Bernoulli, Categorical):
+  ``perturb``, ``hard``, ``soft``, ``conditional_noise``, ``probs_of``,
+  ``score_logits``, ``per_variable_log_probs``, ``num_configurations``,
+  ``enumerate_configurations``, ``from_values`` and, for Bernoulli,
+  ``antithetic_pair``: the discrete estimators.
+
+Adding a family is one file: subclass :class:`Distribution`, define
+``event_shape``, ``_sample`` and ``log_prob``, and the facts above that hold
+for it; every estimator that can use them then supports it.
 """
 
 from __future__ import annotations
@@ -131,6 +155,35 @@ def _foreign_reparameterized(dist) -> bool:
     return bool(dist.has_rsample)
   rt = getattr(dist, "reparameterization_type", None)
   return rt is not None and "FULLY_REPARAMETERIZED" in str(rt).upper()
+
+
+def all_families(cls=None) -> list[type]:
+  cls = Distribution if cls is None else cls
+  out = []
+  for sub in cls.__subclasses__():
+    out.append(sub)
+    out.extend(all_families(sub))
+  return out
+
+
+def families_with(fact: str) -> tuple[str, ...]:
+  """Names of the distribution classes that define ``fact``, in definition order
+  (for error messages: they list what an estimator supports, new families included)."""
+  names = [c.__name__ for c in all_families()
+           if callable(getattr(c, fact, None)) and not c.__name__.startswith("_")]
+  return tuple(dict.fromkeys(names))
+
+
+def check_reparameterized(dist, name: str = "dist") -> None:
+  """Raises unless ``dist`` samples differentiably (a zero gradient otherwise)."""
+  if not getattr(dist, "reparameterized", False):
+    raise ValueError(
+        f"The pathwise estimator needs a reparameterized distribution, but "
+        f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}, whose samples "
+        "are not differentiable functions of its parameters: JAX would silently "
+        "return a zero gradient through them (e.g. through jax.random.bernoulli). "
+        "Use scoregrad.score_function(num_samples=...) instead, which needs only "
+        "log_prob; for discrete variables see also the discrete estimators.")
 
 
 def is_distribution(obj: Any) -> bool:

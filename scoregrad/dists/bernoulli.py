@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._weak import flat_params, replace_eval
+
+__all__ = ("Bernoulli",)
+
+
+def _logit(u):
+  """log u − log(1 − u), accurate near 0 and 1."""
+  return jnp.log(u) - jnp.log1p(-u)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -43,3 +53,103 @@ class Bernoulli(Distribution):
     # x log σ(l) + (1 - x) log σ(-l) = x l - softplus(l)
     lp = x * self.logits - jax.nn.softplus(self.logits)
     return self._sum_event(lp)
+
+  # -- family facts (see scoregrad.dists._base) ------------------------------
+
+  def mean(self):
+    return self.probs
+
+  def covariance(self):
+    p = jnp.reshape(self.probs, (-1,))
+    return jnp.diag(p * (1 - p))
+
+  weak_derivative_fixed = ()
+  weak_derivative_description = "Bernoulli (logits)"
+
+  def weak_derivative_params(self):
+    return {"logits": self.logits}
+
+  def weak_derivative(self, key, fn, base, fbase, active, coupling):
+    """logits ℓ: exact, ∂ℓ E[f] = p(1 − p) (f(x with x_j = 1) − f(x with x_j = 0))."""
+    del key, fbase, coupling
+    if not active[0]:
+      return [None]
+    (logits,) = flat_params(self)
+    p = jax.nn.sigmoid(logits)
+    event_shape = tuple(self.event_shape)
+    diff = (replace_eval(fn, base, jnp.ones_like(base), event_shape)
+            - replace_eval(fn, base, jnp.zeros_like(base), event_shape))
+    return [diff * (p * (1 - p))[None, :, None]]
+
+  # The logits structure used by the discrete estimators. Samples are
+  # z = ℓ + logit(u), u ~ U(0, 1) (logistic noise), b = 1[z > 0].
+
+  @staticmethod
+  def probs_of(logits):
+    return jax.nn.sigmoid(logits)
+
+  @staticmethod
+  def score_logits(logits, x):
+    """∂ log p(x) / ∂ logits for one sample x (elementwise): x − σ(ℓ)."""
+    return x.astype(logits.dtype) - jax.nn.sigmoid(logits)
+
+  @staticmethod
+  def perturb(logits, u):
+    """z = ℓ + logit(u): the sample is ``hard(z)``."""
+    return logits + _logit(u)
+
+  @staticmethod
+  def hard(z):
+    """The sample as f receives it: floats in {0, 1}."""
+    return (z > 0).astype(z.dtype)
+
+  @staticmethod
+  def soft(z, temperature):
+    """The relaxed sample σ(z/λ)."""
+    return jax.nn.sigmoid(z / temperature)
+
+  @staticmethod
+  def conditional_noise(logits, v, b):
+    """z̃ ~ p(z | hard(z) = b), reparameterised by v ~ U(0, 1).
+
+    Given b = 1, u is uniform on (1 − σ(ℓ), 1) and z̃ = softplus(logit(v) +
+    softplus(ℓ)); given b = 0, u is uniform on (0, 1 − σ(ℓ)) and
+    z̃ = −softplus(logit(v) + softplus(−ℓ)).
+    """
+    t = _logit(v)
+    return jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),
+                     -jax.nn.softplus(t + jax.nn.softplus(-logits)))
+
+  @staticmethod
+  def antithetic_pair(u, logits):
+    """b = 1[u < σ(ℓ)] and its antithetic b̃ = 1[1 − u < σ(ℓ)] (ARM, DisARM)."""
+    p = jax.nn.sigmoid(logits)
+    return (u < p).astype(logits.dtype), (1.0 - u < p).astype(logits.dtype)
+
+  @staticmethod
+  def per_variable_log_probs(logits):
+    """log p_v(k), k ∈ {0, 1}, for every variable v of the flattened event: (V, 2)."""
+    flat = jnp.reshape(logits, (-1,))
+    return jnp.stack([-jax.nn.softplus(flat), -jax.nn.softplus(-flat)], axis=-1)
+
+  @staticmethod
+  def num_configurations(logits_shape):
+    return 2 ** math.prod(logits_shape)
+
+  @staticmethod
+  def describe_configurations(logits_shape):
+    d = math.prod(logits_shape)
+    return f"2^{d} = {2 ** d:,} configurations of a Bernoulli with event shape {tuple(logits_shape)}"
+
+  @staticmethod
+  def enumerate_configurations(logits_shape, dtype):
+    """All 2^D configurations (N, *event_shape), row i the bits of i (first most significant)."""
+    v = math.prod(logits_shape)
+    idx = np.arange(2 ** v, dtype=np.int64)[:, None]
+    digits = (idx >> np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]) & 1
+    return jnp.asarray(digits.reshape((2 ** v,) + tuple(logits_shape)), dtype)
+
+  @staticmethod
+  def from_values(logits, values):
+    """(..., V) int32 values in {0, 1} -> samples as f receives them."""
+    return values.reshape(values.shape[:-1] + logits.shape).astype(logits.dtype)

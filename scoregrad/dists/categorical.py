@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._weak import replace_eval
+
+__all__ = ("Categorical",)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -55,3 +60,106 @@ class Categorical(Distribution):
     logp = jnp.broadcast_to(logp, x.shape + (self.num_categories,))
     lp = jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return self._sum_event(lp)
+
+  # -- family facts (see scoregrad.dists._base) ------------------------------
+
+  weak_derivative_fixed = ()
+  weak_derivative_description = "Categorical (logits)"
+
+  def weak_derivative_params(self):
+    return {"logits": self.logits}
+
+  def weak_derivative(self, key, fn, base, fbase, active, coupling):
+    """logits ℓ_k: exact, ∂ℓ_k E[f] = π_k (f(x with x_j = k) − E_π[f]); the
+    E_π[f] point is the base sample itself (coupled) or a fresh draw."""
+    if not active[0]:
+      return [None]
+    k = self.num_categories
+    logits = self.logits.reshape(-1, k)
+    probs = jax.nn.softmax(logits, axis=-1)
+    event_shape = tuple(self.event_shape)
+    n, dim = base.shape
+    pos = jax.vmap(
+        lambda m: replace_eval(fn, base, jnp.full_like(base, m), event_shape),
+        out_axes=2)(jnp.arange(k))                       # (n, d, K, M)
+    if coupling:
+      neg = fbase[:, None, None, :]
+    else:
+      y = jax.random.categorical(key, logits, axis=-1, shape=(n, dim))
+      neg = replace_eval(fn, base, y, event_shape)[:, :, None, :]
+    return [(pos - neg) * probs[None, :, :, None]]
+
+  # The logits structure used by the discrete estimators. Samples are
+  # z = ℓ + Gumbel noise, b = one-hot(argmax z) for the relaxed estimators
+  # (which give f one-hot floats) and argmax z as indices for the others.
+
+  @staticmethod
+  def probs_of(logits):
+    return jax.nn.softmax(logits, axis=-1)
+
+  @staticmethod
+  def score_logits(logits, x):
+    """∂ log p(x) / ∂ logits for one sample x of indices: onehot(x) − softmax(ℓ)."""
+    k = logits.shape[-1]
+    return jax.nn.one_hot(x, k, dtype=logits.dtype) - jax.nn.softmax(logits, axis=-1)
+
+  @staticmethod
+  def perturb(logits, u):
+    """z = ℓ − log(−log u) (Gumbel noise): the sample is ``hard(z)``."""
+    return logits - jnp.log(-jnp.log(u))
+
+  @staticmethod
+  def hard(z):
+    """The sample as the relaxed estimators give it to f: one-hot floats."""
+    return jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=z.dtype)
+
+  @staticmethod
+  def soft(z, temperature):
+    """The relaxed sample softmax(z/λ)."""
+    return jax.nn.softmax(z / temperature, axis=-1)
+
+  @staticmethod
+  def conditional_noise(logits, v, b):
+    """z̃ ~ p(z | hard(z) = b), reparameterised by v ~ U(0, 1).
+
+    The maximum M = logsumexp(ℓ) − log(−log v_b) is independent of the
+    argmax, and the other coordinates are Gumbels truncated below M:
+    z̃_k = −log(e^{−ℓ_k}(−log v_k) + e^{−M}).
+    """
+    log_neg_log_v = jnp.log(-jnp.log(v))
+    top = (jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+           - jnp.sum(b * log_neg_log_v, axis=-1, keepdims=True))
+    others = -jnp.logaddexp(log_neg_log_v - logits, -top)
+    return jnp.where(b > 0.5, top, others)
+
+  @staticmethod
+  def per_variable_log_probs(logits):
+    """log p_v(k) for every variable v (flattened event) and category k: (V, K)."""
+    return jnp.reshape(jax.nn.log_softmax(logits, axis=-1), (-1, logits.shape[-1]))
+
+  @staticmethod
+  def num_configurations(logits_shape):
+    return logits_shape[-1] ** math.prod(logits_shape[:-1])
+
+  @staticmethod
+  def describe_configurations(logits_shape):
+    k, v = logits_shape[-1], math.prod(logits_shape[:-1])
+    return (f"{k}^{v} = {k ** v:,} configurations of a Categorical with "
+            f"{v} variable(s) of {k} categories (logits shape {tuple(logits_shape)})")
+
+  @staticmethod
+  def enumerate_configurations(logits_shape, dtype):
+    """All K^V configurations as int32 indices (N, *event_shape), row i the base-K digits of i."""
+    del dtype
+    event_shape, base = tuple(logits_shape[:-1]), logits_shape[-1]
+    v = math.prod(event_shape)
+    n = base ** v
+    idx = np.arange(n, dtype=np.int64)[:, None]
+    powers = base ** np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]
+    digits = (idx // powers) % base
+    return jnp.asarray(digits.reshape((n,) + event_shape), jnp.int32)
+
+  @staticmethod
+  def from_values(logits, values):
+    """(..., V) int32 values -> samples as f receives them (indices)."""
+    return values.reshape(values.shape[:-1] + logits.shape[:-1])

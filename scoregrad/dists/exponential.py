@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._weak import flat_params, replace_eval
+
+__all__ = ("Exponential",)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -42,3 +45,37 @@ class Exponential(Distribution):
     lp = jnp.log(self.rate) - self.rate * x
     lp = jnp.where(x >= 0, lp, -jnp.inf)
     return self._sum_event(lp)
+
+  # -- family facts (see scoregrad.dists._base) ------------------------------
+
+  def mean(self):
+    return 1.0 / self.rate
+
+  def covariance(self):
+    return jnp.diag(jnp.reshape(1.0 / self.rate**2, (-1,)))
+
+  weak_derivative_fixed = ()
+  weak_derivative_description = "Exponential (rate)"
+
+  def weak_derivative_params(self):
+    return {"rate": self.rate}
+
+  def weak_derivative(self, key, fn, base, fbase, active, coupling):
+    """rate λ: c = 1/λ, p⁺ = Exponential(λ), p⁻ = Gamma(2, λ) (coupled: the base
+    sample is the p⁺ draw and base + Exponential(λ) the p⁻ draw)."""
+    if not active[0]:
+      return [None]
+    (rate,) = flat_params(self)
+    event_shape = tuple(self.event_shape)
+    n, dim = base.shape
+    dtype = rate.dtype
+    k_pos, k_neg = jax.random.split(key)
+    if coupling:
+      extra = jax.random.exponential(k_neg, (n, dim), dtype) / rate
+      diff = fbase[:, None, :] - replace_eval(fn, base, base + extra, event_shape)
+    else:
+      x_pos = jax.random.exponential(k_pos, (n, dim), dtype) / rate
+      x_neg = jax.random.gamma(k_neg, jnp.full((n, dim), 2.0, dtype), dtype=dtype) / rate
+      diff = (replace_eval(fn, base, x_pos, event_shape)
+              - replace_eval(fn, base, x_neg, event_shape))
+    return [diff / rate[None, :, None]]

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 
 from scoregrad.dists._base import Distribution, _as_float_array
 
+__all__ = ("MultivariateNormalTriL",)
+
 
 @dataclasses.dataclass(frozen=True, init=False)
 class MultivariateNormalTriL(Distribution):
@@ -52,3 +54,22 @@ class MultivariateNormalTriL(Distribution):
           - jnp.sum(jnp.log(jnp.abs(jnp.diag(self.scale_tril))))
           - 0.5 * d * math.log(2 * math.pi))
     return lp.reshape(diff.shape[:-1])
+
+  # -- family facts (see scoregrad.dists._base) ------------------------------
+
+  def mean(self):
+    return self.loc
+
+  def covariance(self):
+    return self.scale_tril @ self.scale_tril.T
+
+  def from_standard_normal(self, eps):
+    """x = loc + L ε for standard normal noise ε (one sample or a batch)."""
+    return self.loc + eps @ self.scale_tril.T
+
+  def to_standard_normal(self, x):
+    """The noise ε with ``from_standard_normal(ε) == x``."""
+    diff = jnp.asarray(x) - self.loc
+    flat = diff.reshape(-1, self.loc.shape[0])
+    z = jax.scipy.linalg.solve_triangular(self.scale_tril, flat.T, lower=True).T
+    return z.reshape(diff.shape)

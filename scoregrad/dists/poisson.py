@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._weak import flat_params, replace_eval
+
+__all__ = ("Poisson",)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -35,3 +38,33 @@ class Poisson(Distribution):
     x = jnp.asarray(x, self.rate.dtype)
     lp = x * jnp.log(self.rate) - self.rate - jax.scipy.special.gammaln(x + 1)
     return self._sum_event(lp)
+
+  # -- family facts (see scoregrad.dists._base) ------------------------------
+
+  def mean(self):
+    return self.rate
+
+  def covariance(self):
+    return jnp.diag(jnp.reshape(self.rate, (-1,)))
+
+  weak_derivative_fixed = ()
+  weak_derivative_description = "Poisson (rate)"
+
+  def weak_derivative_params(self):
+    return {"rate": self.rate}
+
+  def weak_derivative(self, key, fn, base, fbase, active, coupling):
+    """rate λ: c = 1, p⁺ = 1 + Poisson(λ), p⁻ = Poisson(λ) (coupled: the base
+    sample is the p⁻ draw and base + 1 the p⁺ draw)."""
+    if not active[0]:
+      return [None]
+    (rate,) = flat_params(self)
+    event_shape = tuple(self.event_shape)
+    n, dim = base.shape
+    if coupling:
+      return [replace_eval(fn, base, base + 1, event_shape) - fbase[:, None, :]]
+    k_pos, k_neg = jax.random.split(key)
+    y_pos = jax.random.poisson(k_pos, rate, (n, dim)).astype(base.dtype)
+    y_neg = jax.random.poisson(k_neg, rate, (n, dim)).astype(base.dtype)
+    return [replace_eval(fn, base, y_pos + 1, event_shape)
+            - replace_eval(fn, base, y_neg, event_shape)]

@@ -7,7 +7,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._validation import check_callable
+from scoregrad._src.validation import check_callable
+
+__all__ = ("UserDistribution", "from_log_prob")
 
 
 class UserDistribution:
