@@ -1,43 +1,51 @@
 """scoregrad: Monte Carlo gradient estimation in JAX."""
 
 from scoregrad import baselines
+from scoregrad import compat
 from scoregrad import control_variates
 from scoregrad import diagnostics
 from scoregrad import discrete
 from scoregrad import dists
 from scoregrad import sampling
 from scoregrad import testing
-from scoregrad.base import EmptyState
-from scoregrad.base import Estimate
-from scoregrad.base import GradientEstimator
-from scoregrad.discrete import RaoBlackwellState
-from scoregrad.discrete import RebarState
-from scoregrad.discrete import arm
-from scoregrad.discrete import disarm
-from scoregrad.discrete import exact
-from scoregrad.discrete import gumbel_softmax
-from scoregrad.discrete import rao_blackwell
-from scoregrad.discrete import rebar
-from scoregrad.discrete import relax
-from scoregrad.discrete import straight_through
-from scoregrad.discrete import vimco
-from scoregrad.expectation import expectation
-from scoregrad.measure_valued import MeasureValuedState
-from scoregrad.measure_valued import measure_valued
-from scoregrad.pathwise import PathwiseState
-from scoregrad.pathwise import pathwise
-from scoregrad.score_function import ScoreFunctionState
-from scoregrad.score_function import score_function
-from scoregrad.surrogate import dice
-from scoregrad.surrogate import magic_box
-from scoregrad.surrogate import score_function_surrogate
+from scoregrad._src.base import EmptyState
+from scoregrad._src.base import Estimate
+from scoregrad._src.base import EstimateFn
+from scoregrad._src.base import GradientEstimator
+from scoregrad._src.base import InitFn
+from scoregrad._src.control_variates import ControlVariateState
+from scoregrad._src.discrete.antithetic import arm
+from scoregrad._src.discrete.antithetic import disarm
+from scoregrad._src.discrete.enumeration import exact
+from scoregrad._src.discrete.multi_sample import vimco
+from scoregrad._src.discrete.rebar_relax import RebarState
+from scoregrad._src.discrete.rebar_relax import rebar
+from scoregrad._src.discrete.rebar_relax import relax
+from scoregrad._src.discrete.relaxations import gumbel_softmax
+from scoregrad._src.discrete.relaxations import straight_through
+from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
+from scoregrad._src.discrete.sum_and_sample import rao_blackwell
+from scoregrad._src.front_door import expectation
+from scoregrad._src.reparameterization import PathwiseState
+from scoregrad._src.reparameterization import pathwise
+from scoregrad._src.score import ScoreFunctionState
+from scoregrad._src.score import score_function
+from scoregrad._src.surrogates import dice
+from scoregrad._src.surrogates import magic_box
+from scoregrad._src.surrogates import score_function_surrogate
+from scoregrad._src.variance_reduction import with_control_variate
+from scoregrad._src.weak_derivative import MeasureValuedState
+from scoregrad._src.weak_derivative import measure_valued
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "ControlVariateState",
     "EmptyState",
     "Estimate",
+    "EstimateFn",
     "GradientEstimator",
+    "InitFn",
     "MeasureValuedState",
     "PathwiseState",
     "RaoBlackwellState",
@@ -45,6 +53,7 @@ __all__ = (
     "ScoreFunctionState",
     "arm",
     "baselines",
+    "compat",
     "control_variates",
     "diagnostics",
     "dice",
@@ -66,4 +75,5 @@ __all__ = (
     "straight_through",
     "testing",
     "vimco",
+    "with_control_variate",
 )

@@ -1,272 +1,31 @@
 """Baselines: variance reduction for score-function estimators.
 
 A baseline b subtracted from the cost leaves the estimator unbiased when b does
-not depend on the sample it multiplies, since E[b ∇θ log p(x; θ)] = b ∇θ ∫p = 0:
-
-    ĝ = (1/n) Σ_i (f(x_i) − b_i) ∇θ log p(x_i; θ).
-
-Each baseline here is a :class:`Baseline` of pure functions; pass it to
-``score_function(..., baseline=...)``, ``expectation(..., baseline=...)`` or
-``score_function_surrogate(..., baseline=...)``. Stateful baselines keep their
+not depend on the sample it multiplies, since E[b ∇θ log p(x; θ)] = b ∇θ ∫p = 0.
+Pass one to ``score_function(..., baseline=...)``, ``expectation(...,
+baseline=...)``, ``rao_blackwell(..., baseline=...)`` or
+``score_function_surrogate(..., baseline=...)``; stateful baselines keep their
 state inside the estimator state.
 """
 
-from __future__ import annotations
+from scoregrad._src.baselines import Baseline
+from scoregrad._src.baselines import LearnedState
+from scoregrad._src.baselines import MovingAverageState
+from scoregrad._src.baselines import constant
+from scoregrad._src.baselines import leave_one_out
+from scoregrad._src.baselines import learned
+from scoregrad._src.baselines import moving_average
+from scoregrad._src.baselines import none
+from scoregrad._src.baselines import optimal
 
-from typing import Any, Callable, NamedTuple, Optional
-
-import jax
-import jax.numpy as jnp
-
-from scoregrad._validation import check_positive_float
-
-
-class Baseline(NamedTuple):
-  """A baseline as pure functions.
-
-  Attributes:
-    init: ``init() -> state``.
-    values: ``values(costs, scores, state) -> b``: ``costs`` has shape (n,);
-      ``scores`` is ``None`` unless ``per_coordinate`` (then the per-sample
-      scores ∇θ log p(x_i), leaves of shape (n, *param.shape)). Returns b of
-      shape (n,), or for per-coordinate baselines a pytree like ``scores``.
-      b_i must not depend on sample i.
-    update: ``update(state, costs) -> state`` after the step.
-    name: for messages.
-    min_samples: the smallest ``num_samples`` it works with.
-    per_coordinate: whether b differs per parameter coordinate.
-    stateful: whether ``state`` must be threaded across steps.
-  """
-
-  init: Callable[[], Any]
-  values: Callable[[jax.Array, Any, Any], Any]
-  update: Callable[[Any, jax.Array], Any]
-  name: str
-  min_samples: int = 1
-  per_coordinate: bool = False
-  stateful: bool = False
-
-
-def _no_update(state, costs):
-  del costs
-  return state
-
-
-def none() -> Baseline:
-  """No baseline (b = 0): plain REINFORCE."""
-  return Baseline(
-      init=lambda: (),
-      values=lambda costs, scores, state: jnp.zeros_like(costs),
-      update=_no_update,
-      name="none()")
-
-
-def constant(value: float) -> Baseline:
-  """A fixed baseline b = ``value`` for every sample (unbiased for any value).
-
-  Example:
-    >>> import scoregrad as sg
-    >>> est = sg.score_function(num_samples=16, baseline=sg.baselines.constant(1.0))
-  """
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    raise TypeError(
-        f"`value` of constant() must be a Python float; got {value!r}. For a "
-        "baseline that changes during training use moving_average(decay=...).") from None
-  return Baseline(
-      init=lambda: (),
-      values=lambda costs, scores, state: jnp.full_like(costs, value),
-      update=_no_update,
-      name=f"constant({value})")
-
-
-class MovingAverageState(NamedTuple):
-  """Exponential moving average of past mean costs and the number of updates."""
-
-  value: jax.Array
-  count: jax.Array
-
-
-def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
-  """b = exponential moving average of the mean cost of previous steps.
-
-  Uses only past costs, so it is independent of the current samples and the
-  estimator stays unbiased. At the first step (no history) b = 0. With
-  ``zero_debias`` the average is divided by 1 − decay^t (as Adam does).
-
-  Args:
-    decay: weight of the old average, in [0, 1).
-    zero_debias: correct the bias towards the zero initial value.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, scoregrad as sg
-    >>> est = sg.score_function(num_samples=8,
-    ...                         baseline=sg.baselines.moving_average(decay=0.9))
-    >>> state = est.init(jnp.zeros(2))
-  """
-  decay = check_positive_float("decay", decay, allow_zero=True)
-  if decay >= 1.0:
-    raise ValueError(
-        f"`decay` must be in [0, 1); got decay={decay}. decay=1 never updates "
-        "the average; typical values are 0.9 to 0.99.")
-
-  def init():
-    return MovingAverageState(value=jnp.zeros(()), count=jnp.zeros((), jnp.int32))
-
-  def values(costs, scores, state):
-    del scores
-    if zero_debias:
-      correction = 1.0 - decay ** state.count.astype(costs.dtype)
-      b = jnp.where(state.count > 0, state.value / jnp.where(correction > 0, correction, 1.0), 0.0)
-    else:
-      b = state.value
-    return jnp.broadcast_to(jnp.asarray(b, costs.dtype), costs.shape)
-
-  def update(state, costs):
-    mean = jnp.mean(jax.lax.stop_gradient(costs))
-    new_value = decay * state.value.astype(mean.dtype) + (1.0 - decay) * mean
-    return MovingAverageState(value=new_value, count=state.count + 1)
-
-  return Baseline(init=init, values=values, update=update,
-                  name=f"moving_average(decay={decay})", stateful=True)
-
-
-def leave_one_out() -> Baseline:
-  """b_i = mean of the other samples' costs (RLOO; Kool et al. 2019).
-
-  With n samples the estimator becomes (1/(n−1)) Σ_i (f(x_i) − f̄) ∇ log p(x_i),
-  unbiased because b_i uses only x_j, j ≠ i. Needs ``num_samples >= 2``.
-
-  References:
-    Kool, van Hoof & Welling, "Buy 4 REINFORCE Samples, Get a Baseline for
-    Free!", ICLR 2019 workshop.
-  """
-
-  def values(costs, scores, state):
-    del scores, state
-    n = costs.shape[0]
-    return (jnp.sum(costs) - costs) / (n - 1)
-
-  return Baseline(init=lambda: (), values=values, update=_no_update,
-                  name="leave_one_out()", min_samples=2)
-
-
-class LearnedState(NamedTuple):
-  """The learned baseline's value and its optimizer state."""
-
-  value: jax.Array
-  opt_state: Any
-
-
-def learned(optimizer: Any = None, *, init_value: float = 0.0) -> Baseline:
-  """A scalar baseline b = φ fitted to past costs by an optax optimizer.
-
-  After each step φ takes one optimizer step on the regression loss
-  mean_i (f(x_i) − φ)² of that step's costs (the learned-baseline recipe of
-  Williams 1992 and Mnih & Gregor 2014, here without inputs). Since φ only
-  uses past steps it is independent of the current samples: unbiased. Its
-  state (φ and the optimizer state) lives in the estimator state.
-
-  Args:
-    optimizer: an ``optax.GradientTransformation``; default ``optax.adam(0.1)``.
-    init_value: initial φ.
-
-  Example:
-    >>> import optax, scoregrad as sg
-    >>> est = sg.score_function(num_samples=8,
-    ...                         baseline=sg.baselines.learned(optax.sgd(0.5)))
-
-  References:
-    Mnih & Gregor, "Neural Variational Inference and Learning in Belief
-    Networks", ICML 2014.
-  """
-  import optax  # Runtime dependency; imported here to keep module import light.
-
-  if optimizer is None:
-    optimizer = optax.adam(0.1)
-  if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-    raise TypeError(
-        "`optimizer` must be an optax.GradientTransformation such as "
-        f"optax.adam(0.1); got {optimizer!r}.")
-  try:
-    init_value = float(init_value)
-  except (TypeError, ValueError):
-    raise TypeError(f"`init_value` must be a Python float; got {init_value!r}.") from None
-
-  def init():
-    value = jnp.asarray(init_value)
-    return LearnedState(value=value, opt_state=optimizer.init(value))
-
-  def values(costs, scores, state):
-    del scores
-    return jnp.broadcast_to(jnp.asarray(state.value, costs.dtype), costs.shape)
-
-  def update(state, costs):
-    costs = jax.lax.stop_gradient(costs)
-    grad = jax.grad(lambda v: jnp.mean((costs - v) ** 2))(state.value.astype(costs.dtype))
-    updates, opt_state = optimizer.update(grad.astype(state.value.dtype), state.opt_state, state.value)
-    return LearnedState(value=state.value + updates, opt_state=opt_state)
-
-  return Baseline(init=init, values=values, update=update, name="learned()", stateful=True)
-
-
-def _safe_divide(num, den):
-  ok = den > 0
-  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
-
-
-def optimal() -> Baseline:
-  """The variance-minimising per-coordinate baseline, estimated leave-one-out.
-
-  For coordinate k with score s_k = ∂_k log p(x), the baseline minimising the
-  variance of (f − b_k) s_k is b*_k = E[f s_k²] / E[s_k²]. Estimating it from
-  the same samples would bias the estimator, so sample i uses the other
-  samples only: b_{k,i} = Σ_{j≠i} f_j s_{kj}² / Σ_{j≠i} s_{kj}² (0 where the
-  denominator is 0). Needs ``num_samples >= 2``. First-order only: use it
-  with ``score_function(...).estimate``, not inside ``expectation``.
-
-  References:
-    Greensmith, Bartlett & Baxter, "Variance Reduction Techniques for Gradient
-    Estimates in Reinforcement Learning", JMLR 2004.
-  """
-
-  def values(costs, scores, state):
-    del state
-
-    def leaf(s):
-      s2 = jnp.reshape(s, (s.shape[0], -1)) ** 2
-      fs2 = costs[:, None] * s2
-      num = jnp.sum(fs2, axis=0) - fs2
-      den = jnp.sum(s2, axis=0) - s2
-      return _safe_divide(num, den).reshape(s.shape)
-
-    return jax.tree_util.tree_map(leaf, scores)
-
-  return Baseline(init=lambda: (), values=values, update=_no_update,
-                  name="optimal()", min_samples=2, per_coordinate=True)
-
-
-def resolve(baseline: Optional[Baseline]) -> Baseline:
-  """``None`` -> :func:`none`; checks the type otherwise."""
-  if baseline is None:
-    return none()
-  if not isinstance(baseline, Baseline):
-    hint = ""
-    if callable(baseline) and getattr(baseline, "__module__", "") == __name__:
-      hint = f" Call the factory: baseline={baseline.__name__}()."
-    raise TypeError(
-        "`baseline` must be a scoregrad.baselines.Baseline such as "
-        "leave_one_out(), moving_average(decay=0.9), constant(0.0), optimal() or "
-        "learned(); "
-        f"got {baseline!r}.{hint}")
-  return baseline
-
-
-def check_num_samples(baseline: Baseline, num_samples: int) -> None:
-  if num_samples < baseline.min_samples:
-    raise ValueError(
-        f"`baseline={baseline.name}` needs num_samples >= {baseline.min_samples} "
-        f"(each sample's baseline comes from the other samples); got "
-        f"num_samples={num_samples}. Use num_samples={baseline.min_samples} or "
-        "more, or a baseline that uses past steps: moving_average(decay=0.9).")
+__all__ = (
+    "Baseline",
+    "LearnedState",
+    "MovingAverageState",
+    "constant",
+    "learned",
+    "leave_one_out",
+    "moving_average",
+    "none",
+    "optimal",
+)

@@ -261,11 +261,11 @@ def test_stateful_control_variate_threads_state():
   updated to the mean cost; the estimate stays unbiased at any state."""
   cv = cvs.from_functions(lambda f, d, x, s: s, lambda f, d, s: s,
                           families=(sg.dists.Normal,), init=lambda: jnp.zeros(()),
-                          update=lambda s, f, d, xs, costs: jnp.mean(costs))
+                          update=lambda s, f, d, value: value)
   est = sg.score_function(num_samples=16, control_variate=cv)
   params = _params()
   state = est.init(params)
-  assert isinstance(state, sg.ScoreFunctionState) and state.control_variate.shape == ()
+  assert isinstance(state, sg.ControlVariateState) and state.control_variate.shape == ()
   out = est.estimate(jax.random.key(0), jnp.cos, NORMAL, params, state)
   np.testing.assert_allclose(out.state.control_variate, out.value, rtol=1e-6)
   state = state._replace(control_variate=jnp.asarray(0.3))
@@ -274,10 +274,22 @@ def test_stateful_control_variate_threads_state():
   assert_unbiased(grads, EXACT_COS, false_failure_rate=RATE)
 
 
+def test_deprecated_update_signature_still_works():
+  """0.1's update(state, f, dist, samples, costs) warns and gets costs=value[None]."""
+  with pytest.warns(DeprecationWarning, match=r"update\(state, f, dist, value\)"):
+    cv = cvs.from_functions(lambda f, d, x, s: s, lambda f, d, s: s,
+                            families=(sg.dists.Normal,), init=lambda: jnp.zeros(()),
+                            update=lambda s, f, d, xs, costs: jnp.mean(costs) + 0 * (xs is None))
+  est = sg.score_function(num_samples=16, control_variate=cv)
+  params = _params()
+  out = est.estimate(jax.random.key(0), jnp.cos, NORMAL, params, est.init(params))
+  np.testing.assert_allclose(out.state.control_variate, out.value, rtol=1e-6)
+
+
 def test_pathwise_state_without_and_with_control_variate():
   assert sg.pathwise(num_samples=2).init(None) == sg.EmptyState()
   st = sg.pathwise(num_samples=2, control_variate=cvs.delta_method()).init(None)
-  assert isinstance(st, sg.PathwiseState)
+  assert st == sg.ControlVariateState(estimator=sg.EmptyState(), control_variate=())
   assert sg.score_function(num_samples=2).init(None) == sg.ScoreFunctionState(baseline=())
 
 
@@ -286,10 +298,13 @@ def test_pathwise_state_without_and_with_control_variate():
 
 def test_family_mismatch_is_refused():
   est = sg.score_function(num_samples=4, control_variate=cvs.delta_method())
+  # The delta method needs the family's mean() and covariance(): Categorical
+  # (indices) has none. The message lists the families that do.
   with pytest.raises(ValueError, match=r"delta_method.*only for Normal, "
-                     r"MultivariateNormalTriL, Gamma, Exponential.*returned Bernoulli"):
-    est.estimate(jax.random.key(0), lambda x: jnp.sum(x), lambda l: sg.dists.Bernoulli(logits=l),
-                 jnp.zeros(2), est.init(None))
+                     r"MultivariateNormalTriL, Bernoulli, Poisson, Exponential, Gamma"
+                     r".*returned Categorical"):
+    est.estimate(jax.random.key(0), lambda x: jnp.sum(x).astype(jnp.float32),
+                 lambda l: sg.dists.Categorical(logits=l), jnp.zeros((2, 3)), est.init(None))
   mine = cvs.from_functions(lambda f, d, x, s: x, lambda f, d, s: d.loc,
                             families=(sg.dists.Normal,), name="mine")
   est = sg.measure_valued(num_samples=4, control_variate=mine)

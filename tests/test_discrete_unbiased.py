@@ -195,9 +195,9 @@ def test_rao_blackwell_whole_space_is_exact():
 
 
 def test_top_configurations_are_the_most_probable():
-  from scoregrad.discrete.rao_blackwell import per_variable_log_probs, top_configurations
+  from scoregrad._src.discrete.sum_and_sample import top_configurations
   logits = jnp.array([1.5, -0.3, 0.8, -2.0, 0.1])
-  configs, joint = top_configurations(per_variable_log_probs("bernoulli", logits), 7)
+  configs, joint = top_configurations(sg.dists.Bernoulli.per_variable_log_probs(logits), 7)
   bits = oracles.all_bits(5)
   p = oracles.sigmoid(np.asarray(logits, np.float64))
   probs = np.array([oracles.bernoulli_prob(b, p) for b in bits])

@@ -25,17 +25,17 @@ f closes over (samples held fixed), which gives the pathwise part of a
 gradient when f has parameters of its own (a decoder, a log-weight).
 """
 
-from scoregrad.discrete.arm import arm
-from scoregrad.discrete.arm import disarm
-from scoregrad.discrete.exact import exact
-from scoregrad.discrete.rao_blackwell import RaoBlackwellState
-from scoregrad.discrete.rao_blackwell import rao_blackwell
-from scoregrad.discrete.rebar import RebarState
-from scoregrad.discrete.rebar import rebar
-from scoregrad.discrete.rebar import relax
-from scoregrad.discrete.relaxed import gumbel_softmax
-from scoregrad.discrete.relaxed import straight_through
-from scoregrad.discrete.vimco import vimco
+from scoregrad._src.discrete.antithetic import arm
+from scoregrad._src.discrete.antithetic import disarm
+from scoregrad._src.discrete.enumeration import exact
+from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
+from scoregrad._src.discrete.sum_and_sample import rao_blackwell
+from scoregrad._src.discrete.rebar_relax import RebarState
+from scoregrad._src.discrete.rebar_relax import rebar
+from scoregrad._src.discrete.rebar_relax import relax
+from scoregrad._src.discrete.relaxations import gumbel_softmax
+from scoregrad._src.discrete.relaxations import straight_through
+from scoregrad._src.discrete.multi_sample import vimco
 
 __all__ = (
     "RaoBlackwellState",

@@ -18,42 +18,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._validation import check_key, check_positive_float, check_positive_int
-from scoregrad.base import Estimate, GradientEstimator, stateless_init
-from scoregrad.discrete import _common
-
-
-def perturb(family: str, logits: jax.Array, u: jax.Array) -> jax.Array:
-  """Logits plus noise: z = α + logit(u) (Bernoulli) or α + Gumbel (Categorical).
-
-  The discrete sample is H(z) = 1[z > 0] (Bernoulli) or argmax z (Categorical).
-  """
-  if family == _common.BERNOULLI:
-    return logits + _common.logit(u)
-  return logits + _common.gumbel(u)
-
-
-def hard(family: str, z: jax.Array) -> jax.Array:
-  """The discrete sample encoded as f receives it: {0., 1.} floats or one-hot."""
-  if family == _common.BERNOULLI:
-    return (z > 0).astype(z.dtype)
-  return jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=z.dtype)
-
-
-def soft(family: str, z: jax.Array, temperature) -> jax.Array:
-  """The relaxed sample σ(z/λ) (Bernoulli) or softmax(z/λ) (Categorical)."""
-  if family == _common.BERNOULLI:
-    return jax.nn.sigmoid(z / temperature)
-  return jax.nn.softmax(z / temperature, axis=-1)
-
-
-def example_input(family: str, logits: jax.Array) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(logits.shape, logits.dtype)
-
-
-def check_temperature(temperature) -> float:
-  temperature = check_positive_float("temperature", temperature)
-  return temperature
+from scoregrad._src.base import Estimate, GradientEstimator, check_cost, stateless_init
+from scoregrad._src.discrete import logits as _common
+from scoregrad._src.validation import (check_bool, check_key, check_positive_float,
+                                       check_positive_int)
 
 
 def gumbel_softmax(*, num_samples: int, temperature: float,
@@ -124,24 +92,24 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
     Relaxation of Discrete Random Variables", ICLR 2017.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  temperature = check_temperature(temperature)
-  straight_through = _common.check_bool("straight_through", straight_through)
-  per_sample = _common.check_bool("per_sample", per_sample)
+  temperature = check_positive_float("temperature", temperature)
+  straight_through = check_bool("straight_through", straight_through)
+  per_sample = check_bool("per_sample", per_sample)
   name = "gumbel_softmax"
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
-    _common.check_scalar_cost(f, example_input(family, logits),
-                              "relaxed estimators evaluate f at floats")
+    check_cost(f, _common.relaxed_input(lg), floating=True,
+               where="relaxed estimators evaluate f at floats")
     u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
 
     def one(ui):
       def relaxed_cost(l):
-        z = perturb(family, l, ui)
-        y = soft(family, z, temperature)
-        b = jax.lax.stop_gradient(hard(family, z))
+        z = family.perturb(l, ui)
+        y = family.soft(z, temperature)
+        b = jax.lax.stop_gradient(family.hard(z))
         if straight_through:
           y = y + jax.lax.stop_gradient(b - y)
         return jnp.asarray(f(y)).astype(logits.dtype), b
@@ -201,21 +169,21 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
     Through Stochastic Neurons for Conditional Computation", arXiv 2013.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  per_sample = _common.check_bool("per_sample", per_sample)
+  per_sample = check_bool("per_sample", per_sample)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="straight_through")
     family, logits = lg.family, lg.logits
-    _common.check_scalar_cost(f, example_input(family, logits),
-                              "straight_through differentiates f at its float samples")
+    check_cost(f, _common.relaxed_input(lg), floating=True,
+               where="straight_through differentiates f at its float samples")
     u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
 
     def one(ui):
-      b = jax.lax.stop_gradient(hard(family, perturb(family, logits, ui)))
+      b = jax.lax.stop_gradient(family.hard(family.perturb(logits, ui)))
 
       def cost(l):
-        p = jax.nn.sigmoid(l) if family == _common.BERNOULLI else jax.nn.softmax(l, axis=-1)
+        p = family.probs_of(l)
         return jnp.asarray(f(p + jax.lax.stop_gradient(b - p))).astype(l.dtype)
 
       return jax.value_and_grad(cost)(logits)

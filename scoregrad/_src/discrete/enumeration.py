@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import Estimate, GradientEstimator, call_dist_fn, stateless_init
-from scoregrad.discrete import _common
+from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
+                                 evaluate_costs, one_sample, stateless_init)
+from scoregrad._src.discrete import logits as _common
+from scoregrad._src.validation import check_key, check_positive_int
 
 _CHUNK = 4096
-
-
-def num_configurations(family: str, logits_shape: tuple[int, ...]) -> int:
-  """How many configurations the event has (a Python int, never overflows)."""
-  if family == _common.BERNOULLI:
-    return 2 ** math.prod(logits_shape)
-  return logits_shape[-1] ** math.prod(logits_shape[:-1])
-
-
-def _describe(family, shape) -> str:
-  if family == _common.BERNOULLI:
-    d = math.prod(shape)
-    return f"2^{d} = {2 ** d:,} configurations of a Bernoulli with event shape {shape}"
-  k, v = shape[-1], math.prod(shape[:-1])
-  return (f"{k}^{v} = {k ** v:,} configurations of a Categorical with "
-          f"{v} variable(s) of {k} categories (logits shape {shape})")
-
-
-def enumerate_configurations(family: str, logits_shape: tuple[int, ...], dtype) -> jax.Array:
-  """All configurations, shape (N, *event_shape): floats in {0, 1} or int32 indices.
-
-  Row i holds the digits of i in base 2 (Bernoulli) or K (Categorical),
-  first coordinate most significant.
-  """
-  if family == _common.BERNOULLI:
-    event_shape, base = logits_shape, 2
-  else:
-    event_shape, base = logits_shape[:-1], logits_shape[-1]
-  v = math.prod(event_shape)
-  n = base ** v
-  idx = np.arange(n, dtype=np.int64)[:, None]
-  powers = base ** np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]
-  digits = (idx // powers) % base
-  digits = digits.reshape((n,) + tuple(event_shape))
-  if family == _common.BERNOULLI:
-    return jnp.asarray(digits, dtype)
-  return jnp.asarray(digits, jnp.int32)
 
 
 def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
@@ -101,10 +63,10 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
     check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="exact")
     family, logits = lg.family, lg.logits
-    n = num_configurations(family, logits.shape)
+    n = family.num_configurations(logits.shape)
     if n > max_configurations:
       raise ValueError(
-          f"`exact` would enumerate {_describe(family, logits.shape)}, more than "
+          f"`exact` would enumerate {family.describe_configurations(logits.shape)}, more than "
           f"max_configurations={max_configurations:,}. Use a sampling estimator "
           "instead: scoregrad.rao_blackwell(num_summed=..., num_samples=...) "
           "(sums the most probable configurations exactly), "
@@ -112,12 +74,11 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
           "scoregrad.score_function(num_samples=..., "
           "baseline=scoregrad.baselines.leave_one_out()). If f is cheap and "
           f"memory allows, raise it: exact(max_configurations={n}).")
-    configs = enumerate_configurations(family, logits.shape, logits.dtype)
+    configs = family.enumerate_configurations(logits.shape, logits.dtype)
     if n <= _CHUNK:
-      costs = _common.costs_of(f, configs, logits.dtype)
+      costs = evaluate_costs(f, configs, dtype=logits.dtype)
     else:
-      _common.check_scalar_cost(f, jax.ShapeDtypeStruct(configs.shape[1:], configs.dtype),
-                                "exact evaluates f at every configuration")
+      check_cost(f, one_sample(configs), where="exact evaluates f at every configuration")
       costs = jax.lax.map(lambda x: jnp.asarray(f(x)).astype(logits.dtype), configs,
                           batch_size=_CHUNK)
     fixed_costs = jax.lax.stop_gradient(costs)
@@ -128,7 +89,7 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
       log_probs = call_dist_fn(dist_fn, p).log_prob(configs)
       return jnp.sum(jnp.exp(log_probs) * fixed_costs)
 
-    probs = jnp.exp(jax.vmap(lambda x: _common.log_prob(family, logits, x))(configs))
+    probs = jnp.exp(family(logits=logits).log_prob(configs))
     value = jnp.sum(probs * costs)
     return Estimate(value, jax.grad(expectation)(params), state, None)
 

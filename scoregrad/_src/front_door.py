@@ -7,12 +7,12 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad import baselines as _baselines
+from scoregrad._src import baselines as _baselines
 from scoregrad import dists as _dists
-from scoregrad import surrogate as _surrogate
-from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import evaluate_costs
-from scoregrad.pathwise import check_reparameterized
+from scoregrad._src import surrogates as _surrogate
+from scoregrad._src.validation import check_key, check_positive_int
+from scoregrad._src.base import evaluate_costs
+from scoregrad.dists._base import check_reparameterized
 
 ESTIMATORS = ("score_function", "pathwise")
 
@@ -75,13 +75,11 @@ def expectation(
 
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
-  if baseline.stateful or baseline.per_coordinate:
-    raise ValueError(
-        f"`baseline={baseline.name}` cannot be used in expectation(), which keeps "
-        "no state and does not see the parameters. Use "
-        "scoregrad.score_function(num_samples=..., baseline=...).estimate(...) and "
-        "thread its state, or score_function_surrogate(..., baseline_state=...), "
-        "or a stateless baseline such as leave_one_out().")
+  _baselines.require_scalar(
+      baseline, where="expectation()", stateless=True,
+      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+              "and thread its state, or score_function_surrogate(..., baseline_state=...), "
+              "or a stateless baseline such as leave_one_out().")
   samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
   costs = evaluate_costs(f, samples, num_samples)
   log_probs = jax.vmap(dist.log_prob)(samples)

@@ -7,25 +7,16 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad import baselines as _baselines
-from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import Estimate, GradientEstimator
-from scoregrad.discrete import _common
-from scoregrad.discrete.exact import num_configurations
+from scoregrad._src import baselines as _baselines
+from scoregrad._src.base import Estimate, GradientEstimator, evaluate_costs, expand_to
+from scoregrad._src.discrete import logits as _common
+from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
 
 class RaoBlackwellState(NamedTuple):
   """State of :func:`rao_blackwell`: the baseline's state."""
 
   baseline: object
-
-
-def per_variable_log_probs(family: str, logits: jax.Array) -> jax.Array:
-  """log p_v(k) for every variable v (flattened event) and value k: shape (V, K)."""
-  if family == _common.BERNOULLI:
-    flat = jnp.reshape(logits, (-1,))
-    return jnp.stack([-jax.nn.softplus(flat), -jax.nn.softplus(-flat)], axis=-1)
-  return jnp.reshape(jax.nn.log_softmax(logits, axis=-1), (-1, logits.shape[-1]))
 
 
 def top_configurations(log_probs: jax.Array, k: int):
@@ -100,13 +91,6 @@ def sample_outside(u: jax.Array, log_probs: jax.Array, configs: jax.Array) -> ja
   return x
 
 
-def _as_samples(family: str, logits: jax.Array, flat: jax.Array) -> jax.Array:
-  """(..., V) int32 values -> what f receives (floats for Bernoulli, indices)."""
-  if family == _common.BERNOULLI:
-    return flat.reshape(flat.shape[:-1] + logits.shape).astype(logits.dtype)
-  return flat.reshape(flat.shape[:-1] + logits.shape[:-1])
-
-
 def rao_blackwell(
     *,
     num_summed: int,
@@ -174,12 +158,10 @@ def rao_blackwell(
   num_samples = check_positive_int("num_samples", num_samples)
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
-  if baseline.per_coordinate:
-    raise ValueError(
-        f"`baseline={baseline.name}` is per-coordinate and not supported by "
-        "rao_blackwell; use a scalar baseline such as leave_one_out() or "
-        "moving_average(decay=0.9).")
-  per_sample = _common.check_bool("per_sample", per_sample)
+  _baselines.require_scalar(
+      baseline, where="rao_blackwell",
+      instead="Use a scalar baseline such as leave_one_out() or moving_average(decay=0.9).")
+  per_sample = check_bool("per_sample", per_sample)
 
   def init(params) -> RaoBlackwellState:
     del params
@@ -191,31 +173,31 @@ def rao_blackwell(
     lg = _common.logits_and_pullback(dist_fn, params, estimator="rao_blackwell")
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
-    total = num_configurations(family, logits.shape)
+    total = family.num_configurations(logits.shape)
     k = min(num_summed, total)
     complete = k == total
-    log_probs = per_variable_log_probs(family, logits)
+    log_probs = family.per_variable_log_probs(logits)
     configs, joint = top_configurations(log_probs, k)
-    summed_x = _as_samples(family, logits, configs)
+    summed_x = family.from_values(logits, configs)
     p_summed = jnp.exp(joint)
-    f_summed = _common.costs_of(f, summed_x, dtype)
+    f_summed = evaluate_costs(f, summed_x, dtype=dtype)
     if complete:
       rest = jnp.zeros((), dtype)
     else:
       rest = jnp.clip(-jnp.expm1(jax.nn.logsumexp(joint)), 0.0, 1.0)  # 1 − p(C)
     u = _common.uniform(key, (num_samples, log_probs.shape[0]), dtype)
     drawn = jax.vmap(lambda uj: sample_outside(uj, log_probs, configs))(u)
-    drawn_x = _as_samples(family, logits, drawn)
-    f_drawn = _common.costs_of(f, drawn_x, dtype)
+    drawn_x = family.from_values(logits, drawn)
+    f_drawn = evaluate_costs(f, drawn_x, dtype=dtype)
     fixed_drawn = jax.lax.stop_gradient(f_drawn)
     b = jnp.asarray(baseline.values(fixed_drawn, None, state.baseline), dtype)
     b_summed = jnp.mean(b)
 
-    score = jax.vmap(lambda x: _common.score(family, logits, x))
+    score = jax.vmap(lambda x: family.score_logits(logits, x))
     weights = p_summed * jax.lax.stop_gradient(f_summed - b_summed)
     summed_part = jnp.tensordot(weights, score(summed_x), axes=1)
     drawn_scores = score(drawn_x)
-    drawn_part = rest * _common.expand_to(fixed_drawn - b, drawn_scores) * drawn_scores
+    drawn_part = rest * expand_to(fixed_drawn - b, drawn_scores) * drawn_scores
     per_logits = summed_part[None] + drawn_part
     grad, per = _common.finish(lg, per_logits, per_sample)
     per_value = jnp.sum(p_summed * f_summed) + rest * f_drawn

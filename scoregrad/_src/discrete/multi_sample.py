@@ -8,9 +8,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad import surrogate as _surrogate
-from scoregrad._validation import check_positive_int
-from scoregrad.base import (Estimate, GradientEstimator, stateless_init, call_dist_fn,
+from scoregrad._src import surrogates as _surrogate
+from scoregrad._src.validation import check_positive_int
+from scoregrad._src.base import (Estimate, GradientEstimator, stateless_init, call_dist_fn,
                             check_estimate_inputs, evaluate_costs)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad import baselines as _baselines
+from scoregrad._src import baselines as _baselines
 
 
 @jax.custom_jvp
@@ -116,11 +116,10 @@ def score_function_surrogate(
     return jnp.mean(dice(log_probs, costs, jnp.broadcast_to(values, costs.shape)))
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, n)
-  if baseline.per_coordinate:
-    raise ValueError(
-        f"`baseline={baseline.name}` is per-coordinate and needs the parameters; "
-        "use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
-        "instead, or a scalar baseline such as leave_one_out().")
+  _baselines.require_scalar(
+      baseline, where="score_function_surrogate()",
+      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+              "instead, or a scalar baseline such as leave_one_out().")
   if baseline_state is None:
     if baseline.stateful:
       raise ValueError(

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scoregrad._validation import (check_callable, check_key, check_positive_float,
-                                   check_positive_int)
-from scoregrad.base import Estimate, GradientEstimator
-from scoregrad.discrete import _common
-from scoregrad.discrete.relaxed import hard, perturb, soft
+from scoregrad import dists as _dists
+from scoregrad._src.base import Estimate, GradientEstimator, check_cost
+from scoregrad._src.discrete import logits as _common
+from scoregrad._src.validation import (check_bool, check_callable, check_key,
+                                       check_positive_float, check_positive_int)
 
 PyTree = Any
 
@@ -44,35 +44,6 @@ class RebarState(NamedTuple):
 
   control: dict
   opt_state: Any
-
-
-def conditional_noise(family: str, logits: jax.Array, v: jax.Array, b: jax.Array) -> jax.Array:
-  """z̃ ~ p(z | H(z) = b), reparameterised by v ~ U(0,1) (differentiable in logits).
-
-  Bernoulli (z = α + logit(u), b = 1[z > 0]): given b = 1, u is uniform on
-  (1 − σ(α), 1) and z̃ = softplus(logit(v) + softplus(α)); given b = 0, u is
-  uniform on (0, 1 − σ(α)) and z̃ = −softplus(logit(v) + softplus(−α)).
-
-  Categorical (z_k = α_k + Gumbel, b = one-hot(argmax z)): the maximum
-  M = logsumexp(α) − log(−log v_b) is independent of the argmax, and the
-  other coordinates are Gumbels truncated below M:
-  z̃_k = −log(e^{−α_k}(−log v_k) + e^{−M}).
-  """
-  if family == _common.BERNOULLI:
-    t = _common.logit(v)
-    return jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),
-                     -jax.nn.softplus(t + jax.nn.softplus(-logits)))
-  log_neg_log_v = jnp.log(-jnp.log(v))
-  top = (jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-         - jnp.sum(b * log_neg_log_v, axis=-1, keepdims=True))
-  others = -jnp.logaddexp(log_neg_log_v - logits, -top)
-  return jnp.where(b > 0.5, top, others)
-
-
-def _probs(family, logits):
-  if family == _common.BERNOULLI:
-    return jax.nn.sigmoid(logits)
-  return jax.nn.softmax(logits, axis=-1)
 
 
 def separable_network(hidden_size: int):
@@ -95,8 +66,8 @@ def separable_network(hidden_size: int):
       "a": jnp.zeros((hidden_size,)),
   }
 
-  def apply(rho, z, family=_common.BERNOULLI):
-    s = _probs(family, z)
+  def apply(rho, z, family=_dists.Bernoulli):
+    s = family.probs_of(z)
     units = jnp.tanh(s[..., None] * rho["w"] + rho["c"])
     return jnp.sum(units * rho["a"])
 
@@ -113,7 +84,7 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     raise TypeError(f"`scale` must be a Python float; got scale={scale!r}.") from None
   if not math.isfinite(scale):
     raise ValueError(f"`scale` must be finite; got scale={scale!r}.")
-  per_sample = _common.check_bool("per_sample", per_sample)
+  per_sample = check_bool("per_sample", per_sample)
   if axis_name is not None and not isinstance(axis_name, str):
     raise TypeError(
         f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
@@ -155,10 +126,9 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
-    _common.check_scalar_cost(
-        f, jax.ShapeDtypeStruct(logits.shape, dtype),
-        f"{name} evaluates f at relaxed float inputs"
-        + (" (one-hot encodings for Categorical)" if family == _common.CATEGORICAL else ""))
+    check_cost(f, _common.relaxed_input(lg), floating=True,
+               where=f"{name} evaluates f at relaxed float inputs (floats shaped like "
+                     "the logits: one-hot encodings for Categorical)")
     key_u, key_v = jax.random.split(key)
     shape = (num_samples,) + logits.shape
     u = _common.uniform(key_u, shape, dtype)
@@ -173,7 +143,7 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
       eta = ctrl["scale"]
 
       def c(z):
-        out = eta * cost(soft(family, z, lam))
+        out = eta * cost(family.soft(z, lam))
         if network_fn is not None:
           if network_default:
             out = out + network_fn(ctrl["network"], z, family)
@@ -182,13 +152,13 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
         return out
 
       def one(ui, vi):
-        z = perturb(family, logits, ui)
-        b = jax.lax.stop_gradient(hard(family, z))
+        z = family.perturb(logits, ui)
+        b = jax.lax.stop_gradient(family.hard(z))
         f_b = cost(b)
-        dc_z = jax.grad(lambda l: c(perturb(family, l, ui)))(logits)
+        dc_z = jax.grad(lambda l: c(family.perturb(l, ui)))(logits)
         c_zt, dc_zt = jax.value_and_grad(
-            lambda l: c(conditional_noise(family, l, vi, b)))(logits)
-        g = ((jax.lax.stop_gradient(f_b) - c_zt) * (b - _probs(family, logits))
+            lambda l: c(family.conditional_noise(l, vi, b)))(logits)
+        g = ((jax.lax.stop_gradient(f_b) - c_zt) * (b - family.probs_of(logits))
              + dc_z - dc_zt)
         return f_b, g
 
@@ -229,7 +199,7 @@ def rebar(
   r"""The REBAR estimator: REINFORCE with a concrete-relaxation control variate.
 
   With z = α + ε (logistic noise for Bernoulli, Gumbel for Categorical), the
-  sample b = H(z), a second draw z̃ ~ p(z | b) (:func:`conditional_noise`)
+  sample b = H(z), a second draw z̃ ~ p(z | b) (the family's ``conditional_noise``)
   and the control variate c(z) = η f(σ_λ(z)) (σ_λ(z) = σ(z/λ), or
   softmax(z/λ) for Categorical), the gradient with respect to the logits α is
 

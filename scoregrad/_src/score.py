@@ -7,24 +7,24 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad import baselines as _baselines
-from scoregrad import control_variates as _cv
-from scoregrad import surrogate as _surrogate
-from scoregrad._validation import check_bool, check_positive_int
-from scoregrad.base import (Estimate, GradientEstimator, call_dist_fn,
-                            check_estimate_inputs, evaluate_costs, tree_mean0)
+from scoregrad._src import baselines as _baselines
+from scoregrad._src import control_variates as _cv
+from scoregrad._src import surrogates as _surrogate
+from scoregrad._src import variance_reduction as _vr
+from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
+                                 check_estimate_inputs, evaluate_costs, expand_to,
+                                 tree_mean0)
+from scoregrad._src.validation import check_bool, check_positive_int
 
 
 class ScoreFunctionState(NamedTuple):
-  """State of :func:`score_function`: the baseline's and the control variate's.
+  """State of :func:`score_function`: the baseline's.
 
   Attributes:
-    baseline: the baseline's state.
-    control_variate: the control variate's state (``()`` without one).
+    baseline: the baseline's state (``()`` for stateless baselines).
   """
 
   baseline: Any
-  control_variate: Any = ()
 
 
 def score_function(
@@ -54,9 +54,12 @@ def score_function(
       ``(num_samples, *param.shape)``) in ``Estimate.per_sample``, computed
       with ``vmap(grad)`` (memory grows as num_samples × params).
     control_variate: a :mod:`scoregrad.control_variates` control variate h:
-      the estimator becomes (1/n) Σ_i [(f(x_i) − β h(x_i) − b_i) ∇θ log p(x_i)
-      − β ∇θ h(x_i)] + β ∇θ E[h] (unbiased). The baseline then acts on the
-      residual costs f − β h (with an estimated coefficient, on f − h).
+      the estimator becomes (1/n) Σ_i (f(x_i) − β h(x_i) − b_i) ∇θ log p(x_i)
+      + β ∇θ E[h] (unbiased); the baseline then acts on the residual costs
+      f − β h. Shorthand for ``scoregrad.with_control_variate(score_function(
+      ...), control_variate)`` (with an estimated coefficient and a baseline
+      that uses the other samples, β is fitted on the rows without the
+      baseline, which are independent across samples).
 
   Returns:
     ``GradientEstimator(init, estimate)`` with
@@ -84,14 +87,17 @@ def score_function(
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
   per_sample = check_bool("per_sample", per_sample)
-  cv = _cv.resolve(control_variate)
-  if cv is not None:
-    _cv.check_num_samples(cv, num_samples)
+  if control_variate is not None:
+    return _vr.shorthand(
+        lambda rows: score_function(num_samples=num_samples, baseline=baseline,
+                                    per_sample=rows),
+        control_variate, num_samples=num_samples, per_sample=per_sample,
+        fit=(lambda: score_function(num_samples=num_samples, per_sample=True))
+        if baseline.uses_other_samples else None)
 
   def init(params) -> ScoreFunctionState:
     del params
-    return ScoreFunctionState(baseline=baseline.init(),
-                              control_variate=cv.init() if cv is not None else ())
+    return ScoreFunctionState(baseline=baseline.init())
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState
                ) -> Estimate:
@@ -106,17 +112,13 @@ def score_function(
     def log_prob(p, x):
       return call_dist_fn(dist_fn, p).log_prob(x)
 
-    if cv is not None:
-      return _estimate_with_control_variate(
-          cv, baseline, per_sample, f, dist_fn, params, state, samples, costs, log_prob, value)
-
     new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, costs))
 
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
       b = baseline.values(costs, scores, state.baseline)
       per = jax.tree_util.tree_map(
-          lambda s, bk: (_expand(costs, s) - bk) * s, scores, b)
+          lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)
       return Estimate(value, tree_mean0(per), new_state, per if per_sample else None)
 
     b = baseline.values(costs, None, state.baseline)
@@ -133,66 +135,3 @@ def score_function(
     return Estimate(value, jax.grad(surrogate)(params), new_state, None)
 
   return GradientEstimator(init=init, estimate=estimate)
-
-
-def _expand(costs, leaf):
-  return jnp.reshape(costs, costs.shape + (1,) * (leaf.ndim - 1))
-
-
-def _estimate_with_control_variate(cv, baseline, per_sample, f, dist_fn, params, state,
-                                   samples, costs, log_prob, value) -> Estimate:
-  """The score-function estimator with a control variate (see ``score_function``)."""
-  dist = call_dist_fn(dist_fn, params)
-  _cv.check_family(cv, dist)
-  cv_state = state.control_variate
-  dist_sg = jax.lax.stop_gradient(dist)
-  h_values = jax.vmap(lambda x: cv.value(f, dist_sg, x, cv_state))(samples)
-  h_values = jax.lax.stop_gradient(jnp.asarray(h_values, costs.dtype))
-  expected_grad = _cv.expectation_grad(cv, f, dist_fn, params, cv_state)
-  estimated = _cv.is_estimated(cv)
-  beta = None if estimated else float(cv.coefficient)
-  # The baseline acts on the residual f − β h (β = 1 when β is estimated).
-  baseline_costs = costs - (1.0 if estimated else beta) * h_values
-  new_state = ScoreFunctionState(
-      baseline=baseline.update(state.baseline, baseline_costs),
-      control_variate=cv.update(cv_state, f, dist_sg, samples, costs))
-
-  if not estimated and not per_sample and not baseline.per_coordinate:
-    b = baseline.values(baseline_costs, None, state.baseline)
-
-    def surrogate(p):
-      log_probs = jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
-      if cv.value_depends_on_params:
-        d = call_dist_fn(dist_fn, p)
-        h = jax.vmap(lambda x: cv.value(f, d, x, cv_state))(samples)
-        residual = costs - beta * jnp.asarray(h, costs.dtype)
-      else:
-        residual = baseline_costs
-      return jnp.mean(_surrogate.dice(log_probs, residual, b))
-
-    grad = jax.tree_util.tree_map(lambda g, e: g + beta * e,
-                                  jax.grad(surrogate)(params), expected_grad)
-    return Estimate(value, grad, new_state, None)
-
-  scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
-  b = baseline.values(baseline_costs, scores if baseline.per_coordinate else None,
-                      state.baseline)
-  # f's term: (f − β h − b) ∇ log p for a fixed β (h's term added below), or
-  # (f − b) ∇ log p when β is estimated (b fitted to f − h either way).
-  f_costs = costs if estimated else baseline_costs
-  if baseline.per_coordinate:
-    per_f = jax.tree_util.tree_map(
-        lambda s, bk: (_expand(f_costs, s) - bk) * s, scores, b)
-  else:
-    per_f = jax.tree_util.tree_map(
-        lambda s: _expand(f_costs - b, s) * s, scores)
-  direct = _cv.value_param_grad(cv, f, dist_fn, params, samples, cv_state, per_sample=True)
-  if not estimated:
-    per = jax.tree_util.tree_map(lambda g, dh, e: g - beta * dh + beta * e,
-                                 per_f, direct, expected_grad)
-  else:
-    per_h = jax.tree_util.tree_map(
-        lambda s, dh, e: _expand(h_values, s) * s + dh - e, scores, direct, expected_grad)
-    raw_f = jax.tree_util.tree_map(lambda s: _expand(costs, s) * s, scores)
-    per = _cv.apply(cv, per_f, per_h, raw_f)
-  return Estimate(value, tree_mean0(per), new_state, per if per_sample else None)

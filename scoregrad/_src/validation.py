@@ -90,3 +90,9 @@ def check_callable(name: str, value: Any, signature: str) -> None:
     raise TypeError(
         f"`{name}` must be a callable `{signature}`; got {value!r} of type "
         f"{type(value).__name__}.")
+
+
+def safe_divide(num, den):
+  """num / den where den > 0, else 0 (no NaN in the unused branch's gradient)."""
+  ok = den > 0
+  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)

@@ -7,9 +7,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._validation import check_key, check_positive_int
-from scoregrad.base import Estimate, GradientEstimator, stateless_init
-from scoregrad.discrete import _common
+from scoregrad._src.base import (Estimate, GradientEstimator, evaluate_costs, expand_to,
+                                 stateless_init)
+from scoregrad._src.discrete import logits as _common
+from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
 _CATEGORICAL_ALTERNATIVES = (
     "For categorical variables use scoregrad.rao_blackwell(num_summed=..., "
@@ -18,12 +19,13 @@ _CATEGORICAL_ALTERNATIVES = (
     "baseline=scoregrad.baselines.leave_one_out()).")
 
 
-def _antithetic_pair(key, logits, num):
-  """u ~ U(0,1)^{num×D}; b = 1[u < σ(l)] and its antithetic b̃ = 1[1 − u < σ(l)]."""
-  u = _common.uniform(key, (num,) + logits.shape, logits.dtype)
-  p = jax.nn.sigmoid(logits)
-  b = (u < p).astype(logits.dtype)
-  b_tilde = (1.0 - u < p).astype(logits.dtype)
+_NEEDS = _common.LOGITS_FACTS + ("antithetic_pair",)
+
+
+def _antithetic_pair(key, lg, num):
+  """u ~ U(0,1)^{num×D} and the family's antithetic pair of samples from it."""
+  u = _common.uniform(key, (num,) + lg.logits.shape, lg.logits.dtype)
+  b, b_tilde = lg.family.antithetic_pair(u, lg.logits)
   return u, b, b_tilde
 
 
@@ -72,19 +74,18 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
     Binary Networks", ICLR 2019.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  per_sample = _common.check_bool("per_sample", per_sample)
+  per_sample = check_bool("per_sample", per_sample)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
-    lg = _common.logits_and_pullback(dist_fn, params, estimator="arm",
-                                     families=(_common.BERNOULLI,),
+    lg = _common.logits_and_pullback(dist_fn, params, estimator="arm", needs=_NEEDS,
                                      alternatives=_CATEGORICAL_ALTERNATIVES)
     # u ~ U(0,1); 1[u > σ(−α)] = 1[1 − u < σ(α)] is the antithetic point.
-    u, b, b_anti = _antithetic_pair(key, lg.logits, num_samples)
-    f_anti = _common.costs_of(f, b_anti, lg.logits.dtype)
-    f_b = _common.costs_of(f, b, lg.logits.dtype)
+    u, b, b_anti = _antithetic_pair(key, lg, num_samples)
+    f_anti = evaluate_costs(f, b_anti, dtype=lg.logits.dtype)
+    f_b = evaluate_costs(f, b, dtype=lg.logits.dtype)
     diff = jax.lax.stop_gradient(f_anti - f_b)
-    per_logits = _common.expand_to(diff, u) * (u - 0.5)
+    per_logits = expand_to(diff, u) * (u - 0.5)
     grad, per = _common.finish(lg, per_logits, per_sample)
     value = jnp.mean(0.5 * (f_b + f_anti))
     return Estimate(value, grad, state, per)
@@ -137,21 +138,20 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
   num_pairs = check_positive_int(
       "num_pairs", num_pairs,
       why="DisARM needs at least one antithetic pair (two evaluations of f).")
-  per_sample = _common.check_bool("per_sample", per_sample)
+  per_sample = check_bool("per_sample", per_sample)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
-    lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm",
-                                     families=(_common.BERNOULLI,),
+    lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm", needs=_NEEDS,
                                      alternatives=_CATEGORICAL_ALTERNATIVES)
-    _, b, b_tilde = _antithetic_pair(key, lg.logits, num_pairs)
-    f_b = _common.costs_of(f, b, lg.logits.dtype)
-    f_tilde = _common.costs_of(f, b_tilde, lg.logits.dtype)
+    _, b, b_tilde = _antithetic_pair(key, lg, num_pairs)
+    f_b = evaluate_costs(f, b, dtype=lg.logits.dtype)
+    f_tilde = evaluate_costs(f, b_tilde, dtype=lg.logits.dtype)
     diff = jax.lax.stop_gradient(f_b - f_tilde)
     sign = 1.0 - 2.0 * b_tilde                       # (−1)^{b̃_i}
     differ = (b != b_tilde).astype(lg.logits.dtype)  # 1[b_i ≠ b̃_i]
     weight = jax.nn.sigmoid(jnp.abs(lg.logits))      # σ(|α_i|)
-    per_logits = 0.5 * _common.expand_to(diff, b) * sign * differ * weight
+    per_logits = 0.5 * expand_to(diff, b) * sign * differ * weight
     grad, per = _common.finish(lg, per_logits, per_sample)
     value = jnp.mean(0.5 * (f_b + f_tilde))
     return Estimate(value, grad, state, per)
