@@ -26,7 +26,6 @@ from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
 from scoregrad._src.discrete.sum_and_sample import rao_blackwell
 from scoregrad._src.front_door import expectation
-from scoregrad._src.reparameterization import PathwiseState
 from scoregrad._src.reparameterization import pathwise
 from scoregrad._src.score import ScoreFunctionState
 from scoregrad._src.score import score_function
@@ -34,7 +33,6 @@ from scoregrad._src.surrogates import dice
 from scoregrad._src.surrogates import magic_box
 from scoregrad._src.surrogates import score_function_surrogate
 from scoregrad._src.variance_reduction import with_control_variate
-from scoregrad._src.weak_derivative import MeasureValuedState
 from scoregrad._src.weak_derivative import measure_valued
 
 __version__ = "0.1.0"
@@ -46,8 +44,6 @@ __all__ = (
     "EstimateFn",
     "GradientEstimator",
     "InitFn",
-    "MeasureValuedState",
-    "PathwiseState",
     "RaoBlackwellState",
     "RebarState",
     "ScoreFunctionState",
@@ -77,3 +73,17 @@ __all__ = (
     "vimco",
     "with_control_variate",
 )
+
+
+
+def __getattr__(name):
+  # Names removed from the API in 0.2, importable for one more release.
+  if name in ("PathwiseState", "MeasureValuedState"):
+    import warnings  # pylint: disable=g-import-not-at-top
+    from scoregrad._src import reparameterization, weak_derivative  # pylint: disable=g-import-not-at-top
+    warnings.warn(
+        f"scoregrad.{name} is deprecated and will be removed in 0.3: pathwise and "
+        "measure_valued keep EmptyState(), and with a control variate a "
+        "scoregrad.ControlVariateState.", DeprecationWarning, stacklevel=2)
+    return getattr(reparameterization if name == "PathwiseState" else weak_derivative, name)
+  raise AttributeError(f"module 'scoregrad' has no attribute {name!r}")

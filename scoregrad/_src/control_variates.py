@@ -162,7 +162,7 @@ def delta_method(*, coefficient: Union[float, str] = 1.0) -> ControlVariate:
 
   Requirements: f twice differentiable in x (at float x, also for discrete
   families such as Bernoulli); the distribution's family defines ``mean()``
-  and ``covariance()`` (Normal, MultivariateNormalTriL, Gamma, Exponential,
+  and ``covariance()`` (Normal, MultivariateNormalTriL, Gamma, Exponential, Laplace,
   Bernoulli, Poisson, and any family you add with them). Costs one Hessian of
   f (d forward-over-reverse passes) and O(d²) per sample.
 

@@ -41,7 +41,8 @@ def pathwise(
       ∇θ E_p[f(x)] = E_q[∇x f(g(ε; θ)) ∇θ g(ε; θ)] ≈ (1/n) Σ_i ∇θ f(g(ε_i; θ)).
 
   Requirements: the distribution must be reparameterized
-  (``dist.reparameterized``; Normal, MultivariateNormalTriL and Gamma here)
+  (``dist.reparameterized``: Normal, MultivariateNormalTriL, Exponential, Gamma
+  and Laplace here)
   and f differentiable in x. Usually far lower variance than the score
   function for smooth f.
 

@@ -22,9 +22,14 @@ class ScoreFunctionState(NamedTuple):
 
   Attributes:
     baseline: the baseline's state (``()`` for stateless baselines).
+    control_variate: unused since 0.2 (a control variate's state now lives in
+      :class:`~scoregrad.ControlVariateState`); kept so that 0.1 code that
+      constructs ``ScoreFunctionState(baseline, control_variate)`` still runs.
+      Removed in 0.3.
   """
 
   baseline: Any
+  control_variate: Any = ()
 
 
 def score_function(
@@ -41,7 +46,7 @@ def score_function(
       ∇θ E_p[f(x)] = E_p[(f(x) − b) ∇θ log p(x; θ)]
                    ≈ (1/n) Σ_i (f(x_i) − b_i) ∇θ log p(x_i; θ),  x_i ~ p(·; θ),
 
-  computed as ``jax.grad`` of the DiCE surrogate (:mod:`scoregrad.surrogate`).
+  computed as ``jax.grad`` of the DiCE surrogate (:func:`scoregrad.dice`).
 
   Requirements: log p(x; θ) differentiable in θ. Nothing on f (it may be a
   non-differentiable black box) nor on x (discrete or continuous). Its

@@ -25,6 +25,8 @@ Categorical     logits ℓ_k   π_k                 δ_k                    Cate
 Poisson(λ)      rate λ       1                   1 + Poisson(λ)         Poisson(λ)
 Exponential(λ)  rate λ       1/λ                 Exponential(λ)         Gamma(2, λ)
 Gamma(α, β)     rate β       α/β                 Gamma(α, β)            Gamma(α + 1, β)
+Laplace(μ, b)   loc μ        1/(2b)              μ + b·Exponential(1)   μ − b·Exponential(1)
+Laplace(μ, b)   scale b      1/b                 μ ± b·Gamma(2, 1)      Laplace(μ, b)
 ==============  ===========  ==================  =====================  =========================
 
 (Bernoulli and Categorical are exact: ∂p E[f] = f(1) − f(0), and for logits
@@ -162,7 +164,8 @@ def measure_valued(
   decomposition (``weak_derivative_params`` and ``weak_derivative``, see
   :mod:`scoregrad.dists`): Normal (loc, scale), Bernoulli (logits),
   Categorical (logits), Poisson (rate), Exponential (rate), Gamma (rate; its
-  concentration must not depend on ``params``), or a family you add. Nothing on f: it
+  concentration must not depend on ``params``), Laplace (loc, scale), or a
+  family you add. Nothing on f: it
   may be discontinuous or a black box. Cost: about 2·n·d evaluations of f for
   d coordinates (Categorical: n·d·K + n; coupled Poisson/Exponential/Gamma:
   n·d + n). Low variance for smooth or bounded f; independent of the scale

@@ -11,6 +11,7 @@ from scoregrad.dists.categorical import Categorical
 from scoregrad.dists.poisson import Poisson
 from scoregrad.dists.exponential import Exponential
 from scoregrad.dists.gamma import Gamma
+from scoregrad.dists.laplace import Laplace
 from scoregrad.dists._user import UserDistribution
 from scoregrad.dists._user import from_log_prob
 
@@ -20,6 +21,7 @@ __all__ = (
     "Distribution",
     "Exponential",
     "Gamma",
+    "Laplace",
     "MultivariateNormalTriL",
     "Normal",
     "Poisson",
