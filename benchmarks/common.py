@@ -1,4 +1,5 @@
-"""Shared plumbing for benchmarks: progress bars, timing, atomic result files."""
+"""Shared plumbing for benchmarks: the record each benchmark exports, progress
+bars, timing, atomic result files."""
 
 from __future__ import annotations
 
@@ -8,10 +9,58 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import numpy as np
+
+
+class Benchmark(NamedTuple):
+  """One benchmark of the suite: what ``benchmarks/run.py`` needs to run it.
+
+  Each benchmark module exports one as ``BENCHMARK``; the runner lists them
+  in ``benchmarks.run.SUITE``.
+
+  Attributes:
+    name: The command-line name; also the stem of the result files.
+    description: One line, printed when the benchmark starts and under the
+      title of ``<name>.md``.
+    run: ``run(*, full: bool, seed: int, **options) -> dict`` — the
+      JSON-serialisable results (use :func:`progress` for progress bars).
+      Besides ``full`` and ``seed`` it takes exactly the options declared
+      below: ``sizes=`` when ``sizes`` is given, ``tiny=`` when
+      ``takes_tiny``, ``estimators=`` when ``takes_estimators``.
+    report: ``report(results) -> str`` — Markdown (tables) for the results file.
+    headline: ``headline(results) -> str`` — a short Markdown table for the
+      terminal and ``summary.md``.
+    plot: ``plot(results, outdir: Path) -> list[Path]`` — the PNG files written.
+    sizes: ``{"tiny": {...}, "default": {...}, "full": {...}}``, or None for a
+      benchmark with fixed presets (no ``--set``). With a table the runner
+      validates the preset plus ``--set`` overrides against the defaults'
+      keys and types (:func:`resolve_sizes`) and passes them as ``sizes=``.
+    size_minimum: ``{key: lowest allowed value}`` for ``sizes`` (default 1 for
+      integers; floats must be > 0), or None.
+    family: The distribution family of the rows of ``benchmarks/estimators.py``
+      the benchmark iterates over (``"normal"``, ``"bernoulli"``), or None.
+      With ``--estimators`` the runner rejects a selection of which no name
+      applies to this family.
+    takes_tiny: Whether ``run`` takes ``tiny: bool`` (smoke-test sizes for
+      ``--tiny``; the tests run every benchmark this way).
+    takes_estimators: Whether ``run`` takes ``estimators: list[str] | None``,
+      names from ``benchmarks/estimators.py`` (``--estimators``), validated by
+      the runner.
+  """
+  name: str
+  description: str
+  run: Callable[..., dict]
+  report: Callable[[dict], str]
+  headline: Callable[[dict], str]
+  plot: Callable[[dict, Path], list]
+  sizes: dict | None = None
+  size_minimum: dict | None = None
+  family: str | None = None
+  takes_tiny: bool = False
+  takes_estimators: bool = False
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
@@ -203,17 +252,15 @@ def _is_int(v) -> bool:
   return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def resolve_sizes(benchmark: str, module: Any, preset: str,
-                  overrides: dict | None = None) -> dict:
-  """The module's ``SIZES[preset]`` updated with ``overrides``, validated."""
+def resolve_sizes(bench: Benchmark, preset: str, overrides: dict | None = None) -> dict:
+  """The benchmark's ``sizes[preset]`` updated with ``overrides``, validated."""
   if preset not in PRESETS:
     raise SizeError(f"unknown size preset {preset!r}; choose from {PRESETS}.")
-  table = getattr(module, "SIZES", None)
-  if table is None:
-    raise SizeError(f"{benchmark} defines no SIZES table, so it runs only at its "
+  if bench.sizes is None:
+    raise SizeError(f"{bench.name} defines no SIZES table, so it runs only at its "
                     "own default/--full sizes (no --tiny, no --set).")
-  sizes = {**table[preset], **(overrides or {})}
-  return check_sizes(benchmark, sizes, table["default"], getattr(module, "SIZE_MINIMUM", None))
+  sizes = {**bench.sizes[preset], **(overrides or {})}
+  return check_sizes(bench.name, sizes, bench.sizes["default"], bench.size_minimum)
 
 
 def sizes_for(module_sizes: dict, full: bool, sizes: dict | None, tiny: bool = False) -> dict:

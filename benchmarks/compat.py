@@ -155,3 +155,8 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   path = common.save_figure(fig, Path(outdir) / "compat.png", dpi=120)
   plt.close(fig)
   return [path]
+
+
+BENCHMARK = common.Benchmark(
+    name="compat", description=DESCRIPTION, run=run, report=report, headline=headline,
+    plot=plot, sizes=SIZES, size_minimum=SIZE_MINIMUM, takes_tiny=True)

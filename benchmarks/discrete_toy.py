@@ -450,3 +450,9 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   path = common.save_figure(fig, Path(outdir) / "discrete_toy.png", dpi=100)
   plt.close(fig)
   return [path]
+
+
+BENCHMARK = common.Benchmark(
+    name="discrete_toy", description=DESCRIPTION, run=run, report=report, headline=headline,
+    plot=plot, sizes=SIZES, size_minimum=SIZE_MINIMUM, family=FAMILY, takes_tiny=True,
+    takes_estimators=True)

@@ -341,3 +341,9 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   path = common.save_figure(fig, Path(outdir) / "logreg.png", dpi=110)
   plt.close(fig)
   return [path]
+
+
+BENCHMARK = common.Benchmark(
+    name="logreg", description=DESCRIPTION, run=run, report=report, headline=headline,
+    plot=plot, sizes=SIZES, size_minimum=SIZE_MINIMUM, family=FAMILY, takes_tiny=True,
+    takes_estimators=True)

@@ -399,3 +399,8 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   plt.close(fig)
   return [path]
 
+
+BENCHMARK = common.Benchmark(
+    name="mohamed", description=DESCRIPTION, run=run, report=report, headline=headline,
+    plot=plot, sizes=SIZES, size_minimum=SIZE_MINIMUM, family=FAMILY, takes_tiny=True,
+    takes_estimators=True)

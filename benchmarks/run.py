@@ -1,25 +1,19 @@
 """Runs the benchmark suite: `python -m benchmarks.run [NAMES...] [--full | --tiny]`.
 
-Each benchmark is a module in ``benchmarks/`` listed in ``BENCHMARKS`` below
-and exposing:
+Each benchmark is a module in ``benchmarks/`` that exports one
+``BENCHMARK = benchmarks.common.Benchmark(...)`` record, listed in ``SUITE``
+below. The record names its ``run``, ``report``, ``headline`` and ``plot``
+functions and declares what ``run`` takes besides ``full`` and ``seed``:
 
-* ``DESCRIPTION: str``
-* ``run(*, full: bool, seed: int) -> dict`` — JSON-serialisable results (use
-  ``benchmarks.common.progress`` for progress bars);
-* ``report(results) -> str`` — Markdown (tables) for the results file;
-* ``headline(results) -> str`` — a short Markdown table for the terminal/README;
-* ``plot(results, outdir: Path) -> list[Path]`` — PNG files written.
-
-Optional, picked up when present:
-
-* ``run(..., tiny: bool = False)`` — smoke-test sizes (``--tiny``; the tests
-  run every benchmark this way);
-* ``SIZES = {"tiny": {...}, "default": {...}, "full": {...}}`` (and
-  ``SIZE_MINIMUM = {key: lowest allowed}``) with ``run(..., sizes=None)``: the
+* ``takes_tiny`` — ``run(..., tiny: bool = False)``, smoke-test sizes
+  (``--tiny``; the tests run every benchmark this way);
+* ``sizes = {"tiny": {...}, "default": {...}, "full": {...}}`` (and
+  ``size_minimum = {key: lowest allowed}``) — ``run(..., sizes=None)``: the
   runner validates the preset plus ``--set KEY=VALUE`` overrides against the
   defaults' keys and types before anything runs, and passes the result;
-* ``run(..., estimators=None)`` — a list of names from
-  ``benchmarks/estimators.py`` (``--estimators``), validated by the runner.
+* ``takes_estimators`` — ``run(..., estimators=None)``, a list of names from
+  ``benchmarks/estimators.py`` (``--estimators``), validated by the runner
+  (against ``family``, when given).
 
 Every argument (names, sizes, estimators, results folder) is checked before
 any benchmark starts: bad input prints ``error: ...`` and exits with status 2.
@@ -35,23 +29,33 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import inspect
 import sys
 import time
 import traceback
 from pathlib import Path
 
-# Benchmark name -> module (in default run order).
-BENCHMARKS = {
-    "throughput": "benchmarks.throughput",
-    "mohamed": "benchmarks.mohamed",
-    "scaling": "benchmarks.scaling",
-    "logreg": "benchmarks.logreg",
-    "discrete_toy": "benchmarks.discrete_toy",
-    "discrete_vae": "benchmarks.discrete_vae",
-    "compat": "benchmarks.compat",
-}
+from benchmarks import common
+from benchmarks import compat
+from benchmarks import discrete_toy
+from benchmarks import discrete_vae
+from benchmarks import logreg
+from benchmarks import mohamed
+from benchmarks import scaling
+from benchmarks import throughput
+
+# The suite, in default run order.
+SUITE = (
+    throughput.BENCHMARK,
+    mohamed.BENCHMARK,
+    scaling.BENCHMARK,
+    logreg.BENCHMARK,
+    discrete_toy.BENCHMARK,
+    discrete_vae.BENCHMARK,
+    compat.BENCHMARK,
+)
+
+# Benchmark name -> record (in default run order).
+BENCHMARKS = {bench.name: bench for bench in SUITE}
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -85,17 +89,9 @@ def _fail(msg: str) -> int:
   return 2
 
 
-def _accepts(fn, name: str) -> bool:
-  try:
-    return name in inspect.signature(fn).parameters
-  except (TypeError, ValueError):  # pragma: no cover
-    return False
-
-
 def _split_overrides(items: list[str], names: list[str]) -> dict[str, dict]:
   """'[bench.]key=value' strings -> {bench: {key: value}}; unqualified keys go to
   every selected benchmark that has them (an error if none has)."""
-  from benchmarks import common
   per = {n: {} for n in names}
   for item in items:
     if "=" not in item:
@@ -111,8 +107,7 @@ def _split_overrides(items: list[str], names: list[str]) -> dict[str, dict]:
         raise UsageError(f"--set {item}: benchmark {bench!r} is not selected; selected: {names}.")
       per[bench][key] = value
       continue
-    takers = [n for n in names
-              if target in (getattr(importlib.import_module(BENCHMARKS[n]), "SIZES", None) or {}).get("default", {})]
+    takers = [n for n in names if target in (BENCHMARKS[n].sizes or {}).get("default", {})]
     if not takers:
       raise UsageError(f"--set {item}: no selected benchmark has a size {target!r} "
                        "(see `python -m benchmarks.run --list`).")
@@ -121,9 +116,8 @@ def _split_overrides(items: list[str], names: list[str]) -> dict[str, dict]:
   return per
 
 
-def _plan(args) -> list[tuple[str, object, dict]]:
-  """Validates everything before anything runs: (name, module, run kwargs) per benchmark."""
-  from benchmarks import common
+def _plan(args) -> list[tuple[common.Benchmark, dict]]:
+  """Validates everything before anything runs: (benchmark, run kwargs) per benchmark."""
   from benchmarks import estimators as estimators_table
 
   names = args.names or list(BENCHMARKS)
@@ -148,24 +142,24 @@ def _plan(args) -> list[tuple[str, object, dict]]:
   preset = "full" if args.full else "tiny" if args.tiny else "default"
   plan = []
   for name in names:
-    module = importlib.import_module(BENCHMARKS[name])
+    bench = BENCHMARKS[name]
     kwargs = {"full": args.full, "seed": args.seed}
-    if hasattr(module, "SIZES"):
+    if bench.sizes is not None:
       try:
-        kwargs["sizes"] = common.resolve_sizes(name, module, preset, overrides[name])
+        kwargs["sizes"] = common.resolve_sizes(bench, preset, overrides[name])
       except common.SizeError as e:
         raise UsageError(str(e)) from None
     elif overrides[name]:
       raise UsageError(f"--set: {name} has no SIZES table, so its sizes cannot be overridden.")
     if args.tiny:
-      if _accepts(module.run, "tiny"):
+      if bench.takes_tiny:
         kwargs["tiny"] = True
       elif "sizes" not in kwargs:
         raise UsageError(f"--tiny: {name} has no tiny sizes (neither SIZES['tiny'] nor "
                          "run(..., tiny=True)); run it without --tiny.")
     if estimator_names is not None:
-      if _accepts(module.run, "estimators"):
-        family = getattr(module, "FAMILY", None)
+      if bench.takes_estimators:
+        family = bench.family
         if family is not None and not estimators_table.select(estimator_names, family=family):
           raise UsageError(
               f"--estimators: none of {estimator_names} applies to {name}'s distribution "
@@ -175,7 +169,7 @@ def _plan(args) -> list[tuple[str, object, dict]]:
       else:
         print(f"note: {name} does not iterate over benchmarks/estimators.py; "
               "--estimators does not apply to it.", file=sys.stderr)
-    plan.append((name, module, kwargs))
+    plan.append((bench, kwargs))
   return plan
 
 
@@ -190,28 +184,28 @@ def _check_out(out: Path) -> None:
                      "writable folder with --out DIR.") from None
 
 
-def run_one(name: str, module, kwargs: dict, out: Path, *, preset: str = "default",
+def run_one(bench: common.Benchmark, kwargs: dict, out: Path, *, preset: str = "default",
             plots: bool = True, command: str = "") -> dict:
   """Runs one benchmark and writes <name>.md, PNGs, and last <name>.json.
 
   A stale <name>.json from an earlier run is removed first, so after a crash
   no JSON is left that looks like this run's complete result.
   """
-  from benchmarks import common
+  name = bench.name
   stale = out / f"{name}.json"
   if stale.exists():
     stale.unlink()
-  print(f"== {name}: {module.DESCRIPTION}", file=sys.stderr, flush=True)
+  print(f"== {name}: {bench.description}", file=sys.stderr, flush=True)
   t0 = time.perf_counter()
-  results = module.run(**kwargs)
+  results = bench.run(**kwargs)
   elapsed = time.perf_counter() - t0
   results = {"benchmark": name, "seed": kwargs["seed"], "full": kwargs["full"],
              "preset": preset, "command": command,
              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "elapsed_s": elapsed, "environment": common.environment(), **results}
-  plotted = module.plot(results, out) if plots else []
+  plotted = bench.plot(results, out) if plots else []
   results["plots"] = [Path(p).name for p in plotted]
-  md = f"# {name}\n\n{module.DESCRIPTION}\n\n" + module.report(results) + "\n"
+  md = f"# {name}\n\n{bench.description}\n\n" + bench.report(results) + "\n"
   common.write_atomic(out / f"{name}.md", md)
   common.write_json(out / f"{name}.json", results)  # last: marks completion
   print(f"   done in {elapsed:.1f}s -> {out / (name + '.json')}", file=sys.stderr, flush=True)
@@ -222,10 +216,9 @@ def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _parse(argv)
   if args.list:
-    for name, mod in BENCHMARKS.items():
-      module = importlib.import_module(mod)
-      print(f"{name:12s} {module.DESCRIPTION}")
-      for preset, sizes in (getattr(module, "SIZES", None) or {}).items():
+    for name, bench in BENCHMARKS.items():
+      print(f"{name:12s} {bench.description}")
+      for preset, sizes in (bench.sizes or {}).items():
         print(f"{'':12s}   {preset:8s} " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
     return 0
   try:
@@ -234,7 +227,6 @@ def main(argv=None) -> int:
   except UsageError as e:
     return _fail(str(e))
 
-  from benchmarks import common  # imports JAX
   import jax
   # Variance studies need full float32 matrix products: GPUs' default TF32
   # adds ~1e-3 relative noise that would masquerade as estimator variance.
@@ -243,9 +235,10 @@ def main(argv=None) -> int:
   command = "python -m benchmarks.run " + " ".join(argv)
   preset = "full" if args.full else "tiny" if args.tiny else "default"
   headlines, failed = [], []
-  for name, module, kwargs in plan:
+  for bench, kwargs in plan:
+    name = bench.name
     try:
-      results = run_one(name, module, kwargs, out, preset=preset, plots=not args.no_plots,
+      results = run_one(bench, kwargs, out, preset=preset, plots=not args.no_plots,
                         command=command)
     except Exception:  # one broken benchmark must not hide the others' results
       traceback.print_exc()
@@ -253,7 +246,7 @@ def main(argv=None) -> int:
             file=sys.stderr, flush=True)
       failed.append(name)
       continue
-    headlines.append(f"## {name}\n\n{module.headline(results)}\n")
+    headlines.append(f"## {name}\n\n{bench.headline(results)}\n")
 
   env = common.environment()
   summary = (f"# scoregrad benchmark summary\n\n`{command.strip()}` on {env['device']} "
@@ -261,7 +254,7 @@ def main(argv=None) -> int:
              + "\n".join(headlines))
   if failed:
     summary += f"\n**Failed:** {', '.join(failed)} (see the errors above).\n"
-  elif [n for n, _, _ in plan] == list(BENCHMARKS):
+  elif [bench.name for bench, _ in plan] == list(BENCHMARKS):
     common.write_atomic(out / "summary.md", summary)
   print("\n" + summary)
   return 1 if failed else 0

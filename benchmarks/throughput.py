@@ -209,3 +209,8 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return [path]
+
+
+BENCHMARK = common.Benchmark(
+    name="throughput", description=DESCRIPTION, run=run, report=report, headline=headline,
+    plot=plot, takes_tiny=True)

@@ -9,10 +9,10 @@ E z⁴ = 3, E z⁶ = 15, E z⁸ = 105.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -243,9 +243,9 @@ def _check_common_schema(name, results, out):
   assert results["benchmark"] == name and results["seed"] == 0 and results["preset"] == "tiny"
   for key in ("jax", "jaxlib", "device", "platform", "python", "cpu_count"):
     assert key in results["environment"], key
-  module = __import__(runner.BENCHMARKS[name], fromlist=["_"])
-  if hasattr(module, "SIZES"):
-    assert results["sizes"] == json.loads(json.dumps(module.SIZES["tiny"]))
+  bench = runner.BENCHMARKS[name]
+  if bench.sizes is not None:
+    assert results["sizes"] == json.loads(json.dumps(bench.sizes["tiny"]))
   for png in results["plots"]:
     assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert (out / f"{name}.md").read_text().startswith(f"# {name}")
@@ -308,11 +308,31 @@ EXTRA_ARGS = {
 
 
 @pytest.mark.parametrize("name", list(runner.BENCHMARKS))
+def test_benchmark_record_matches_its_run_signature(name):
+  """Each BENCHMARK record declares exactly the keyword arguments its ``run`` takes,
+  and comes from the module of its name."""
+  bench = runner.BENCHMARKS[name]
+  module = sys.modules[bench.run.__module__]
+  assert module.__name__ == f"benchmarks.{name}" and module.BENCHMARK is bench
+  declared = {"full", "seed"}
+  declared |= {"sizes"} if bench.sizes is not None else set()
+  declared |= {"tiny"} if bench.takes_tiny else set()
+  declared |= {"estimators"} if bench.takes_estimators else set()
+  params = inspect.signature(bench.run).parameters
+  assert set(params) == declared
+  assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+  if bench.sizes is not None:
+    assert set(bench.sizes) == set(common.PRESETS)
+    assert set(bench.size_minimum or {}) <= set(bench.sizes["default"])
+  assert len(runner.SUITE) == len(runner.BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", list(runner.BENCHMARKS))
 def test_every_benchmark_runs_at_tiny_size(name, tmp_path, capsys):
   """`python -m benchmarks.run NAME --tiny`: exit 0, JSON/Markdown/PNGs, schema, headline printed."""
-  module = __import__(runner.BENCHMARKS[name], fromlist=["_"])
-  assert hasattr(module, "SIZES") or runner._accepts(module.run, "tiny"), (
-      f"{name} has no tiny sizes: give it SIZES['tiny'] or run(..., tiny=True)")
+  bench = runner.BENCHMARKS[name]
+  assert bench.sizes is not None or bench.takes_tiny, (
+      f"{name} has no tiny sizes: give it sizes['tiny'] or run(..., tiny=True)")
   rc = runner.main([name, "--tiny", "--out", str(tmp_path)] + EXTRA_ARGS.get(name, []))
   captured = capsys.readouterr()
   assert rc == 0, captured.err[-3000:]
@@ -367,15 +387,12 @@ def test_full_and_tiny_exclude_each_other(tmp_path, capsys):
 
 def test_failing_benchmark_leaves_no_json(tmp_path, capsys, monkeypatch):
   """A benchmark that raises: exit 1, its stale JSON removed, no new JSON, others still run."""
-  fake = types.ModuleType("benchmarks_test_fake")
-  fake.DESCRIPTION = "always fails"
-
   def run(*, full, seed):
     raise RuntimeError("boom in the middle of a run")
 
-  fake.run, fake.report, fake.headline, fake.plot = run, str, str, lambda r, o: []
-  monkeypatch.setitem(sys.modules, "benchmarks_test_fake", fake)
-  monkeypatch.setitem(runner.BENCHMARKS, "fake", "benchmarks_test_fake")
+  fake = common.Benchmark(name="fake", description="always fails", run=run, report=str,
+                          headline=str, plot=lambda r, o: [])
+  monkeypatch.setitem(runner.BENCHMARKS, "fake", fake)
   (tmp_path / "fake.json").write_text('{"benchmark": "fake", "stale": true}')
   rc = runner.main(["fake", "--out", str(tmp_path)])
   err = capsys.readouterr().err
