@@ -10,9 +10,15 @@ evaluating the cost, checking the inputs of ``estimate``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
+from jax.custom_derivatives import SymbolicZero
+from jax.extend.core import Primitive
+from jax.interpreters import ad
+from jax.interpreters import batching
+from jax.interpreters import mlir
 import jax.numpy as jnp
 
 from scoregrad import dists as _dists
@@ -86,6 +92,22 @@ def stateless_init(params: PyTree) -> EmptyState:
   return EmptyState()
 
 
+def check_state(state: Any, expected: type, estimator: str) -> Any:
+  """THE state check: ``state`` must be what ``estimator``'s ``init`` returns.
+
+  Raises a TypeError naming the estimator and ``init`` (rather than an
+  ``AttributeError`` deep inside) for ``()``, ``None``, or another
+  estimator's state.
+  """
+  if not isinstance(state, expected):
+    raise TypeError(
+        f"`state` of {estimator} must be the {expected.__name__} returned by its "
+        f"`init(params)` (or the previous Estimate.state); got {state!r} of type "
+        f"{type(state).__name__}. Call `state = estimator.init(params)` once and "
+        "thread `Estimate.state` into the next call.")
+  return state
+
+
 def call_dist_fn(dist_fn: Callable, params: PyTree):
   """Calls ``dist_fn(params)`` and returns a protocol distribution, with a clear error.
 
@@ -127,9 +149,12 @@ def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = F
         "to a scalar, e.g. `lambda x: jnp.sum(cost(x))`.")
   if floating and not jnp.issubdtype(out.dtype, jnp.floating):
     raise TypeError(
-        f"The cost `f(x)` must return a floating-point scalar{context}, because "
-        f"it is differentiated; it returned dtype {out.dtype}. Cast it, e.g. "
-        "`lambda x: jnp.asarray(cost(x), jnp.float32)`.")
+        f"The cost `f(x)` must return a floating-point scalar{context}; it returned "
+        f"dtype {out.dtype}, which has no derivative in x, so casting it to float "
+        "would give a silent zero gradient. Use an estimator that does not "
+        "differentiate f: scoregrad.score_function(num_samples=...) or "
+        "scoregrad.measure_valued(num_samples=...), or for discrete variables "
+        "scoregrad.disarm / scoregrad.rao_blackwell.")
 
 
 def one_sample(samples: PyTree) -> PyTree:
@@ -153,6 +178,158 @@ def evaluate_costs(f: Callable, samples: PyTree, num_samples: Optional[int] = No
   if not jnp.issubdtype(costs.dtype, jnp.floating):
     costs = costs.astype(jnp.result_type(float))
   return costs
+
+
+def finish(value: jax.Array, grad: PyTree, state: PyTree,
+           per_sample: Optional[PyTree] = None, *, costs: Optional[jax.Array] = None
+           ) -> Estimate:
+  """Builds every estimator's :class:`Estimate`, applying THE NaN rule.
+
+  NaN rule: if the estimate of E[f] is NaN (some cost was NaN), the gradient
+  and the per-sample rows are NaN too, in every estimator. Estimators whose
+  value is not a mean of the costs pass ``costs`` so that a NaN cost makes
+  the value NaN as well. Without it a
+  pathwise or measure-valued estimate could pair a NaN value with a finite
+  gradient (e.g. ∇ log x at a negative sample is a finite 1/x). Adding a
+  stop-gradient 0 or NaN leaves finite gradients bit for bit unchanged.
+  """
+  nan = jnp.isnan(value)
+  if costs is not None:   # for values that are not a mean of the costs (VIMCO's bound)
+    nan = nan | jnp.any(jnp.isnan(costs))
+    value = jnp.where(nan, jnp.asarray(jnp.nan, jnp.result_type(value)), value)
+  nan = jax.lax.stop_gradient(nan)
+
+  def poison(leaf):
+    leaf = jnp.asarray(leaf)
+    return leaf + jnp.where(nan, jnp.asarray(jnp.nan, leaf.dtype), jnp.zeros((), leaf.dtype))
+
+  grad = jax.tree_util.tree_map(poison, grad)
+  if per_sample is not None:
+    per_sample = jax.tree_util.tree_map(poison, per_sample)
+  return Estimate(value, grad, state, per_sample)
+
+
+# -- THE derivative-order rule -------------------------------------------------
+#
+# Every derivative of an estimate, of any order, is either unbiased or refused
+# with a clear error. Estimators whose gradient is assembled from
+# stop-gradient pieces (measure-valued, the discrete estimators, per-coordinate
+# baselines) mark it with `first_order_only`; their `.value` gets
+# `gradient_carrier`, whose first derivative is the estimator's gradient and
+# whose second derivative is refused the same way.
+#
+# How: the marked gradient's tangent is the output of `_refuse_p`, a
+# primitive that raises when it is transposed (reverse mode), differentiated,
+# evaluated or compiled. JAX transposes and compiles only what an output
+# needs, so `jax.grad(.value)` never touches it, while any derivative of
+# `.grad` raises at trace or compile time. (Eager, un-jitted forward mode
+# evaluates every tangent op by op, used or not: there `jax.jacfwd` of
+# `.value` is refused too; under `jax.jit`, or with `jax.grad`, it works.)
+
+
+def _refuse(*_, message, **__):
+  raise NotImplementedError(message)
+
+
+_refuse_p = Primitive("scoregrad_first_order_only")
+_refuse_p.def_impl(lambda t, *, message: _refuse(message=message))
+_refuse_p.def_abstract_eval(lambda t, *, message: t)
+mlir.register_lowering(_refuse_p, lambda ctx, t, *, message: _refuse(message=message))
+ad.primitive_jvps[_refuse_p] = lambda primals, tangents, *, message: _refuse(message=message)
+ad.primitive_transposes[_refuse_p] = lambda ct, t, *, message: _refuse(message=message)
+batching.primitive_batchers[_refuse_p] = (
+    lambda args, dims, *, message: (_refuse_p.bind(args[0], message=message), dims[0]))
+
+
+def _is_zero(t) -> bool:
+  return isinstance(t, SymbolicZero)
+
+
+def _live_leaves(tree):
+  return [t for t in jax.tree_util.tree_leaves(tree, is_leaf=_is_zero) if not _is_zero(t)]
+
+
+def higher_order_message(estimator: str) -> str:
+  return (
+      f"{estimator} estimates first derivatives only: its gradient is assembled "
+      "from pieces that do not carry their own derivatives, so differentiating "
+      "it again (jax.hessian, jax.jacfwd/jacrev or jax.grad of `.grad`, or a "
+      "second derivative of `.value`) would be silently wrong, and scoregrad "
+      "refuses. For derivatives of any order use "
+      "scoregrad.score_function(num_samples=...) with no baseline or "
+      "baselines.leave_one_out() (DiCE: unbiased at every order), "
+      "scoregrad.pathwise(num_samples=...) for reparameterized families, or "
+      "scoregrad.expectation(...). (If this was a first derivative of `.value` "
+      "in eager jax.jacfwd, use jax.grad or jax.jit instead.)")
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _first_order_only(message, x, anchor):
+  del anchor
+  return x
+
+
+def _first_order_only_jvp(message, primals, tangents):
+  x, _ = primals
+  dx, danchor = tangents
+  live = _live_leaves(danchor)
+  if not live:   # differentiated in something else (e.g. REBAR's control): pass through
+    return x, jax.tree_util.tree_map(lambda t, p: jnp.zeros_like(p) if _is_zero(t) else t,
+                                     dx, x, is_leaf=_is_zero)
+  # A tangent that depends on the anchor's tangent and refuses to be used.
+  seed = sum(jnp.sum(t).real.astype(jnp.float32) for t in live) * 0.0
+  return x, jax.tree_util.tree_map(
+      lambda p: _refuse_p.bind(jnp.zeros_like(p) + seed.astype(p.dtype), message=message), x)
+
+
+_first_order_only.defjvp(_first_order_only_jvp, symbolic_zeros=True)
+
+
+def first_order_only(x: PyTree, anchor: PyTree, estimator: str) -> PyTree:
+  """``x`` unchanged; using a derivative of it with respect to ``anchor`` raises.
+
+  ``anchor`` holds what the estimate depends on (the distribution's
+  parameters as functions of ``params``, the raw costs): a derivative of
+  ``x`` that reaches it raises ``NotImplementedError``, naming ``estimator``
+  and the alternatives.
+  """
+  return _first_order_only(higher_order_message(estimator), x, anchor)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _carrier(message, anchor, cotangent):
+  del anchor, cotangent
+  return jnp.zeros(())
+
+
+def _carrier_jvp(message, primals, tangents):
+  anchor, cotangent = primals
+  danchor, _ = tangents
+  cotangent = _first_order_only(message, cotangent, anchor)
+  out = jnp.zeros(())
+  leaves = jax.tree_util.tree_leaves(danchor, is_leaf=_is_zero)
+  for d, c in zip(leaves, jax.tree_util.tree_leaves(cotangent)):
+    if not _is_zero(d):
+      out = out + jnp.vdot(d, c.astype(d.dtype)).real.astype(out.dtype)
+  return jnp.zeros(()), out
+
+
+_carrier.defjvp(_carrier_jvp, symbolic_zeros=True)
+
+
+def gradient_carrier(anchor: PyTree, cotangent: PyTree, estimator: str,
+                     dtype=None) -> jax.Array:
+  """A zero whose derivative is ⟨d anchor, cotangent⟩ (and whose second derivative raises).
+
+  Added to ``Estimate.value`` by estimators whose samples do not depend
+  differentiably on ``params``, so that ``jax.grad`` of ``.value`` is the
+  estimator's own gradient (as DiCE makes it for the score function) and
+  never a silent zero: the chain rule through ``anchor = η(params)`` and the
+  estimator's per-η gradient ``cotangent`` give exactly ``Estimate.grad``.
+  """
+  out = _carrier(higher_order_message(estimator), anchor,
+                 jax.lax.stop_gradient(cotangent))
+  return out if dtype is None else out.astype(dtype)
 
 
 def expand_to(values: jax.Array, like: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ from scoregrad._src import baselines as _baselines
 from scoregrad import dists as _dists
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.validation import check_key, check_positive_int
-from scoregrad._src.base import evaluate_costs
+from scoregrad._src.base import check_cost, evaluate_costs, one_sample
 from scoregrad.dists._base import check_reparameterized
 
 ESTIMATORS = ("score_function", "pathwise")
@@ -71,6 +71,8 @@ def expectation(
           f"baseline={baseline!r} with estimator='pathwise'. Remove it.")
     check_reparameterized(dist, "dist")
     samples = dist.sample(key, (num_samples,))
+    check_cost(f, one_sample(samples), floating=True,
+               where="expectation(estimator='pathwise') differentiates it")
     return jnp.mean(evaluate_costs(f, samples, num_samples))
 
   baseline = _baselines.resolve(baseline)

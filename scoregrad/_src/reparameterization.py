@@ -11,7 +11,8 @@ from scoregrad._src import control_variates as _cv
 from scoregrad._src import sampling as _sampling
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
-                                 check_estimate_inputs, stateless_init, tree_mean0)
+                                 check_estimate_inputs, stateless_init, tree_mean0,
+                                 finish)
 from scoregrad._src.validation import check_bool, check_positive_int
 from scoregrad.dists._base import check_reparameterized
 
@@ -114,19 +115,19 @@ def pathwise(
           key, sampling, num_samples, tuple(dist.event_shape), dist.dtype)
       draw = lambda p, eps: call_dist_fn(dist_fn, p).from_standard_normal(eps)
     check_cost(f, jax.eval_shape(draw, params, jax.tree_util.tree_map(lambda k: k[0], keys)),
-               where="the pathwise estimator differentiates it")
+               where="the pathwise estimator differentiates it", floating=True)
 
     def one_cost(p, k):
       return f(draw(p, k))
 
     if per_sample:
       costs, per = jax.vmap(jax.value_and_grad(one_cost), in_axes=(None, 0))(params, keys)
-      return Estimate(jnp.mean(costs), tree_mean0(per), state, per)
+      return finish(jnp.mean(costs), tree_mean0(per), state, per)
 
     def mean_cost(p):
       return jnp.mean(jax.vmap(one_cost, in_axes=(None, 0))(p, keys))
 
     value, grad = jax.value_and_grad(mean_cost)(params)
-    return Estimate(value, grad, state, None)
+    return finish(value, grad, state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

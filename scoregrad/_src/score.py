@@ -12,8 +12,9 @@ from scoregrad._src import control_variates as _cv
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
-                                 check_estimate_inputs, evaluate_costs, expand_to,
-                                 tree_mean0)
+                                 check_estimate_inputs, check_state, evaluate_costs,
+                                 expand_to, tree_mean0,
+                                 finish, first_order_only, gradient_carrier)
 from scoregrad._src.validation import check_bool, check_positive_int
 
 
@@ -107,36 +108,47 @@ def score_function(
   def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState
                ) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
+    check_state(state, ScoreFunctionState, "score_function")
     samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
     raw_costs = evaluate_costs(f, samples, num_samples)
     costs = jax.lax.stop_gradient(raw_costs)
-    # The value stays differentiable in whatever f closes over (samples held
-    # fixed), so jax.grad through `.value` never silently returns zero.
-    value = jnp.mean(raw_costs)
 
     def log_prob(p, x):
       return call_dist_fn(dist_fn, p).log_prob(x)
 
+    def surrogate(p, b):
+      log_probs = jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
+      return jnp.mean(_surrogate.dice(log_probs, costs, b))
+
     new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, costs))
+
+    def value_of(d):
+      # mean f (differentiable in what f closes over, samples fixed) plus the
+      # DiCE surrogate minus its own value: numerically mean f, and its
+      # derivatives of every order in params are the score-function ones.
+      return jnp.mean(raw_costs) + (d - jax.lax.stop_gradient(d))
 
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
       b = baseline.values(costs, scores, state.baseline)
       per = jax.tree_util.tree_map(
           lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)
-      return Estimate(value, tree_mean0(per), new_state, per if per_sample else None)
+      # The per-coordinate baseline is fitted to these very scores, so this
+      # gradient is first-order only, and `.value` carries it (first order).
+      name = f"score_function with a per-coordinate baseline ({baseline.name})"
+      per = first_order_only(per, (params, raw_costs), name)
+      grad = tree_mean0(per)
+      value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
+      return finish(value, grad, new_state, per if per_sample else None)
 
     b = baseline.values(costs, None, state.baseline)
     if per_sample:
       def one(x, c, bi):
         return jax.grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
       per = jax.vmap(one)(samples, costs, b)
-      return Estimate(value, tree_mean0(per), new_state, per)
+      return finish(value_of(surrogate(params, b)), tree_mean0(per), new_state, per)
 
-    def surrogate(p):
-      log_probs = jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
-      return jnp.mean(_surrogate.dice(log_probs, costs, b))
-
-    return Estimate(value, jax.grad(surrogate)(params), new_state, None)
+    d, grad = jax.value_and_grad(surrogate)(params, b)
+    return finish(value_of(d), grad, new_state, None)
 
   return GradientEstimator(init=init, estimate=estimate)

@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
-from scoregrad._src.base import Estimate, GradientEstimator, call_dist_fn, tree_mean0
+from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, finish,
+                                 first_order_only, gradient_carrier, tree_mean0)
 from scoregrad._src.validation import check_bool, check_callable, check_key
 
 PyTree = Any
@@ -228,10 +229,21 @@ def with_control_variate(
       value = out.value
     if per_sample is False:
       per = None
+    # Derivative-order rule: the combined gradient is first-order only (β and
+    # h are fitted or expanded at the current θ), and `.value`'s derivative is
+    # the combined gradient: out.value already carries out.grad (every
+    # estimator's value carries its own gradient), the carrier adds the rest.
+    name = f"with_control_variate(..., {cv.name})"
+    grad = first_order_only(grad, params, name)
+    if per is not None:
+      per = first_order_only(per, params, name)
+    value = value + gradient_carrier(
+        params, jax.tree_util.tree_map(lambda g, o: g - o, grad, out.grad), name,
+        jnp.result_type(value))
     new_state = _cv.ControlVariateState(
         estimator=out.state,
         control_variate=cv.update(cv_state, f, dist_sg, jax.lax.stop_gradient(value)))
-    return Estimate(value, grad, new_state, per)
+    return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
 

@@ -57,7 +57,8 @@ from scoregrad._src import control_variates as _cv
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
                                  check_estimate_inputs, evaluate_costs, stateless_init,
-                                 tree_mean0)
+                                 tree_mean0,
+                                 finish, first_order_only, gradient_carrier)
 from scoregrad._src.validation import check_bool, check_positive_int
 from scoregrad.dists._base import all_families
 
@@ -237,13 +238,17 @@ def measure_valued(
         jnp.zeros((num_samples,) + c.shape, c.dtype) if g is None
         else jax.lax.stop_gradient(g[..., 0]).astype(c.dtype)
         for g, c in zip(terms, canon))
-    # The value stays differentiable in what f closes over (samples fixed).
-    value = jnp.mean(costs)
+    # First-order only (the derivative-order rule): a derivative of the
+    # gradient with respect to the family's parameters or the raw costs raises.
+    cotangents = first_order_only(cotangents, (canon, costs), "measure_valued")
+    mean_ct = tuple(jnp.mean(ct, axis=0) for ct in cotangents)
+    # The value stays differentiable in what f closes over (samples fixed),
+    # and its derivative in params is this estimator's gradient.
+    value = jnp.mean(costs) + gradient_carrier(canon, mean_ct, "measure_valued", costs.dtype)
     if per_sample:
       per = jax.vmap(lambda ct: vjp_fn(ct)[0])(cotangents)
-      return Estimate(value, tree_mean0(per), state, per)
-    mean_ct = tuple(jnp.mean(ct, axis=0) for ct in cotangents)
-    return Estimate(value, vjp_fn(mean_ct)[0], state, None)
+      return finish(value, tree_mean0(per), state, per)
+    return finish(value, vjp_fn(mean_ct)[0], state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
 

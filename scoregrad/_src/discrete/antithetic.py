@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src.base import (Estimate, GradientEstimator, evaluate_costs, expand_to,
-                                 stateless_init)
+                                 stateless_init,
+                                 finish)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
@@ -86,9 +87,9 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
     f_b = evaluate_costs(f, b, dtype=lg.logits.dtype)
     diff = jax.lax.stop_gradient(f_anti - f_b)
     per_logits = expand_to(diff, u) * (u - 0.5)
-    grad, per = _common.finish(lg, per_logits, per_sample)
-    value = jnp.mean(0.5 * (f_b + f_anti))
-    return Estimate(value, grad, state, per)
+    grad, per, value = _common.finish(lg, per_logits, per_sample,
+                                      jnp.mean(0.5 * (f_b + f_anti)), (f_b, f_anti))
+    return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
 
@@ -152,8 +153,8 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
     differ = (b != b_tilde).astype(lg.logits.dtype)  # 1[b_i ≠ b̃_i]
     weight = jax.nn.sigmoid(jnp.abs(lg.logits))      # σ(|α_i|)
     per_logits = 0.5 * expand_to(diff, b) * sign * differ * weight
-    grad, per = _common.finish(lg, per_logits, per_sample)
-    value = jnp.mean(0.5 * (f_b + f_tilde))
-    return Estimate(value, grad, state, per)
+    grad, per, value = _common.finish(lg, per_logits, per_sample,
+                                      jnp.mean(0.5 * (f_b + f_tilde)), (f_b, f_tilde))
+    return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
-                                 evaluate_costs, one_sample, stateless_init)
+                                 evaluate_costs, one_sample, stateless_init,
+                                 finish)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_key, check_positive_int
 
 _CHUNK = 4096
+
+
+def _memory_limit() -> int:
+  """Bytes the enumeration may use: half the default device's memory
+  (``bytes_limit`` where the backend reports it, else physical RAM)."""
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except  (backends without stats)
+    stats = {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) // 2
+  return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _check_memory(n: int, size: int) -> None:
+  """Refuses, before allocating anything, an enumeration that cannot fit.
+
+  Counts 8 bytes per logit per configuration (the 64-bit digits the
+  enumeration is built from, at least as large as the configurations
+  themselves) plus 24 per configuration for costs and weights.
+  """
+  needed = n * (8 * size + 24)
+  limit = _memory_limit()
+  if needed > limit:
+    raise ValueError(
+        f"`exact` would need about {needed / 2**30:,.1f} GiB to enumerate {n:,} "
+        f"configurations, more than the {limit / 2**30:,.1f} GiB it allows itself "
+        "(half of this device's memory). Use a sampling estimator: "
+        "scoregrad.rao_blackwell(num_summed=..., num_samples=...), "
+        "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
+        "scoregrad.score_function(num_samples=..., "
+        "baseline=scoregrad.baselines.leave_one_out()).")
 
 
 def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
@@ -74,6 +109,7 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
           "scoregrad.score_function(num_samples=..., "
           "baseline=scoregrad.baselines.leave_one_out()). If f is cheap and "
           f"memory allows, raise it: exact(max_configurations={n}).")
+    _check_memory(n, math.prod(logits.shape))
     configs = family.enumerate_configurations(logits.shape, logits.dtype)
     if n <= _CHUNK:
       costs = evaluate_costs(f, configs, dtype=logits.dtype)
@@ -89,8 +125,8 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
       log_probs = call_dist_fn(dist_fn, p).log_prob(configs)
       return jnp.sum(jnp.exp(log_probs) * fixed_costs)
 
-    probs = jnp.exp(family(logits=logits).log_prob(configs))
-    value = jnp.sum(probs * costs)
-    return Estimate(value, jax.grad(expectation)(params), state, None)
+    # Exact at every order, in params and in what f closes over.
+    value = jnp.sum(jnp.exp(call_dist_fn(dist_fn, params).log_prob(configs)) * costs)
+    return finish(value, jax.grad(expectation)(params), state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -17,7 +17,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import call_dist_fn, check_params_floating
+from scoregrad._src.base import (call_dist_fn, check_params_floating, first_order_only,
+                                 gradient_carrier)
 from scoregrad._src.validation import check_callable
 from scoregrad.dists._base import families_with
 
@@ -74,11 +75,16 @@ class Logits(NamedTuple):
     logits: the logits, with ``stop_gradient`` applied.
     pullback: ``pullback(g_logits) -> g_params``, the vector-Jacobian product
       of ``params -> dist_fn(params).logits``.
+    live: the logits as a (differentiable) function of ``params``: the anchor
+      of the derivative-order rule (see :func:`finish`).
+    estimator: the estimator's name, for messages.
   """
 
   family: type
   logits: jax.Array
   pullback: Callable[[jax.Array], PyTree]
+  live: jax.Array = None
+  estimator: str = ""
 
 
 def logits_and_pullback(dist_fn: Callable, params: PyTree, *, estimator: str,
@@ -100,7 +106,7 @@ def logits_and_pullback(dist_fn: Callable, params: PyTree, *, estimator: str,
   def pullback(g):
     return vjp(jnp.asarray(g, logits.dtype))[0]
 
-  return Logits(found["family"], jax.lax.stop_gradient(logits), pullback)
+  return Logits(found["family"], jax.lax.stop_gradient(logits), pullback, logits, estimator)
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
@@ -113,8 +119,20 @@ def relaxed_input(lg: Logits) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(lg.logits.shape, lg.logits.dtype)
 
 
-def finish(lg: Logits, per_logits: jax.Array, per_sample: bool):
-  """Mean over samples, pulled back; plus pulled-back per-sample gradients."""
-  grad = lg.pullback(jnp.mean(per_logits, axis=0))
+def finish(lg: Logits, per_logits: jax.Array, per_sample: bool, value: jax.Array,
+           costs: Any):
+  """Mean over samples, pulled back; per-sample rows; the value carrying the gradient.
+
+  The discrete estimators build their per-logit gradient from stop-gradient
+  pieces, so they are first-order only: differentiating the returned
+  gradient with respect to the logits (hence ``params``) or the raw
+  ``costs`` (hence what f closes over) raises, and ``value`` gets a
+  :func:`~scoregrad._src.base.gradient_carrier`, so that ``jax.grad`` of
+  ``Estimate.value`` is this estimator's gradient rather than a silent zero.
+  """
+  per_logits = first_order_only(per_logits, (lg.live, costs), lg.estimator)
+  mean_logits = jnp.mean(per_logits, axis=0)
+  grad = lg.pullback(mean_logits)
   per = jax.vmap(lg.pullback)(per_logits) if per_sample else None
-  return grad, per
+  value = value + gradient_carrier(lg.live, mean_logits, lg.estimator, value.dtype)
+  return grad, per, value

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.validation import check_positive_int
-from scoregrad._src.base import (Estimate, GradientEstimator, stateless_init, call_dist_fn,
-                            check_estimate_inputs, evaluate_costs)
+from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
+                                 check_estimate_inputs, evaluate_costs, finish,
+                                 first_order_only, gradient_carrier, stateless_init)
 
 
 def leave_one_out_bounds(log_weights: jax.Array) -> jax.Array:
@@ -89,7 +90,12 @@ def vimco(*, num_samples: int) -> GradientEstimator:
       # Σ_k □(τ_k) s_k: gradient Σ_k s_k ∇τ_k (s_k held fixed).
       return jnp.sum(_surrogate.dice(log_probs, signal))
 
-    value = jax.nn.logsumexp(log_w) - math.log(num_samples)
-    return Estimate(value, jax.grad(surrogate)(params), state, None)
+    # VIMCO's signals use sample k itself (through L̂), so the DiCE form above is
+    # right at first order only: the gradient is marked first-order only and
+    # the value carries it.
+    grad = first_order_only(jax.grad(surrogate)(params), (params, log_w), "vimco")
+    value = (jax.nn.logsumexp(log_w) - math.log(num_samples)
+             + gradient_carrier(params, grad, "vimco", log_w.dtype))
+    return finish(value, grad, state, None, costs=log_w)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

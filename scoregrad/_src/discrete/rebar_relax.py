@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from scoregrad import dists as _dists
-from scoregrad._src.base import Estimate, GradientEstimator, check_cost
+from scoregrad._src.base import (Estimate, GradientEstimator, check_cost, check_state, finish,
+                                 first_order_only, gradient_carrier)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import (check_bool, check_callable, check_key,
                                        check_positive_float, check_positive_int)
@@ -119,10 +120,7 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state: RebarState) -> Estimate:
     key = check_key(key)
-    if not isinstance(state, RebarState):
-      raise TypeError(
-          f"`state` of {name} must be the RebarState returned by `init(params)` "
-          f"(or a previous Estimate.state); got {type(state).__name__}.")
+    check_state(state, RebarState, name)
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
@@ -180,8 +178,11 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     else:
       _, (f_b, per_logits, grad) = variance_objective(state.control)
       new_state = state
-    per = jax.vmap(lg.pullback)(per_logits) if per_sample else None
-    return Estimate(jnp.mean(f_b), grad, new_state, per)
+    anchor = (lg.live, f_b)
+    grad = first_order_only(grad, anchor, name)
+    per = jax.vmap(lg.pullback)(first_order_only(per_logits, anchor, name)) if per_sample else None
+    value = jnp.mean(f_b) + gradient_carrier(lg.live, jnp.mean(per_logits, axis=0), name, dtype)
+    return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
 

@@ -18,7 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import Estimate, GradientEstimator, check_cost, stateless_init
+from scoregrad._src.base import Estimate, GradientEstimator, check_cost, stateless_init, finish
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import (check_bool, check_key, check_positive_float,
                                        check_positive_int)
@@ -119,8 +119,8 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
       return jnp.asarray(hard_cost).astype(logits.dtype), g
 
     costs, per_logits = jax.vmap(one)(u)
-    grad, per = _common.finish(lg, per_logits, per_sample)
-    return Estimate(jnp.mean(costs), grad, state, per)
+    grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
+    return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
 
@@ -189,7 +189,7 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
       return jax.value_and_grad(cost)(logits)
 
     costs, per_logits = jax.vmap(one)(u)
-    grad, per = _common.finish(lg, per_logits, per_sample)
-    return Estimate(jnp.mean(costs), grad, state, per)
+    grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
+    return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
-from scoregrad._src.base import Estimate, GradientEstimator, evaluate_costs, expand_to
+from scoregrad._src.base import (Estimate, GradientEstimator, check_state, evaluate_costs,
+                                 expand_to,
+                                 finish)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
@@ -170,6 +172,7 @@ def rao_blackwell(
   def estimate(key, f: Callable, dist_fn: Callable, params, state: RaoBlackwellState
                ) -> Estimate:
     key = check_key(key)
+    check_state(state, RaoBlackwellState, "rao_blackwell")
     lg = _common.logits_and_pullback(dist_fn, params, estimator="rao_blackwell")
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
@@ -199,10 +202,11 @@ def rao_blackwell(
     drawn_scores = score(drawn_x)
     drawn_part = rest * expand_to(fixed_drawn - b, drawn_scores) * drawn_scores
     per_logits = summed_part[None] + drawn_part
-    grad, per = _common.finish(lg, per_logits, per_sample)
     per_value = jnp.sum(p_summed * f_summed) + rest * f_drawn
+    grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(per_value),
+                                      (f_summed, f_drawn))
     new_state = RaoBlackwellState(
         baseline=baseline.update(state.baseline, jax.lax.stop_gradient(per_value)))
-    return Estimate(jnp.mean(per_value), grad, new_state, per)
+    return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
