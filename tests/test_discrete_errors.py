@@ -129,7 +129,7 @@ def test_rebar_settings_validated():
 
 def test_rebar_state_checked():
   est = sg.rebar()
-  with pytest.raises(TypeError, match="RebarState returned by `init"):
+  with pytest.raises(TypeError, match="RebarState returned by its `init"):
     est.estimate(KEY, F, BERN, jnp.zeros(2), ())
 
 

@@ -99,6 +99,7 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
   Uses only past costs, so it is independent of the current samples and the
   estimator stays unbiased. At the first step (no history) b = 0. With
   ``zero_debias`` the average is divided by 1 − decay^t (as Adam does).
+  Steps whose mean cost is NaN or infinite leave the average unchanged.
 
   Args:
     decay: weight of the old average, in [0, 1).
@@ -129,9 +130,15 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
     return jnp.broadcast_to(jnp.asarray(b, costs.dtype), costs.shape)
 
   def update(state, costs):
-    mean = jnp.mean(jax.lax.stop_gradient(costs))
-    new_value = decay * state.value.astype(mean.dtype) + (1.0 - decay) * mean
-    return MovingAverageState(value=new_value, count=state.count + 1)
+    # The state keeps its own dtype (a stable lax.scan carry whatever the
+    # costs' dtype), and a step whose mean cost is not finite is skipped, as
+    # optax.apply_if_finite skips updates: one NaN must not poison every
+    # later baseline (that step's own gradient is NaN by the NaN rule).
+    mean = jnp.mean(jax.lax.stop_gradient(costs)).astype(state.value.dtype)
+    finite = jnp.isfinite(mean)
+    new_value = decay * state.value + (1.0 - decay) * jnp.where(finite, mean, 0.0)
+    return MovingAverageState(value=jnp.where(finite, new_value, state.value),
+                              count=state.count + finite.astype(state.count.dtype))
 
   return Baseline(init=init, values=values, update=update,
                   name=f"moving_average(decay={decay})", stateful=True)

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-import jax
-import jax.numpy as jnp
-
 import inspect
 import warnings
 
+import jax
+import jax.numpy as jnp
+
+from scoregrad._src import base as _base
 from scoregrad._src.validation import safe_divide
 from scoregrad.dists._base import families_with
 
@@ -100,13 +101,8 @@ class ControlVariateState(NamedTuple):
 
 
 def check_state(state, cv: ControlVariate) -> ControlVariateState:
-  if not isinstance(state, ControlVariateState):
-    raise TypeError(
-        f"`state` of an estimator with `control_variate={cv.name}` must be the "
-        "ControlVariateState returned by its `init(params)` (or a previous "
-        f"Estimate.state); got {state!r} of type {type(state).__name__}. Call "
-        "state = estimator.init(params) once and thread Estimate.state.")
-  return state
+  return _base.check_state(state, ControlVariateState,
+                           f"an estimator with `control_variate={cv.name}`")
 
 
 def _check_coefficient(coefficient) -> Union[float, str]:

@@ -49,7 +49,7 @@ def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> 
 
 
 def check_key(key: Any, name: str = "key") -> jax.Array:
-  """Accepts one PRNG key (typed ``jax.random.key`` or raw ``uint32[2]``)."""
+  """Accepts one PRNG key (typed ``jax.random.key``, or raw of the configured implementation)."""
   if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
     raise TypeError(
         f"`{name}` must be a JAX PRNG key, got the int {key!r}. Create one with "
@@ -65,17 +65,25 @@ def check_key(key: Any, name: str = "key") -> jax.Array:
           f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
           "use jax.vmap over the keys.")
     return key
-  if key.dtype == jnp.uint32 and key.shape == (2,):
+  # Raw keys take the shape of the configured PRNG implementation
+  # (uint32[2] for threefry, uint32[4] for rbg/unsafe_rbg).
+  raw_shape = _raw_key_shape()
+  if key.dtype == jnp.uint32 and key.shape == raw_shape:
     return key
-  if key.dtype == jnp.uint32 and key.ndim == 2 and key.shape[-1] == 2:
+  if key.dtype == jnp.uint32 and key.ndim == len(raw_shape) + 1 and key.shape[1:] == raw_shape:
     raise ValueError(
         f"`{name}` must be a single PRNG key, got a batch of raw keys with shape "
         f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
         "use jax.vmap over the keys.")
   raise TypeError(
       f"`{name}` must be a single JAX PRNG key (jax.random.key(seed), or a legacy "
-      f"uint32[2] jax.random.PRNGKey(seed)); got an array with dtype {key.dtype} "
-      f"and shape {key.shape}.")
+      f"raw jax.random.PRNGKey(seed), uint32{list(raw_shape)} for the configured "
+      f"PRNG implementation); got an array with dtype {key.dtype} and shape {key.shape}.")
+
+
+def _raw_key_shape() -> tuple[int, ...]:
+  """Shape of a raw key of the configured default PRNG implementation."""
+  return tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -41,10 +41,12 @@ for it; every estimator that can use them then supports it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+import functools
+from typing import Any, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _as_float_array(name: str, value: Any) -> jax.Array:
@@ -69,6 +71,10 @@ class Distribution:
   """
 
   reparameterized: ClassVar[bool] = False
+  # Names of the parameters that must be > 0 (e.g. ``("scale",)``): checked at
+  # construction when concrete, and NaN-poisoning log_prob and samples when
+  # traced. Families with other constraints override ``_parameters_valid``.
+  positive: ClassVar[tuple[str, ...]] = ()
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -76,6 +82,43 @@ class Distribution:
         cls,
         lambda d: (tuple(getattr(d, f.name) for f in dataclasses.fields(d)), None),
         lambda _, children: cls._unflatten(children))
+    # The support rule is applied here, once, to every family's own __init__
+    # and log_prob (a family file never repeats it).
+    if "__init__" in cls.__dict__:
+      cls.__init__ = _checking_init(cls.__dict__["__init__"])
+    if "log_prob" in cls.__dict__:
+      cls.log_prob = _poisoning_log_prob(cls.__dict__["log_prob"])
+
+  def _parameters_valid(self) -> Optional[jax.Array]:
+    """A scalar bool: are all parameters inside their support? (None: no constraint)."""
+    checks = [jnp.all(getattr(self, name) > 0) for name in self.positive]
+    return jnp.all(jnp.stack(checks)) if checks else None
+
+  def _constraint_description(self) -> str:
+    return " and ".join(f"`{n}`" for n in self.positive) + " must be positive"
+
+  def _check_concrete_parameters(self) -> None:
+    values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+    if any(isinstance(v, jax.core.Tracer) for v in values):
+      return  # Under jit/grad/vmap: NaN-poisoned instead (see _poison).
+    with jax.ensure_compile_time_eval():   # concrete values inside an outer trace, too
+      valid = self._parameters_valid()
+    if valid is not None and not bool(valid):
+      shown = ", ".join(f"{f.name}={np.asarray(getattr(self, f.name))!r}"
+                        for f in dataclasses.fields(self))
+      raise ValueError(
+          f"{type(self).__name__}: {self._constraint_description()} (and not NaN); "
+          f"got {shown}. Map an unconstrained parameter into the support, e.g. "
+          "jnp.exp(log_scale) or jax.nn.softplus(raw). Under jax.jit the same "
+          "parameters give NaN log-densities, samples and gradients instead.")
+
+  def _poison(self, values: jax.Array) -> jax.Array:
+    """``values`` unchanged for valid parameters, NaN (value and derivatives) otherwise."""
+    valid = self._parameters_valid()
+    if valid is None:
+      return values
+    factor = jnp.where(valid, jnp.ones((), values.dtype), jnp.full((), jnp.nan, values.dtype))
+    return values * jax.lax.stop_gradient(factor)
 
   @classmethod
   def _unflatten(cls, children):
@@ -96,7 +139,8 @@ class Distribution:
     """Draws samples of shape ``sample_shape + event_shape``."""
     if isinstance(sample_shape, int):
       sample_shape = (sample_shape,)
-    return self._sample(key, tuple(sample_shape) + tuple(self.event_shape))
+    x = self._sample(key, tuple(sample_shape) + tuple(self.event_shape))
+    return self._poison(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
 
   def _sample(self, key, shape):
     raise NotImplementedError(
@@ -111,6 +155,22 @@ class Distribution:
     """Sums the trailing event dimensions of elementwise log-densities."""
     n = len(self.event_shape)
     return jnp.sum(values, axis=tuple(range(values.ndim - n, values.ndim))) if n else values
+
+
+def _checking_init(init):
+  @functools.wraps(init)
+  def wrapped(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    if type(self).__init__ is wrapped:   # the most derived class checks, once
+      self._check_concrete_parameters()
+  return wrapped
+
+
+def _poisoning_log_prob(log_prob):
+  @functools.wraps(log_prob)
+  def wrapped(self, x):
+    return self._poison(log_prob(self, x))
+  return wrapped
 
 
 def _sample_shape_tuple(sample_shape) -> tuple[int, ...]:

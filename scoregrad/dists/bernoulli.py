@@ -50,8 +50,11 @@ class Bernoulli(Distribution):
 
   def log_prob(self, x):
     x = jnp.asarray(x, self.logits.dtype)
-    # x log σ(l) + (1 - x) log σ(-l) = x l - softplus(l)
-    lp = x * self.logits - jax.nn.softplus(self.logits)
+    # x log σ(l) + (1 − x) log σ(−l), with 0·log 0 = 0 so that ±inf logits
+    # (probabilities exactly 0 or 1) give 0 or −inf, never NaN.
+    l = self.logits
+    lp = (jnp.where(x == 0, 0.0, x * jax.nn.log_sigmoid(l))
+          + jnp.where(x == 1, 0.0, (1 - x) * jax.nn.log_sigmoid(-l)))
     return self._sum_event(lp)
 
   # -- family facts (see scoregrad.dists._base) ------------------------------

@@ -29,6 +29,7 @@ class Exponential(Distribution):
 
   rate: jax.Array
   reparameterized = True
+  positive = ("rate",)
 
   def __init__(self, rate):
     object.__setattr__(self, "rate", _as_float_array("rate", rate))

@@ -25,6 +25,7 @@ class Gamma(Distribution):
   concentration: jax.Array
   rate: jax.Array
   reparameterized = True
+  positive = ("concentration", "rate")
 
   def __init__(self, concentration, rate):
     concentration = _as_float_array("concentration", concentration)

@@ -42,6 +42,7 @@ class Laplace(Distribution):
   loc: jax.Array
   scale: jax.Array
   reparameterized = True
+  positive = ("scale",)
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)

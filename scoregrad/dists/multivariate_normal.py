@@ -41,6 +41,13 @@ class MultivariateNormalTriL(Distribution):
   def event_shape(self):
     return jnp.shape(self.loc)
 
+  def _parameters_valid(self):
+    diag = jnp.diag(self.scale_tril)
+    return jnp.all((diag != 0) & ~jnp.isnan(diag))
+
+  def _constraint_description(self):
+    return "the diagonal of `scale_tril` must be non-zero"
+
   def _sample(self, key, shape):
     eps = jax.random.normal(key, shape, dtype=self.dtype)
     return self.loc + eps @ self.scale_tril.T

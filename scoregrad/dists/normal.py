@@ -29,6 +29,7 @@ class Normal(Distribution):
   loc: jax.Array
   scale: jax.Array
   reparameterized = True
+  positive = ("scale",)
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)

@@ -22,6 +22,7 @@ class Poisson(Distribution):
 
   rate: jax.Array
   reparameterized = False
+  positive = ("rate",)
 
   def __init__(self, rate):
     object.__setattr__(self, "rate", _as_float_array("rate", rate))
