@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BENCH_ARGS ?=
 
-.PHONY: install test bench clean
+.PHONY: install test test-deep bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --doctest-modules scoregrad tests
+
+# The property-based conformance suite with 10x the examples (about 20-30
+# minutes on 2 cores); `make test` runs its default profile.
+test-deep: $(STAMP)
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q -n 2 tests/test_conformance.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

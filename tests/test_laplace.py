@@ -113,3 +113,21 @@ def test_discrete_estimators_refuse_it_by_name():
   est = sg.disarm(num_pairs=4)
   with pytest.raises((TypeError, ValueError), match="Laplace"):
     est.estimate(jax.random.key(0), f_cos, DIST_FN, PARAMS, est.init(PARAMS))
+
+
+def test_score_function_second_derivatives_refused_pathwise_kept():
+  """∂²/∂μ² log p is a point mass for Laplace, so DiCE's Hessian would miss
+  it (≈ 0 instead of 2 for E[x²]): the score function refuses; pathwise
+  (which differentiates f, not log p) gives the exact Hessian 2 in loc."""
+  dist_fn = lambda m: sg.dists.Laplace(m, 1.0)
+  sf = sg.score_function(num_samples=8)
+  with pytest.raises(NotImplementedError, match="Laplace .*differentiable once only"):
+    jax.jacfwd(lambda m: sf.estimate(jax.random.key(0), lambda x: x**2, dist_fn, m,
+                                     sf.init(m)).grad)(0.5)
+  with pytest.raises(NotImplementedError, match="Laplace"):
+    jax.hessian(lambda m: sg.expectation(lambda x: x**2, dist_fn(m), jax.random.key(0),
+                                         num_samples=8))(0.5)
+  pw = sg.pathwise(num_samples=8)
+  h = jax.hessian(lambda m: pw.estimate(jax.random.key(0), lambda x: x**2, dist_fn, m,
+                                        pw.init(m)).value)(0.5)
+  np.testing.assert_allclose(h, 2.0, rtol=1e-6)

@@ -11,7 +11,8 @@ from scoregrad._src import baselines as _baselines
 from scoregrad import dists as _dists
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.validation import check_key, check_positive_int
-from scoregrad._src.base import check_cost, evaluate_costs, one_sample
+from scoregrad._src.base import (check_cost, evaluate_costs, first_order_only,
+                                 gradient_carrier, one_sample)
 from scoregrad.dists._base import check_reparameterized
 
 ESTIMATORS = ("score_function", "pathwise")
@@ -84,6 +85,14 @@ def expectation(
               "or a stateless baseline such as leave_one_out().")
   samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
   costs = evaluate_costs(f, samples, num_samples)
-  log_probs = jax.vmap(dist.log_prob)(samples)
   b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
-  return jnp.mean(_surrogate.dice(log_probs, costs, b))
+  surrogate = lambda d: jnp.mean(_surrogate.dice(jax.vmap(d.log_prob)(samples), costs, b))
+  if getattr(dist, "score_function_order", None) != 1:
+    return surrogate(dist)
+  # log_prob differentiable once only (e.g. Laplace): first derivatives are
+  # the score function's, higher ones are refused (the derivative-order rule).
+  name = f"expectation on {type(dist).__name__} (its log_prob is differentiable once only)"
+  grad = jax.grad(surrogate)(jax.lax.stop_gradient(dist))
+  return (jnp.mean(costs)
+          + gradient_carrier(dist, first_order_only(grad, (dist, costs), name), name,
+                             costs.dtype))

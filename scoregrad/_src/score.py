@@ -109,7 +109,11 @@ def score_function(
                ) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     check_state(state, ScoreFunctionState, "score_function")
-    samples = jax.lax.stop_gradient(call_dist_fn(dist_fn, params).sample(key, (num_samples,)))
+    dist = call_dist_fn(dist_fn, params)
+    samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
+    # Families whose log_prob is only once differentiable (the family fact
+    # score_function_order) get the first-order-only treatment below.
+    first_order = getattr(dist, "score_function_order", None) == 1
     raw_costs = evaluate_costs(f, samples, num_samples)
     costs = jax.lax.stop_gradient(raw_costs)
 
@@ -146,9 +150,16 @@ def score_function(
       def one(x, c, bi):
         return jax.grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
       per = jax.vmap(one)(samples, costs, b)
-      return finish(value_of(surrogate(params, b)), tree_mean0(per), new_state, per)
-
-    d, grad = jax.value_and_grad(surrogate)(params, b)
-    return finish(value_of(d), grad, new_state, None)
+      d, grad = surrogate(params, b), tree_mean0(per)
+    else:
+      (d, grad), per = jax.value_and_grad(surrogate)(params, b), None
+    if not first_order:
+      return finish(value_of(d), grad, new_state, per)
+    name = (f"score_function on {type(dist).__name__} (its log_prob is differentiable "
+            "once only)")
+    grad = first_order_only(grad, (params, raw_costs), name)
+    per = None if per is None else first_order_only(per, (params, raw_costs), name)
+    value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
+    return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)

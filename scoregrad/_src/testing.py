@@ -33,8 +33,9 @@ def _flat(tree: PyTree) -> list[np.ndarray]:
 
 def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
                     false_failure_rate: float = 1e-6,
-                    exact_variance: Optional[PyTree] = None) -> None:
-  """Asserts mean(per_sample) ≈ exact within z·SE for every coordinate.
+                    exact_variance: Optional[PyTree] = None,
+                    rtol: float = 0.0) -> None:
+  """Asserts mean(per_sample) ≈ exact within z·SE (+ rtol·|exact|) for every coordinate.
 
   Args:
     per_sample: pytree of independent draws of an unbiased estimator, leading
@@ -42,6 +43,9 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
     exact: the exact gradient, same structure without the leading axis.
     false_failure_rate: probability that a correct estimator fails.
     exact_variance: per-draw variance if known exactly (else estimated).
+    rtol: extra slack relative to |exact| for floating-point rounding, for
+      estimators whose variance can be (nearly) zero, where z·SE alone would
+      test rounding rather than bias (e.g. 1e-5 in float32). Default 0.
 
   Raises:
     AssertionError: listing the coordinates outside tolerance.
@@ -59,7 +63,7 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
     n = d.shape[0]
     se = np.sqrt(np.broadcast_to(v, e.shape) / n)
     err = np.abs(d.mean(axis=0) - e)
-    bad = err > z * se + 1e-12
+    bad = err > z * se + rtol * np.abs(e) + 1e-12
     if np.any(bad):
       failures.append(
           f"leaf {i}: mean {d.mean(axis=0)[bad]} vs exact {np.broadcast_to(e, bad.shape)[bad]}"

@@ -75,6 +75,12 @@ class Distribution:
   # construction when concrete, and NaN-poisoning log_prob and samples when
   # traced. Families with other constraints override ``_parameters_valid``.
   positive: ClassVar[tuple[str, ...]] = ()
+  # Highest derivative order for which the score identity
+  # ∇ᵏ E[f] = E[f · (∇ᵏ p)/p] holds with log_prob's own derivatives: None
+  # when log_prob is smooth in the parameters (every order), 1 when it is
+  # only once differentiable (Laplace: |x − μ| has no second derivative in
+  # μ, so DiCE's second derivative would be silently wrong).
+  score_function_order: ClassVar[Optional[int]] = None
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)

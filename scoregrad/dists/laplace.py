@@ -43,6 +43,7 @@ class Laplace(Distribution):
   scale: jax.Array
   reparameterized = True
   positive = ("scale",)
+  score_function_order = 1   # ∂²/∂μ² log p is a point mass, not a function
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)

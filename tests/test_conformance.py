@@ -1,0 +1,301 @@
+"""Property-based conformance suite: estimator × family × params pytree × dtype × transformation.
+
+Hypothesis draws the family's parameters, the pytree that holds them (dict,
+tuple or nested, with an unused leaf), the event size and the dtype; each
+test checks one invariant for every estimator that applies:
+
+* unbiased against the closed form: E[Σ x²] = Σ_j (Var x_j + (E x_j)²) for the
+  continuous families (from moments checked against scipy in
+  tests/test_dists.py and tests/test_pins.py), E[w·b + c b₀b₁] for Bernoulli
+  bits and E[v_k] for Categorical;
+* jit gives the same as eager, the same key the same result, vmap over
+  params the same as a loop; unused leaves get exactly zero;
+* the derivative-order rule (second derivatives unbiased or refused) and the
+  NaN rule;
+* no recompilation on new values (one trace for two parameter values).
+
+False-failure rate: each statistical assertion uses 1e-7 (Bonferroni over
+coordinates inside scoregrad.testing). The default profile makes at most
+6 examples × 3 statistical tests = 18 of them per run, so a correct library
+fails by chance with probability below 2e-6 per run; the deep profile
+(``make test-deep``: HYPOTHESIS_PROFILE=deep, 60 examples each) below 2e-5. Examples are derived from a fixed database-less seed
+(``derandomize=True``), so a run is reproducible.
+"""
+
+import os
+
+import hypothesis
+from hypothesis import given
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scoregrad as sg
+from scoregrad.testing import assert_unbiased
+
+hypothesis.settings.register_profile(
+    "default", max_examples=6, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.register_profile(
+    "deep", max_examples=60, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+RATE = 1e-7
+# Rounding slack relative to |exact| (zero-variance cases, e.g. the delta
+# method on a linear cost, would otherwise test float rounding, not bias).
+ROUNDING = {"float32": 1e-5, "float64": 1e-12}
+KEYS = 512      # independent estimates per unbiasedness check
+N = 16          # samples per estimate
+
+# -- families: how two raw leaves (a, b) parameterise them ----------------------
+
+CONTINUOUS = {
+    "Normal": lambda a, b: sg.dists.Normal(a, jnp.exp(b)),
+    "Laplace": lambda a, b: sg.dists.Laplace(a, jnp.exp(b)),
+    "MultivariateNormalTriL": lambda a, b: sg.dists.MultivariateNormalTriL(a, jnp.diag(jnp.exp(b))),
+    "Exponential": lambda a, b: sg.dists.Exponential(jnp.exp(a)),
+    "Gamma": lambda a, b: sg.dists.Gamma(jnp.full_like(a, 2.5), jnp.exp(a)),
+    "Poisson": lambda a, b: sg.dists.Poisson(jnp.exp(a)),
+}
+USES_B = {"Normal", "Laplace", "MultivariateNormalTriL"}
+REPARAMETERIZED = {"Normal", "Laplace", "MultivariateNormalTriL", "Exponential", "Gamma"}
+WEAK_DERIVATIVE = {"Normal", "Laplace", "Exponential", "Gamma", "Poisson"}
+
+CONTINUOUS_ESTIMATORS = {
+    "score_function": (lambda: sg.score_function(num_samples=N), set(CONTINUOUS)),
+    "score_function+leave_one_out": (lambda: sg.score_function(
+        num_samples=N, baseline=sg.baselines.leave_one_out()), set(CONTINUOUS)),
+    "score_function+delta_method": (lambda: sg.score_function(
+        num_samples=N, control_variate=sg.control_variates.delta_method()), set(CONTINUOUS)),
+    "pathwise": (lambda: sg.pathwise(num_samples=N), REPARAMETERIZED),
+    "measure_valued": (lambda: sg.measure_valued(num_samples=N), WEAK_DERIVATIVE),
+}
+EVERY_ORDER = {"score_function", "score_function+leave_one_out", "pathwise", "exact"}
+
+DISCRETE_ESTIMATORS = {
+    "score_function+leave_one_out": lambda: sg.score_function(
+        num_samples=N, baseline=sg.baselines.leave_one_out()),
+    "arm": lambda: sg.arm(num_samples=N),
+    "disarm": lambda: sg.disarm(num_pairs=N),
+    "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=N),
+    "measure_valued": lambda: sg.measure_valued(num_samples=N),
+    "exact": lambda: sg.exact(),
+    "disarm+delta_method": lambda: sg.with_control_variate(
+        sg.disarm(num_pairs=N, per_sample=True), sg.control_variates.delta_method()),
+}
+BERNOULLI_ONLY = {"arm", "disarm", "disarm+delta_method"}
+
+# -- params pytrees ---------------------------------------------------------------------
+
+STRUCTURES = {
+    "dict": (lambda a, b: {"a": a, "b": b, "unused": jnp.zeros_like(a)},
+             lambda p: (p["a"], p["b"])),
+    "tuple": (lambda a, b: (a, b, jnp.zeros_like(b)), lambda p: (p[0], p[1])),
+    "nested": (lambda a, b: {"outer": {"a": a}, "b": [b], "unused": (jnp.zeros(()),)},
+               lambda p: (p["outer"]["a"], p["b"][0])),
+}
+
+
+@st.composite
+def continuous_problems(draw, dtypes=("float32", "float64")):
+  family = draw(st.sampled_from(sorted(CONTINUOUS)))
+  d = draw(st.integers(1, 3))
+  a = draw(st.lists(st.floats(-0.8, 0.8), min_size=d, max_size=d))
+  b = draw(st.lists(st.floats(-0.4, 0.4), min_size=d, max_size=d))
+  structure = draw(st.sampled_from(sorted(STRUCTURES)))
+  dtype = draw(st.sampled_from(dtypes))
+  name = draw(st.sampled_from(sorted(n for n, (_, fams) in CONTINUOUS_ESTIMATORS.items()
+                                     if family in fams)))
+  return family, np.array(a), np.array(b), structure, dtype, name
+
+
+def _build(family, a, b, structure, dtype):
+  pack, unpack = STRUCTURES[structure]
+  params = pack(jnp.asarray(a, dtype), jnp.asarray(b, dtype))
+  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+  dist_fn = lambda p: CONTINUOUS[family](*unpack(p))
+  return params, dist_fn
+
+
+def _closed_form(dist_fn):
+  """E[Σ x²] as a differentiable function of params, from the family's moments."""
+  def expectation(p):
+    d = dist_fn(p)
+    return jnp.sum(jnp.diag(d.covariance())) + jnp.sum(jnp.square(d.mean()))
+  return expectation
+
+
+def square_cost(x):
+  return jnp.sum(x ** 2)
+
+
+def _x64(dtype):
+  return jax.enable_x64(dtype == "float64")
+
+
+@given(continuous_problems())
+def test_unbiased_on_every_family_and_pytree(problem):
+  family, a, b, structure, dtype, name = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    keys = jax.random.split(jax.random.key(0), KEYS)
+    grads = jax.jit(jax.vmap(lambda k: est.estimate(k, square_cost, dist_fn, params,
+                                                     est.init(params)).grad))(keys)
+    exact = jax.grad(_closed_form(dist_fn))(params)
+    for g, e in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(exact)):
+      assert g.dtype == jnp.dtype(dtype)
+    assert_unbiased(grads, exact, false_failure_rate=RATE, rtol=ROUNDING[dtype])
+    # Unused leaves (and b for families that ignore it) get exactly zero.
+    _, unpack = STRUCTURES[structure]
+    flat_g = jax.tree_util.tree_leaves(grads)
+    flat_e = jax.tree_util.tree_leaves(exact)
+    for g, e in zip(flat_g, flat_e):
+      if np.all(np.asarray(e) == 0):
+        np.testing.assert_array_equal(g, 0.0)
+
+
+@given(continuous_problems())
+def test_jit_eager_same_key_and_vmap(problem):
+  family, a, b, structure, dtype, name = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    run = lambda p, k: est.estimate(k, square_cost, dist_fn, p, est.init(p))
+    key = jax.random.key(7)
+    jitted_run = jax.jit(run)
+    eager, jitted, again = run(params, key), jitted_run(params, key), jitted_run(params, key)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(rtol=1e-9, atol=1e-10)
+    for x, y, z in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted),
+                       jax.tree_util.tree_leaves(again)):
+      np.testing.assert_allclose(x, y, **tol)
+      np.testing.assert_array_equal(y, z)
+    # vmap over (params, key) equals a Python loop over them.
+    batch = jax.tree_util.tree_map(lambda x: jnp.stack([x, 0.9 * x, x + 0.1]), params)
+    keys = jax.random.split(key, 3)
+    vmapped = jax.jit(jax.vmap(lambda p, k: run(p, k).grad))(batch, keys)
+    single = jax.jit(lambda p, k: run(p, k).grad)
+    for i in range(3):
+      one = single(jax.tree_util.tree_map(lambda x: x[i], batch), keys[i])
+      for v, o in zip(jax.tree_util.tree_leaves(vmapped), jax.tree_util.tree_leaves(one)):
+        np.testing.assert_allclose(v[i], o, **tol)
+
+
+@given(continuous_problems())
+def test_derivative_order_rule(problem):
+  family, a, b, structure, dtype, name = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    run = lambda p, k: est.estimate(k, square_cost, dist_fn, p, est.init(p))
+    flat = lambda h: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(h)])
+    hess = lambda k: flat(jax.jacfwd(lambda p: run(p, k).grad)(params))
+    # The score function is right at every order only where log_prob is
+    # smooth in the parameters (the family fact score_function_order).
+    smooth = getattr(sg.dists, family).score_function_order is None
+    if name not in EVERY_ORDER or (name.startswith("score_function") and not smooth):
+      with pytest.raises(NotImplementedError, match="first derivatives only"):
+        jax.jit(hess)(jax.random.key(0))
+      return
+    keys = jax.random.split(jax.random.key(1), KEYS)
+    estimates = jax.jit(jax.vmap(hess))(keys)
+    exact = flat(jax.hessian(_closed_form(dist_fn))(params))
+    assert_unbiased(estimates, exact, false_failure_rate=RATE, rtol=ROUNDING[dtype])
+
+
+@given(continuous_problems())
+def test_nan_rule_and_no_recompilation(problem):
+  family, a, b, structure, dtype, name = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    out = jax.jit(lambda k: est.estimate(k, lambda x: square_cost(x) * jnp.nan, dist_fn,
+                                         params, est.init(params)))(jax.random.key(0))
+    assert np.isnan(out.value)
+    assert all(np.all(np.isnan(g)) for g in jax.tree_util.tree_leaves(out.grad))
+    traces = []
+
+    @jax.jit
+    def step(p, k):
+      traces.append(1)
+      return est.estimate(k, square_cost, dist_fn, p, est.init(p)).grad
+
+    step(params, jax.random.key(0))
+    step(jax.tree_util.tree_map(lambda x: x * 0.5, params), jax.random.key(1))
+    assert len(traces) == 1
+
+
+@given(continuous_problems(dtypes=("bfloat16",)))
+def test_bfloat16_runs_and_keeps_its_dtype(problem):
+  """bf16 is too coarse for unbiasedness checks; it must run, stay bf16 and be finite."""
+  family, a, b, structure, dtype, name = problem
+  params, dist_fn = _build(family, a, b, structure, dtype)
+  est = CONTINUOUS_ESTIMATORS[name][0]()
+  out = jax.jit(lambda k: est.estimate(k, square_cost, dist_fn, params, est.init(params)))(
+      jax.random.key(0))
+  for g in jax.tree_util.tree_leaves(out.grad):
+    assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
+
+
+# -- discrete families ------------------------------------------------------------------
+
+
+@st.composite
+def discrete_problems(draw):
+  family = draw(st.sampled_from(["Bernoulli", "Categorical"]))
+  names = sorted(DISCRETE_ESTIMATORS) if family == "Bernoulli" else sorted(
+      set(DISCRETE_ESTIMATORS) - BERNOULLI_ONLY)
+  name = draw(st.sampled_from(names))
+  d = draw(st.integers(2, 3))
+  logits = draw(st.lists(st.floats(-1.5, 1.5), min_size=d, max_size=d))
+  weights = draw(st.lists(st.floats(-2.0, 2.0), min_size=d, max_size=d))
+  c = draw(st.floats(-1.0, 1.0))
+  structure = draw(st.sampled_from(sorted(STRUCTURES)))
+  dtype = draw(st.sampled_from(["float32", "float64"]))
+  return family, name, np.array(logits), np.array(weights), c, structure, dtype
+
+
+@given(discrete_problems())
+def test_discrete_unbiased_and_rules(problem):
+  family, name, logits, weights, c, structure, dtype = problem
+  with _x64(dtype):
+    pack, unpack = STRUCTURES[structure]
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype),
+                                    pack(jnp.asarray(logits), jnp.asarray(weights)))
+    w = jnp.asarray(weights, dtype)
+    if family == "Bernoulli":
+      dist_fn = lambda p: sg.dists.Bernoulli(logits=unpack(p)[0])
+      f = lambda bits: jnp.dot(w, bits) + c * bits[0] * bits[1]
+      closed = lambda p: (lambda q: jnp.dot(w, q) + c * q[0] * q[1])(
+          jax.nn.sigmoid(unpack(p)[0]))
+    else:
+      dist_fn = lambda p: sg.dists.Categorical(logits=unpack(p)[0])
+      f = lambda k: w[k]
+      closed = lambda p: jnp.dot(jax.nn.softmax(unpack(p)[0]), w)
+    est = DISCRETE_ESTIMATORS[name]()
+    run = lambda p, k: est.estimate(k, f, dist_fn, p, est.init(p))
+    keys = jax.random.split(jax.random.key(2), KEYS)
+    grads = jax.jit(jax.vmap(lambda k: run(params, k).grad))(keys)
+    exact = jax.grad(closed)(params)
+    if name == "exact":
+      for g, e in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(exact)):
+        np.testing.assert_allclose(g, np.broadcast_to(e, g.shape), rtol=1e-4, atol=1e-6)
+    else:
+      assert_unbiased(grads, exact, false_failure_rate=RATE, rtol=ROUNDING[dtype])
+    # grad of value is the gradient; second derivatives unbiased or refused.
+    key = jax.random.key(3)
+    through_value = jax.jit(jax.grad(lambda p: run(p, key).value))(params)
+    direct = jax.jit(lambda p: run(p, key).grad)(params)
+    for x, y in zip(jax.tree_util.tree_leaves(through_value), jax.tree_util.tree_leaves(direct)):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    hess = lambda p: jax.jacfwd(lambda q: run(q, key).grad)(p)
+    if name == "exact":
+      flat = lambda h: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(h)])
+      np.testing.assert_allclose(flat(jax.jit(hess)(params)), flat(jax.hessian(closed)(params)),
+                                 rtol=1e-3, atol=1e-5)
+    else:
+      with pytest.raises(NotImplementedError, match="first derivatives only"):
+        jax.jit(hess)(params)
