@@ -306,3 +306,21 @@ def test_exact_with_infinite_logits():
   np.testing.assert_allclose(out.grad, [0.0, 3 * p * (1 - p), 0.0], rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(BERN(logits).log_prob(jnp.array([1.0, 1.0, 0.0])),
                                 BERN(jnp.array([0.3])).log_prob(jnp.array([1.0])))
+
+
+def test_opt_in_checkify_error_for_traced_parameters():
+  from jax.experimental import checkify
+  with sg.dists.checked_parameters():
+    est = sg.score_function(num_samples=4)
+    step = checkify.checkify(jax.jit(lambda s: est.estimate(
+        jax.random.key(0), jnp.sum, lambda q: sg.dists.Normal(0.5, q), s, est.init(s)).grad))
+    err, grad = step(jnp.array(-1.0))
+    assert np.isnan(grad)
+    with pytest.raises(checkify.JaxRuntimeError, match="`scale` must be positive"):
+      err.throw()
+    err, grad = step(jnp.array(1.0))
+    err.throw()   # no error for valid parameters
+    assert np.isfinite(grad)
+  # Outside the context nothing is recorded (and nothing needs checkify).
+  out = jax.jit(lambda s: sg.dists.Normal(0.5, s).log_prob(1.0))(jnp.array(-1.0))
+  assert np.isnan(out)

@@ -4,6 +4,7 @@
 # Families are imported in the order error messages list them.
 from scoregrad.dists._base import Distribution
 from scoregrad.dists._base import as_distribution
+from scoregrad.dists._base import checked_parameters
 from scoregrad.dists.normal import Normal
 from scoregrad.dists.multivariate_normal import MultivariateNormalTriL
 from scoregrad.dists.bernoulli import Bernoulli
@@ -27,5 +28,6 @@ __all__ = (
     "Poisson",
     "UserDistribution",
     "as_distribution",
+    "checked_parameters",
     "from_log_prob",
 )

@@ -40,11 +40,13 @@ for it; every estimator that can use them then supports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, ClassVar, Optional, Sequence
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
@@ -123,6 +125,10 @@ class Distribution:
     valid = self._parameters_valid()
     if valid is None:
       return values
+    if _CHECKED[-1]:
+      checkify.check(valid, f"{type(self).__name__}: {self._constraint_description()} "
+                     "(traced parameters out of support, reported by "
+                     "scoregrad.dists.checked_parameters)")
     factor = jnp.where(valid, jnp.ones((), values.dtype), jnp.full((), jnp.nan, values.dtype))
     return values * jax.lax.stop_gradient(factor)
 
@@ -161,6 +167,36 @@ class Distribution:
     """Sums the trailing event dimensions of elementwise log-densities."""
     n = len(self.event_shape)
     return jnp.sum(values, axis=tuple(range(values.ndim - n, values.ndim))) if n else values
+
+
+_CHECKED = [False]
+
+
+@contextlib.contextmanager
+def checked_parameters(enabled: bool = True):
+  """Opt-in runtime check of traced parameters, inside ``jax.jit``, via checkify.
+
+  Concrete out-of-support parameters always raise when a distribution is
+  built; traced ones (under ``jit``/``grad``/``vmap``) give NaN by default.
+  Functions *traced* inside this context also record a
+  ``jax.experimental.checkify`` error for them, so that
+  ``checkify.checkify(jax.jit(step))`` returns an error to ``.throw()``
+  (a function traced inside the context must be run through ``checkify``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> from jax.experimental import checkify
+    >>> with sg.dists.checked_parameters():
+    ...   f = checkify.checkify(jax.jit(lambda s: sg.dists.Normal(0.0, s).log_prob(1.0)))
+    ...   err, value = f(jnp.array(-1.0))
+    >>> err.get() is not None
+    True
+  """
+  _CHECKED.append(bool(enabled))
+  try:
+    yield
+  finally:
+    _CHECKED.pop()
 
 
 def _checking_init(init):
