@@ -197,16 +197,34 @@ def randomized_qmc_normal(key, num_samples: int, event_shape, dtype) -> jax.Arra
   ε_i = Φ⁻¹(u_i). u_i is clipped to
   the open interval (tiny, 1 − ε_machine/2) of the dtype so Φ⁻¹ stays finite;
   this moves a probability mass below 1e-7 (float32) and is otherwise exact.
+
+  For dtypes narrower than float32 (bfloat16, float16, which Φ⁻¹ does not
+  accept and whose 8 or 11 significant bits would round the lattice itself)
+  the points, the shift and Φ⁻¹ are computed in float32 and only ε is
+  rounded to ``dtype``, as any sample drawn in that dtype is.
   """
   event_shape = tuple(event_shape)
   dim = max(1, math.prod(event_shape))
-  points = jnp.asarray(lattice_points(num_samples, dim), dtype)
-  shift = jax.random.uniform(key, (dim,), dtype)
+  work = _working_dtype(dtype)
+  points = jnp.asarray(lattice_points(num_samples, dim), work)
+  shift = jax.random.uniform(key, (dim,), work)
   u = points + shift
   u = u - jnp.floor(u)
-  info = jnp.finfo(dtype)
+  info = jnp.finfo(work)
   u = jnp.clip(u, info.tiny, 1.0 - info.eps / 2)
-  return jax.scipy.special.ndtri(u).reshape((num_samples,) + event_shape)
+  eps = jax.scipy.special.ndtri(u).astype(dtype)
+  return eps.reshape((num_samples,) + event_shape)
+
+
+def _working_dtype(dtype):
+  """``dtype``, or float32 for floating dtypes narrower than float32."""
+  dtype = jnp.dtype(dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"Quasi-Monte Carlo noise needs a floating dtype; got dtype={dtype} (the "
+        "dtype of the distribution's parameters). Pass float parameters, e.g. "
+        "jnp.asarray(params, jnp.float32).")
+  return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else dtype
 
 
 def check_gaussian(dist, sampling: str, name: str = "dist_fn(params)") -> None:

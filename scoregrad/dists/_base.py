@@ -43,6 +43,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import operator
+from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Sequence
 
 import jax
@@ -231,14 +233,31 @@ class _ForeignDistribution:
     the whole object is one event (like scoregrad's built-ins).
   * ``reparameterized`` from NumPyro's ``has_rsample`` or distrax/TFP's
     ``reparameterization_type``.
+
+  Joint distributions (TFP's ``JointDistributionNamed``/``Sequential``/
+  ``Coroutine``) are supported: their samples are pytrees (a dict, a list or
+  a namedtuple of arrays) and ``batch_shape``, ``event_shape`` and
+  ``reparameterization_type`` are structures with one entry per component.
+  Then ``event_shape`` is the same structure (each component's batch shape
+  followed by its event shape); ``log_prob`` sums over the batch dimensions,
+  which must be the same for every component (TFP adds the components'
+  log-densities with broadcasting, which would count a component once per
+  element of another's batch); and ``reparameterized`` is ``True`` only when
+  every component is fully reparameterized (``not_reparameterized`` names the
+  others). A single ``batch_shape`` with a structured ``event_shape`` (TFP's
+  ``...AutoBatched`` joints) applies to every component.
   """
 
-  def __init__(self, dist: Any):
+  def __init__(self, dist: Any, name: str = "dist"):
     self.dist = dist
     module = type(dist).__module__ or ""
     self._numpyro = module.startswith("numpyro")
-    self.reparameterized = _foreign_reparameterized(dist)
-    self.event_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
+    batch = _foreign_shapes(dist.batch_shape, name, "batch_shape")
+    event = _foreign_shapes(dist.event_shape, name, "event_shape")
+    self._batch_ndims = _common_batch_ndims(dist, batch, name)
+    self.event_shape = _joint_event_shape(batch, event)
+    self.not_reparameterized = _foreign_not_reparameterized(dist)
+    self.reparameterized = self.not_reparameterized is not None and not self.not_reparameterized
 
   def sample(self, key, sample_shape=()):
     shape = _sample_shape_tuple(sample_shape)
@@ -248,15 +267,107 @@ class _ForeignDistribution:
 
   def log_prob(self, x):
     lp = jnp.asarray(self.dist.log_prob(x))
-    n = len(tuple(self.dist.batch_shape))
+    n = self._batch_ndims
+    if lp.ndim < n:
+      raise ValueError(
+          f"The log_prob of the foreign distribution {type(self.dist).__name__} has "
+          f"shape {lp.shape}: fewer than its {n} batch dimensions, which scoregrad "
+          "sums over (making the whole batch one event). Pass `log_prob` samples "
+          "shaped sample_shape + batch_shape + event_shape, as its `sample` draws them.")
     return jnp.sum(lp, axis=tuple(range(lp.ndim - n, lp.ndim))) if n else lp
 
 
-def _foreign_reparameterized(dist) -> bool:
+def _is_shape(value: Any) -> bool:
+  """Is ``value`` one shape (a tuple/list/TensorShape of ints), not a structure of shapes?"""
+  if isinstance(value, (str, bytes, Mapping)):
+    return False
+  try:
+    dims = list(value)
+  except TypeError:
+    return False
+  try:
+    for d in dims:
+      operator.index(d)
+  except TypeError:
+    return False
+  return True
+
+
+def _foreign_shapes(value: Any, name: str, attribute: str) -> Any:
+  """A shape as a tuple of ints, or a structure (dict, list, ...) of such tuples."""
+
+  def as_tuple(s):
+    if not _is_shape(s):
+      raise TypeError(
+          f"`{name}`.{attribute} must be a shape (a tuple of ints or a TensorShape), "
+          f"or for a joint distribution a dict/list/tuple of shapes, one per "
+          f"component; got {value!r}. scoregrad reads it to sum log_prob over the "
+          "batch dimensions: wrap the distribution with "
+          "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn) instead.")
+    return tuple(operator.index(d) for d in s)
+
+  return jax.tree_util.tree_map(as_tuple, value, is_leaf=lambda v: _is_shape(v) or v is None)
+
+
+def _component_name(path) -> str:
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _shape_components(shapes: Any) -> list[tuple[str, tuple[int, ...]]]:
+  """``(component name, shape)`` pairs; one pair with name ``""`` for a single shape."""
+  leaves = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda v: isinstance(v, tuple)
+                                                and _is_shape(v))[0]
+  return [(_component_name(path), leaf) for path, leaf in leaves]
+
+
+def _common_batch_ndims(dist, batch: Any, name: str) -> int:
+  """The number of batch dimensions log_prob returns (the same for every component)."""
+  components = _shape_components(batch)
+  shapes = {shape for _, shape in components}
+  if len(shapes) > 1:
+    shown = ", ".join(f"{c}: {s}" for c, s in components)
+    raise ValueError(
+        f"`{name}` is a joint distribution ({type(dist).__name__}) whose components "
+        f"have different batch shapes ({shown}). Its log_prob adds the components' "
+        "log-densities with broadcasting, which counts a component once per element "
+        "of another's batch, so its sum over the batch is not the joint log-density "
+        "that the estimators need. Give every component the same batch shape, or make "
+        "the batch dimensions part of each component's event (e.g. "
+        "tfd.Independent(component, reinterpreted_batch_ndims=...), or "
+        "JointDistributionNamedAutoBatched).")
+  return len(shapes.pop()) if shapes else 0
+
+
+def _joint_event_shape(batch: Any, event: Any) -> Any:
+  """``batch + event`` per component (a tuple for a single distribution)."""
+  leaf = lambda v: isinstance(v, tuple) and _is_shape(v)
+  if leaf(batch) and leaf(event):
+    return batch + event
+  if leaf(batch):   # one batch shape for every component (TFP's AutoBatched joints)
+    return jax.tree_util.tree_map(lambda e: batch + e, event, is_leaf=leaf)
+  if leaf(event):
+    return jax.tree_util.tree_map(lambda b: b + event, batch, is_leaf=leaf)
+  return jax.tree_util.tree_map(lambda b, e: b + e, batch, event, is_leaf=leaf)
+
+
+def _foreign_not_reparameterized(dist) -> Optional[tuple[str, ...]]:
+  """Names of the components that are not fully reparameterized (``()``: all are).
+
+  ``None`` when the distribution does not say. A joint distribution's
+  ``reparameterization_type`` is a structure with one entry per component
+  (TFP); each entry is decided on its own, so the ``FULLY_REPARAMETERIZED``
+  of one component never vouches for another.
+  """
   if hasattr(dist, "has_rsample"):
-    return bool(dist.has_rsample)
+    return () if bool(dist.has_rsample) else ("",)
   rt = getattr(dist, "reparameterization_type", None)
-  return rt is not None and "FULLY_REPARAMETERIZED" in str(rt).upper()
+  if rt is None:
+    return None
+  leaves = jax.tree_util.tree_flatten_with_path(rt, is_leaf=lambda v: v is None)[0]
+  if not leaves:
+    return None
+  full = lambda v: v is not None and "FULLY_REPARAMETERIZED" in str(v).upper()
+  return tuple(_component_name(path) for path, v in leaves if not full(v))
 
 
 def all_families(cls=None) -> list[type]:
@@ -279,9 +390,13 @@ def families_with(fact: str) -> tuple[str, ...]:
 def check_reparameterized(dist, name: str = "dist") -> None:
   """Raises unless ``dist`` samples differentiably (a zero gradient otherwise)."""
   if not getattr(dist, "reparameterized", False):
+    parts = [c for c in (getattr(dist, "not_reparameterized", None) or ()) if c]
+    which = (f" (a joint distribution: its components {', '.join(map(repr, parts))} are "
+             "not reparameterized, and pathwise needs every component to be)"
+             if parts else "")
     raise ValueError(
         f"The pathwise estimator needs a reparameterized distribution, but "
-        f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}, whose samples "
+        f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}{which}, whose samples "
         "are not differentiable functions of its parameters: JAX would silently "
         "return a zero gradient through them (e.g. through jax.random.bernoulli). "
         "Use scoregrad.score_function(num_samples=...) instead, which needs only "
@@ -313,7 +428,7 @@ def as_distribution(obj: Any, *, name: str = "dist") -> Any:
         "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn).")
   if hasattr(obj, "batch_shape") and hasattr(obj, "event_shape") and (
       hasattr(obj, "has_rsample") or hasattr(obj, "reparameterization_type")):
-    return _ForeignDistribution(obj)
+    return _ForeignDistribution(obj, name)
   if hasattr(type(obj), "reparameterized") or hasattr(obj, "reparameterized"):
     return obj
   raise TypeError(

@@ -16,8 +16,11 @@ class UserDistribution:
   """A distribution defined by ``log_prob_fn(params, x)`` and ``sample_fn(params, key)``.
 
   Built by :func:`from_log_prob`; a pytree whose only leaves are ``params``.
-  ``log_prob`` accepts one sample or a batch (leading dimensions), inferring
-  the event shape from ``sample_fn``.
+  A sample may be one array or a pytree of arrays (a dict, a tuple, ...), as
+  ``sample_fn`` returns it. ``sample(key, sample_shape)`` puts
+  ``sample_shape`` in front of every leaf; ``log_prob`` accepts one sample or
+  a batch (the same leading dimensions on every leaf), inferring each leaf's
+  event shape from ``sample_fn``.
   """
 
   def __init__(self, log_prob_fn, sample_fn, params, reparameterized: bool):
@@ -26,9 +29,9 @@ class UserDistribution:
     self.params = params
     self.reparameterized = reparameterized
 
-  def _event_ndims(self) -> int:
-    out = jax.eval_shape(self._sample_fn, self.params, jax.random.key(0))
-    return len(out.shape)
+  def _one_sample(self):
+    """The shapes and dtypes of one sample (a pytree of ``ShapeDtypeStruct``)."""
+    return jax.eval_shape(self._sample_fn, self.params, jax.random.key(0))
 
   def sample(self, key, sample_shape=()):
     if isinstance(sample_shape, int):
@@ -43,21 +46,47 @@ class UserDistribution:
       draw = lambda k: self._sample_fn(jax.lax.stop_gradient(self.params), k)
     xs = jax.vmap(draw)(keys)
     if not sample_shape:
-      return xs[0]
-    return xs.reshape(sample_shape + xs.shape[1:])
+      return jax.tree_util.tree_map(lambda a: a[0], xs)
+    return jax.tree_util.tree_map(lambda a: a.reshape(sample_shape + a.shape[1:]), xs)
 
   def log_prob(self, x):
-    x = jnp.asarray(x)
-    batch_ndims = x.ndim - self._event_ndims()
+    one = self._one_sample()
+    one_leaves, one_tree = jax.tree_util.tree_flatten(one)
+    if jax.tree_util.treedef_is_leaf(one_tree):   # one array: x may be any array-like
+      x_leaves, x_tree = [x], one_tree
+    else:
+      x_leaves, x_tree = jax.tree_util.tree_flatten(x)
+    if x_tree != one_tree:
+      raise ValueError(
+          "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs x "
+          f"structured like the samples of `sample_fn(params, key)`, {one_tree}; got "
+          f"{x_tree}. Pass samples from this distribution's `sample` (a batch puts "
+          "the same leading dimensions on every leaf).")
+    x_leaves = [jnp.asarray(leaf) for leaf in x_leaves]
+    batch_ndims = {leaf.ndim - len(o.shape) for leaf, o in zip(x_leaves, one_leaves)}
+    batch_shapes = {leaf.shape[:leaf.ndim - len(o.shape)]
+                    for leaf, o in zip(x_leaves, one_leaves)}
+    if len(batch_shapes) > 1 or any(n < 0 for n in batch_ndims):
+      shown = jax.tree_util.tree_unflatten(x_tree, [leaf.shape for leaf in x_leaves])
+      events = jax.tree_util.tree_unflatten(one_tree, [o.shape for o in one_leaves])
+      raise ValueError(
+          "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs the "
+          "same leading (batch) dimensions on every leaf of x, followed by the "
+          f"leaf's event shape {events} (from `sample_fn`); got leaves of shapes "
+          f"{shown}.")
+    batch_shape = batch_shapes.pop() if batch_shapes else ()
+    x = jax.tree_util.tree_unflatten(x_tree, x_leaves)
     fn = lambda xi: jnp.asarray(self._log_prob_fn(self.params, xi))
-    for _ in range(batch_ndims):
+    for _ in range(len(batch_shape)):
       fn = jax.vmap(fn)
     out = fn(x)
-    if out.shape != x.shape[:batch_ndims]:
+    if out.shape != batch_shape:
+      event = jax.tree_util.tree_unflatten(
+          x_tree, [leaf.shape[len(batch_shape):] for leaf in x_leaves])
       raise ValueError(
           "`log_prob_fn(params, x)` must return a scalar log-density for one "
-          f"sample x; for x of shape {x.shape[batch_ndims:]} it returned shape "
-          f"{out.shape[batch_ndims:]}. Sum over the event, e.g. return "
+          f"sample x; for x of shape {event} it returned shape "
+          f"{out.shape[len(batch_shape):]}. Sum over the event, e.g. return "
           "jnp.sum(elementwise_log_probs).")
     return out
 
@@ -69,8 +98,8 @@ jax.tree_util.register_pytree_node(
 
 
 def from_log_prob(
-    log_prob_fn: Callable[[Any, jax.Array], jax.Array],
-    sample_fn: Callable[[Any, jax.Array], jax.Array],
+    log_prob_fn: Callable[[Any, Any], jax.Array],
+    sample_fn: Callable[[Any, jax.Array], Any],
     *,
     reparameterized: bool = False,
 ) -> Callable[[Any], UserDistribution]:
@@ -84,7 +113,9 @@ def from_log_prob(
     log_prob_fn: ``log_prob_fn(params, x) -> scalar``, the log-density (or mass)
       of ONE sample ``x``, differentiable in ``params``; an unnormalised density
       is wrong unless its normaliser is free of ``params``.
-    sample_fn: ``sample_fn(params, key) -> x``, one sample.
+    sample_fn: ``sample_fn(params, key) -> x``, one sample: an array, or a
+      pytree of arrays (e.g. ``{"x": ..., "b": ...}`` or a tuple) for a joint
+      distribution; f and ``log_prob_fn`` then receive that same pytree.
     reparameterized: set ``True`` only if ``sample_fn`` is a differentiable
       function of ``params`` (enables ``pathwise``); default ``False``.
 

@@ -26,6 +26,7 @@ from scoregrad import dists as _dists
 from scoregrad._src.base import (Estimate, GradientEstimator, check_cost, check_state, finish,
                                  first_order_only, gradient_carrier)
 from scoregrad._src.discrete import logits as _common
+from scoregrad._src.discrete.relaxations import check_differentiable_cost, check_temperature
 from scoregrad._src.validation import (check_bool, check_callable, check_key,
                                        check_positive_float, check_positive_int)
 
@@ -78,7 +79,8 @@ def separable_network(hidden_size: int):
 def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimizer,
           per_sample, axis_name, network_fn, network_params, network_default: bool):
   num_samples = check_positive_int("num_samples", num_samples)
-  temperature = check_positive_float("temperature", temperature)
+  temperature = check_temperature(check_positive_float("temperature", temperature),
+                                  None, name)
   try:
     scale = float(scale)
   except (TypeError, ValueError):
@@ -127,6 +129,8 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     check_cost(f, _common.relaxed_input(lg), floating=True,
                where=f"{name} evaluates f at relaxed float inputs (floats shaped like "
                      "the logits: one-hot encodings for Categorical)")
+    check_temperature(temperature, dtype, name)
+    check_differentiable_cost(f, _common.relaxed_input(lg), name)
     key_u, key_v = jax.random.split(key)
     shape = (num_samples,) + logits.shape
     u = _common.uniform(key_u, shape, dtype)
@@ -223,6 +227,21 @@ def rebar(
   costs three evaluations of f and two of its gradient, and learning λ, η
   a second-order derivative.
 
+  The unbiasedness rests on ∇α c(z) being the derivative of E[c(z)], so f
+  must be continuous at relaxed inputs (differentiable almost everywhere):
+  a piecewise-constant f, e.g. one that rounds or thresholds b, has JAX
+  derivative 0, the two ∇c terms vanish and the estimate is biased (with
+  f(σ_λ(z)) = f(b) it is exactly zero). When JAX differentiates f as a
+  constant — its output reaches b only through jnp.round, floor, ceil,
+  sign, comparisons, integer casts, argmax or stop_gradient — this is
+  detected at trace time from f's jaxpr and raises a ``ValueError``
+  naming ``f``; use :func:`scoregrad.disarm` or :func:`scoregrad.rao_blackwell`,
+  which never differentiate f. A jump in only some coordinates or only on
+  part of the domain (e.g. ``jnp.round(b[0]) + b[1]``) cannot be detected so
+  and stays the caller's responsibility. ``temperature`` must be at least
+  the machine epsilon of the logits' dtype (see
+  :func:`scoregrad.gumbel_softmax`).
+
   ``Estimate.value`` is the mean of f(b), differentiable with respect to
   anything f closes over. First-order only.
 
@@ -300,8 +319,9 @@ def relax(
   input size is then yours to fix).
 
   Requirements: as :func:`rebar` (Bernoulli or Categorical; f
-  differentiable at relaxed inputs; for Categorical f receives one-hot
-  float encodings of shape ``event_shape + (K,)``).
+  continuous and differentiable at relaxed inputs, a constant-derivative f
+  refused; for Categorical f receives one-hot float encodings of shape
+  ``event_shape + (K,)``).
 
   Args:
     num_samples: draws per estimate (Python int ≥ 1).
