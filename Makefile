@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+OPTAX018_STAMP := $(VENV)/.optax018-stamp
 BENCH_ARGS ?=
+# The monte_carlo folder of an optax 0.1.8 installation; empty: download the
+# optax 0.1.8 wheel from PyPI (needs network).
+OPTAX018_TESTS ?=
 
-.PHONY: install test test-deep bench clean
+.PHONY: install test test-deep bench optax-conformance clean
 
 install: $(STAMP)
 
@@ -26,6 +30,16 @@ test-deep: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+$(OPTAX018_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,optax018]'
+	touch $(OPTAX018_STAMP)
+
+# optax 0.1.8's own monte_carlo tests, unmodified, against
+# scoregrad.compat.optax_monte_carlo (about 4 minutes on 2 cores). Without
+# OPTAX018_TESTS=<dir> it pip-downloads the optax 0.1.8 wheel: needs network.
+optax-conformance: $(OPTAX018_STAMP)
+	$(PY) tests/optax018/run_optax_tests.py $(if $(OPTAX018_TESTS),--optax-tests $(OPTAX018_TESTS))
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

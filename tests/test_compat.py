@@ -12,6 +12,7 @@ quadratics. Statistical assertions: false-failure rate 1e-6 each, fewer than
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -341,3 +342,113 @@ def test_other_bad_input():
     mc.score_function_jacobians(SQUARES, PARAMS, mc.multi_normal, rng, 0)
   with pytest.raises(TypeError, match="rng"):
     mc.score_function_jacobians(SQUARES, PARAMS, mc.multi_normal, 0, 4)
+
+
+def test_measure_valued_builder_neither_multi_normal_nor_weak_derivative():
+  """optax 0.1.8's testRaisesErrorForNonGaussian: ValueError, jitted or not."""
+  class TestDist:   # optax's own test builder: takes one argument, has no log_prob
+    def __init__(self, params):
+      self._params = params
+
+    def sample(self, n):
+      return np.zeros(n)
+
+  rng = jax.random.PRNGKey(1)
+  jitted = jax.jit(mc.measure_valued_jacobians, static_argnums=(0, 2, 4, 5))
+  for fn in (mc.measure_valued_jacobians, jitted):
+    for coupling in (True, False):
+      with pytest.raises(ValueError, match=r"`dist_builder`.*got dist_builder=TestDist, and "
+                         r"dist_builder\(\*params\) raised TypeError: .*takes 2 positional.*"
+                         r"Supported: optax's multi_normal.*Normal.*Bernoulli.*score_function_jacobians"):
+        fn(SQUARES, PARAMS, TestDist, rng, 8, coupling)
+  with pytest.raises(ValueError, match=r"got dist_builder=<lambda>, and dist_builder\(\*params\) "
+                     r"returned object\. Supported: optax's multi_normal"):
+    mc.measure_valued_jacobians(SQUARES, PARAMS, lambda *p: object(), rng, 8)
+  with pytest.raises(TypeError, match="`dist_builder` must be a callable"):   # not a builder at all
+    mc.measure_valued_jacobians(SQUARES, PARAMS, "multi_normal", rng, 8)
+
+
+@pytest.mark.parametrize("estimator", ["score_function", "pathwise", "measure_valued"])
+def test_wrong_shapes_name_the_argument(estimator):
+  fn = getattr(mc, f"{estimator}_jacobians")
+  rng = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match=r"`params` = \[loc, log_scale\].*got loc of shape \(3,\) "
+                     r"and log_scale of shape \(2,\)\. Give log_scale the shape of loc"):
+    fn(SQUARES, [jnp.zeros(3), jnp.zeros(2)], mc.multi_normal, rng, 4)
+  with pytest.raises(TypeError, match=r"got 1 \(shapes \[\(3,\)\]\), e\.g\. multi_normal takes "
+                     r"params = \[mean, log_scale\]"):
+    fn(SQUARES, [jnp.zeros(3)], mc.multi_normal, rng, 4)
+  with pytest.raises(ValueError, match=r"must return a scalar for one sample.*returned \(3,\).*"
+                     r"jnp\.sum"):
+    fn(lambda x: x, PARAMS, mc.multi_normal, rng, 4)
+  with pytest.raises(ValueError, match=r"single PRNG key.*shape \(2, 2\)"):
+    fn(SQUARES, PARAMS, mc.multi_normal, jax.random.split(rng), 4)
+  with pytest.raises(ValueError, match=r"`control_variate_state` of moving_avg_baseline must be a "
+                     r"pair of scalars.*value of shape \(3,\).*\(jnp\.array\(0\.\), 0\)"):
+    mc.control_variates_jacobians(SQUARES, mc.moving_avg_baseline, fn, PARAMS, mc.multi_normal,
+                                  rng, 4, (jnp.zeros(3), 0))
+
+
+def test_swapped_arguments_are_named():
+  rng = jax.random.PRNGKey(0)
+  order = r"\(function, params, dist_builder, rng, num_samples\)"
+  with pytest.raises(TypeError, match=r"`rng` and `num_samples` look swapped: got rng=4 .*" + order):
+    mc.score_function_jacobians(SQUARES, PARAMS, mc.multi_normal, 4, rng)
+  with pytest.raises(TypeError, match=r"`function` and `params` look swapped.*" + order):
+    mc.pathwise_jacobians(PARAMS, SQUARES, mc.multi_normal, rng, 4)
+  with pytest.raises(TypeError, match=r"got <function multi_normal.*`params` and `dist_builder` "
+                     r"look swapped.*" + order):
+    mc.measure_valued_jacobians(SQUARES, mc.multi_normal, PARAMS, rng, 4)
+  with pytest.raises(TypeError, match=r"look swapped: got control_variate_from_function="
+                     r"score_function_jacobians and grad_estimator=control_delta_method"):
+    mc.control_variates_jacobians(SQUARES, mc.score_function_jacobians, mc.control_delta_method,
+                                  PARAMS, mc.multi_normal, rng, 4)
+  with pytest.raises(TypeError, match=r"`grad_estimator` must be a gradient estimator.*got "
+                     r"grad_estimator=moving_avg_baseline"):
+    mc.estimate_control_variate_coefficients(SQUARES, mc.control_delta_method,
+                                             mc.moving_avg_baseline, PARAMS, mc.multi_normal,
+                                             rng, 4)
+  with pytest.raises(TypeError, match=r"`params` and `dist_builder` look swapped.*"
+                     r"control_variate_from_function, grad_estimator"):
+    mc.control_variates_jacobians(SQUARES, mc.control_delta_method, mc.pathwise_jacobians,
+                                  mc.multi_normal, PARAMS, rng, 4)
+  with pytest.raises(TypeError, match=r"`estimate_cv_coeffs` must be a bool; got "
+                     r"estimate_cv_coeffs=\(0\.0, 0\)"):   # state and estimate_cv_coeffs shifted
+    mc.control_variates_jacobians(SQUARES, mc.moving_avg_baseline, mc.pathwise_jacobians,
+                                  PARAMS, mc.multi_normal, rng, 4, None, (0.0, 0))
+
+
+def test_control_variate_state_must_be_a_pair():
+  rng = jax.random.PRNGKey(0)
+  msg = (r"`control_variate_state` of moving_avg_baseline .* must be a pair \(value, step\).*"
+         r"got control_variate_state={}\. Start from control_variate_state=\(jnp\.array\(0\.\), 0\)")
+  for state in (3.0, None):
+    with pytest.raises(TypeError, match=msg.format(re.escape(repr(state)))):
+      mc.control_variates_jacobians(SQUARES, mc.moving_avg_baseline, mc.score_function_jacobians,
+                                    PARAMS, mc.multi_normal, rng, 4, state)
+  with pytest.raises(TypeError, match=msg.format(r"3\.0")):
+    mc.estimate_control_variate_coefficients(SQUARES, mc.moving_avg_baseline,
+                                             mc.score_function_jacobians, PARAMS,
+                                             mc.multi_normal, rng, 4, 3.0)
+  _, expected, update = mc.moving_avg_baseline(SQUARES)
+  with pytest.raises(TypeError, match=msg.format(r"3\.0")):
+    update(PARAMS, jnp.zeros((4, 3)), 3.0)
+  with pytest.raises(TypeError, match=msg.format(r"3\.0")):
+    expected(PARAMS, 3.0)
+  # A stateless control variate ignores the state, as in optax.
+  jac, state = mc.control_variates_jacobians(SQUARES, mc.control_delta_method,
+                                             mc.pathwise_jacobians, PARAMS, mc.multi_normal,
+                                             rng, 4, 3.0)
+  assert state == 3.0 and [j.shape for j in jac] == [(4, 3), (4, 3)]
+
+
+@pytest.mark.parametrize("estimator", ["score_function", "pathwise", "measure_valued"])
+def test_numpy_function_as_cost_under_jit(estimator):
+  """optax's tests pass `np.sum` (no weak reference, so jax.jit(np.sum) fails,
+  and on jax 0.10.2 a second attempt segfaults); it is only ever called."""
+  fn = jax.jit(getattr(mc, f"{estimator}_jacobians"), static_argnums=(0, 2, 4))
+  rng = jax.random.PRNGKey(3)
+  with_numpy = fn(np.sum, PARAMS, mc.multi_normal, rng, 16)
+  with_jnp = fn(jnp.sum, PARAMS, mc.multi_normal, rng, 16)
+  for a, b in zip(with_numpy, with_jnp):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -138,7 +138,9 @@ def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = F
   the estimator calls f. ``floating`` is for estimators that differentiate f.
   """
   check_callable("f", f, "f(x) -> scalar cost of one sample")
-  out = jax.eval_shape(f, example)
+  # Through a lambda: jax.eval_shape(f) jits f itself, which needs a weak
+  # reference to it, and builtins and numpy functions (np.sum) have none.
+  out = jax.eval_shape(lambda x: f(x), example)
   shape = getattr(out, "shape", None)
   context = f" ({where})" if where else ""
   if shape != ():

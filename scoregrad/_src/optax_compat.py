@@ -49,15 +49,16 @@ from typing import Any, Callable, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoregrad._src.base import check_cost
 from scoregrad._src.reparameterization import pathwise as _pathwise
 from scoregrad._src.score import score_function as _score_function
 from scoregrad._src.validation import check_key, check_positive_int
-from scoregrad._src.weak_derivative import check_weak_derivative
+from scoregrad._src.weak_derivative import has_weak_derivative
 from scoregrad._src.weak_derivative import measure_valued as _measure_valued
 from scoregrad.dists._base import Distribution as _Distribution
-from scoregrad.dists._base import as_distribution
+from scoregrad.dists._base import all_families
 from scoregrad.dists._user import UserDistribution as _UserDistribution
 from scoregrad.dists._weak import replace_eval
 
@@ -95,7 +96,15 @@ class MultiNormalDiagFromLogScale:
     self._loc = jnp.asarray(loc)
     self._log_scale = jnp.asarray(log_scale)
     self._scale = jnp.exp(self._log_scale)
-    self._param_shape = jnp.broadcast_shapes(self._loc.shape, self._scale.shape)
+    try:
+      self._param_shape = jnp.broadcast_shapes(self._loc.shape, self._scale.shape)
+    except ValueError:
+      raise ValueError(
+          f"multi_normal(loc, log_scale), i.e. `params` = [loc, log_scale]: the two "
+          f"shapes must broadcast together; got loc of shape {self._loc.shape} and "
+          f"log_scale of shape {self._log_scale.shape}. Give log_scale the shape of "
+          "loc (e.g. jnp.zeros_like(loc)), or a scalar shared by all coordinates."
+      ) from None
 
   def sample(self, shape: Sequence[int], seed) -> jax.Array:
     full = tuple(shape) + self._param_shape
@@ -125,19 +134,59 @@ def multi_normal(loc, log_scale) -> MultiNormalDiagFromLogScale:
 # Validation and the distribution adapter.
 
 
-def _check_function(function):
+_ESTIMATOR_ARGS = "(function, params, dist_builder, rng, num_samples)"
+_CV_ARGS = ("(function, control_variate_from_function, grad_estimator, params, "
+            "dist_builder, rng, num_samples, control_variate_state, ...)")
+
+
+def _short(obj, limit: int = 200) -> str:
+  """``repr(obj)``, cut to ``limit`` characters for error messages."""
+  text = repr(obj)
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shapes(params) -> str:
+  return "[" + ", ".join(str(jnp.shape(p)) for p in params) + "]"
+
+
+def _check_function(function, params=None, *, order=_ESTIMATOR_ARGS):
   if not callable(function):
+    swapped = ""
+    if isinstance(function, (list, tuple)) and callable(params):
+      swapped = (f" `function` and `params` look swapped: the arguments are {order}.")
     raise TypeError(
         f"`function` must be a callable f(x) -> scalar for ONE sample x; got "
-        f"{function!r} of type {type(function).__name__}.")
+        f"{_short(function)} of type {type(function).__name__}.{swapped}")
 
 
-def _check_params(params):
+def _check_params(params, dist_builder=None, *, order=_ESTIMATOR_ARGS):
   if not isinstance(params, (list, tuple)):
+    swapped = ""
+    if callable(params) and isinstance(dist_builder, (list, tuple)):
+      swapped = (f" `params` and `dist_builder` look swapped: the arguments are {order}.")
     raise TypeError(
         "`params` must be a list or tuple of arrays, passed to the builder as "
-        f"`dist_builder(*params)` (optax.monte_carlo's convention); got "
-        f"{type(params).__name__}. E.g. params = [mean, log_scale].")
+        f"`dist_builder(*params)` (optax.monte_carlo's convention); got {_short(params)} of "
+        f"type {type(params).__name__}.{swapped} E.g. params = [mean, log_scale].")
+
+
+def _check_rng_and_num_samples(rng, num_samples, *, order=_ESTIMATOR_ARGS):
+  """``(rng, num_samples)`` checked, with a hint when the two are swapped."""
+  rng_is_int = isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
+  if rng_is_int and hasattr(num_samples, "dtype") and hasattr(num_samples, "shape"):
+    raise TypeError(
+        f"`rng` and `num_samples` look swapped: got rng={rng!r} and num_samples, "
+        f"an array of dtype {num_samples.dtype} and shape {num_samples.shape}. The "
+        f"arguments are {order}: the key comes first, then the number of samples.")
+  num_samples = check_positive_int("num_samples", num_samples)
+  return check_key(rng, "rng"), num_samples
+
+
+def _check_estimator_args(function, params, dist_builder, rng, num_samples):
+  """The checks shared by the three gradient estimators; returns (rng, num_samples)."""
+  _check_function(function, params)
+  _check_params(params, dist_builder)
+  return _check_rng_and_num_samples(rng, num_samples)
 
 
 def _build(dist_builder, params):
@@ -150,9 +199,10 @@ def _build(dist_builder, params):
     dist = dist_builder(*params)
   except TypeError as e:
     raise TypeError(
-        f"`dist_builder(*params)` raised TypeError: {e}. The builder receives "
-        f"the {len(params)} entries of `params` as positional arguments "
-        "(e.g. multi_normal(mean, log_scale)).") from e
+        f"`dist_builder(*params)` raised TypeError: {e}. The builder is called "
+        f"with the entries of `params` as positional arguments; got {len(params)} "
+        f"(shapes {_shapes(params)}), e.g. multi_normal takes params = [mean, "
+        "log_scale].") from e
   missing = [m for m in ("sample", "log_prob") if not callable(getattr(dist, m, None))]
   if missing:
     raise TypeError(
@@ -260,10 +310,7 @@ def score_function_jacobians(
     >>> [j.shape for j in jac]
     [(100, 3), (100, 3)]
   """
-  _check_function(function)
-  _check_params(params)
-  num_samples = check_positive_int("num_samples", num_samples)
-  rng = check_key(rng, "rng")
+  rng, num_samples = _check_estimator_args(function, params, dist_builder, rng, num_samples)
   est = _score_function(num_samples=num_samples, per_sample=True)
   as_list = list(params)
   out = est.estimate(rng, function, _family(dist_builder), as_list, est.init(as_list))
@@ -340,10 +387,7 @@ def pathwise_jacobians(
     >>> jac = mc.pathwise_jacobians(lambda x: jnp.sum(x**2), [jnp.ones(2), jnp.zeros(2)],
     ...                             mc.multi_normal, jax.random.PRNGKey(0), 10)
   """
-  _check_function(function)
-  _check_params(params)
-  num_samples = check_positive_int("num_samples", num_samples)
-  rng = check_key(rng, "rng")
+  rng, num_samples = _check_estimator_args(function, params, dist_builder, rng, num_samples)
   handles, draw = _reparameterized_draws(dist_builder, params, rng, num_samples)
   as_list = list(params)
   if handles is None:
@@ -372,6 +416,8 @@ def _gaussian_log_scale_mvd(function, dist, rng, num_samples, coupling):
   loc, log_scale = (jax.lax.stop_gradient(v) for v in dist.params)
   std = jnp.exp(log_scale)
   base = jax.lax.stop_gradient(_draw(dist, rng, (num_samples,)))
+  check_cost(function, jax.ShapeDtypeStruct(base.shape[1:], base.dtype),
+             where="measure_valued_jacobians evaluates it on one sample at a time")
   shape = base.shape
   event_shape = shape[1:]
   flat = base.reshape(num_samples, -1)
@@ -409,6 +455,43 @@ def _sum_to_shape(g, shape):
   return jnp.sum(g, axis=axes, keepdims=False).reshape((g.shape[0],) + tuple(shape))
 
 
+def _build_for_measure_valued(dist_builder, params):
+  """``dist_builder(*params)`` if measure_valued_jacobians supports it, else ValueError.
+
+  Supported: optax's log-scale Gaussian (:func:`_is_log_scale_gaussian`) and
+  scoregrad distributions with a weak-derivative decomposition. Anything else,
+  including a builder that cannot be called with ``*params`` (optax 0.1.8
+  raised ValueError for every builder but its own ``multi_normal``), is a
+  ValueError naming ``dist_builder``, what it gave and what is supported.
+  """
+  got = cause = None
+  if not callable(dist_builder) or getattr(dist_builder, "__name__", "") == "multi_normal":
+    # TypeError: not a builder at all, or `params` that multi_normal cannot take.
+    dist = _build(dist_builder, params)
+  else:
+    try:
+      dist = dist_builder(*params)
+    except TypeError as e:
+      got, cause = f"dist_builder(*params) raised TypeError: {e}", e
+  if got is None:
+    if _is_log_scale_gaussian(dist) or (isinstance(dist, _Distribution)
+                                        and has_weak_derivative(dist)):
+      return dist
+    got = f"dist_builder(*params) returned {type(dist).__name__}"
+  described = dict.fromkeys(c.weak_derivative_description for c in all_families()
+                            if callable(getattr(c, "weak_derivative", None)))
+  supported = "; ".join(
+      ["optax's multi_normal or scoregrad.compat.optax_monte_carlo.multi_normal "
+       "(any builder returning an object with `params == [loc, log_scale]` and "
+       "`log_scale`)"] + [f"scoregrad.dists.{d}" for d in described])
+  raise ValueError(
+      "measure_valued_jacobians needs `dist_builder` to be multi_normal or to return "
+      "a distribution with a weak-derivative decomposition; got dist_builder="
+      f"{_name(dist_builder)}, and {got}. Supported: {supported}. For other "
+      "distributions use score_function_jacobians (any distribution with a "
+      "log_prob) or pathwise_jacobians (reparameterized ones).") from cause
+
+
 def measure_valued_jacobians(
     function: Callable[[jax.Array], float],
     params: Sequence[jax.Array],
@@ -441,16 +524,18 @@ def measure_valued_jacobians(
     A list with one ``(num_samples, *param.shape)`` array per parameter.
 
   Raises:
-    ValueError: for a distribution without a weak-derivative decomposition.
+    ValueError: when ``dist_builder`` is neither ``multi_normal`` (or another
+      builder of objects with ``params == [loc, log_scale]``) nor a builder of
+      a scoregrad distribution with a weak-derivative decomposition, including
+      a builder that cannot be called as ``dist_builder(*params)`` (optax
+      0.1.8 raised ValueError for every builder but its ``multi_normal``).
   """
-  _check_function(function)
-  _check_params(params)
-  num_samples = check_positive_int("num_samples", num_samples)
-  rng = check_key(rng, "rng")
-  if not isinstance(coupling, bool):
-    raise TypeError(f"`coupling` must be a bool; got coupling={coupling!r}.")
+  rng, num_samples = _check_estimator_args(function, params, dist_builder, rng, num_samples)
+  if not isinstance(coupling, (bool, np.bool_)):
+    raise TypeError(f"`coupling` must be a bool; got coupling={_short(coupling)}.")
+  coupling = bool(coupling)
   params = list(params)
-  dist = _build(dist_builder, params)
+  dist = _build_for_measure_valued(dist_builder, params)
 
   if _is_log_scale_gaussian(dist):
     terms = _gaussian_log_scale_mvd(function, dist, rng, num_samples, coupling)
@@ -458,12 +543,6 @@ def measure_valued_jacobians(
     # A parameter broadcast over the event gets the sum of its coordinates' terms.
     terms = tuple(_sum_to_shape(g, jnp.shape(c)) for g, c in zip(terms, dist.params))
   else:
-    check_weak_derivative(
-        as_distribution(dist, name="dist_builder(*params)"),
-        estimator="measure_valued_jacobians", name="dist_builder(*params)",
-        also="optax's multi_normal (any object with `params == [loc, log_scale]` and "
-             "`log_scale`)",
-        instead="Use score_function_jacobians for other distributions.")
     est = _measure_valued(num_samples=num_samples, coupling=coupling, per_sample=True)
     out = est.estimate(rng, function, _family(dist_builder), params, est.init(params))
     return list(out.per_sample)
@@ -538,6 +617,24 @@ def control_delta_method(function: Callable[[jax.Array], float]) -> ControlVaria
   return delta, expected_value_delta, update_state
 
 
+def _moving_avg_state(state):
+  """``(value, step)`` of a moving-average state, or an error naming the argument."""
+  fix = ("Start from control_variate_state=(jnp.array(0.), 0) and pass on the state "
+         "that control_variates_jacobians returns.")
+  if not (isinstance(state, (tuple, list)) and len(state) == 2):
+    raise TypeError(
+        "`control_variate_state` of moving_avg_baseline (the `state` argument of its "
+        "three functions) must be a pair (value, step): the running average and the "
+        f"number of updates so far; got control_variate_state={_short(state)}. {fix}")
+  value, step = state
+  if jnp.ndim(value) != 0 or jnp.ndim(step) != 0:
+    raise ValueError(
+        "`control_variate_state` of moving_avg_baseline must be a pair of scalars "
+        f"(value, step); got a value of shape {jnp.shape(value)} and a step of shape "
+        f"{jnp.shape(step)} (control_variate_state={_short(state)}). {fix}")
+  return value, step
+
+
 def moving_avg_baseline(
     function: Callable[[jax.Array], float],
     decay: float = 0.99,
@@ -565,21 +662,23 @@ def moving_avg_baseline(
     use_decay_early_training_heuristic: use min(decay, (1 + i)/(10 + i)).
 
   Returns:
-    ``(control_variate, expected_value, update_state)``.
+    ``(control_variate, expected_value, update_state)``; each raises
+    TypeError (or ValueError) naming ``control_variate_state`` when the state
+    it is given is not a pair of scalars ``(value, step)``.
   """
   _check_function(function)
 
   def moving_avg(params, samples, state=None):
     del params, samples
-    return state[0]
+    return _moving_avg_state(state)[0]
 
   def expected_value_moving_avg(params, state):
     del params
-    return state[0]
+    return _moving_avg_state(state)[0]
 
   def update_state(params, samples, state=None):
     del params
-    value, i = state
+    value, i = _moving_avg_state(state)
     if use_decay_early_training_heuristic:
       d = jnp.minimum(decay, (1.0 + i) / (10.0 + i))
     else:
@@ -592,31 +691,66 @@ def moving_avg_baseline(
   return moving_avg, expected_value_moving_avg, update_state
 
 
-def _check_control_variate(control_variate_from_function, function, params, dist_builder):
+_CV_FACTORIES = ("control_delta_method", "moving_avg_baseline")
+_GRAD_ESTIMATORS = ("score_function_jacobians", "pathwise_jacobians",
+                    "measure_valued_jacobians")
+
+
+def _name(obj) -> str:
+  return getattr(obj, "__name__", None) or _short(obj)
+
+
+def _check_control_variate(control_variate_from_function, grad_estimator, function, params,
+                           dist_builder):
+  """Checks the two callables of the control-variate functions; returns the cv triple."""
+  cv_name = getattr(control_variate_from_function, "__name__", None)
+  ge_name = getattr(grad_estimator, "__name__", None)
+  factories = "control_delta_method or moving_avg_baseline"
+  estimators = "score_function_jacobians, pathwise_jacobians or measure_valued_jacobians"
+  if cv_name in _GRAD_ESTIMATORS and ge_name in _CV_FACTORIES:
+    raise TypeError(
+        "`control_variate_from_function` and `grad_estimator` look swapped: got "
+        f"control_variate_from_function={cv_name} and grad_estimator={ge_name}. The "
+        f"arguments are {_CV_ARGS}: the control-variate factory ({factories}) "
+        f"comes before the gradient estimator ({estimators}).")
+  if cv_name in _GRAD_ESTIMATORS:
+    raise TypeError(
+        f"`control_variate_from_function` must be a control-variate factory such as "
+        f"{factories}; got control_variate_from_function={cv_name}, a gradient "
+        f"estimator (it belongs in `grad_estimator`). The arguments are {_CV_ARGS}.")
+  if ge_name in _CV_FACTORIES:
+    raise TypeError(
+        f"`grad_estimator` must be a gradient estimator such as {estimators}; got "
+        f"grad_estimator={ge_name}, a control-variate factory (it belongs in "
+        f"`control_variate_from_function`). The arguments are {_CV_ARGS}.")
   if not callable(control_variate_from_function):
     raise TypeError(
         "`control_variate_from_function` must be a callable such as "
-        "control_delta_method or moving_avg_baseline (the function, not its "
-        f"result); got {control_variate_from_function!r}.")
-  cv = control_variate_from_function(function)
+        f"{factories} (the function, not its result); got "
+        f"control_variate_from_function={_short(control_variate_from_function)}.")
+  if not callable(grad_estimator):
+    raise TypeError(
+        "`grad_estimator` must be a callable (function, params, dist_builder, "
+        f"rng, num_samples) -> jacobians, e.g. score_function_jacobians; got "
+        f"grad_estimator={_short(grad_estimator)}.")
+  try:
+    cv = control_variate_from_function(function)
+  except TypeError as e:
+    raise TypeError(
+        f"`control_variate_from_function(function)` raised TypeError: {e}. It is "
+        f"called with `function` alone and must return (control_variate, "
+        f"expected_value, update_state), as {factories} do; got "
+        f"control_variate_from_function={_name(control_variate_from_function)}.") from e
   if not (isinstance(cv, tuple) and len(cv) == 3 and all(callable(c) for c in cv)):
     raise TypeError(
         "`control_variate_from_function(function)` must return a tuple of three "
         "callables (control_variate, expected_value, update_state); got "
-        f"{cv!r}. Pass control_delta_method, not control_delta_method(function).")
+        f"{_short(cv)}. Pass control_delta_method, not control_delta_method(function).")
   check = getattr(cv[0], "_scoregrad_check", None)
   if check is not None:
     check(_build(dist_builder, params), getattr(control_variate_from_function, "__name__",
                                                 "control_variate_from_function"))
   return cv
-
-
-def _check_grad_estimator(grad_estimator):
-  if not callable(grad_estimator):
-    raise TypeError(
-        "`grad_estimator` must be a callable (function, params, dist_builder, "
-        "rng, num_samples) -> jacobians, e.g. score_function_jacobians; got "
-        f"{grad_estimator!r}.")
 
 
 def control_variates_jacobians(
@@ -668,13 +802,18 @@ def control_variates_jacobians(
     ``(jacobians, new_state)``: a list with one ``(num_samples,
     *param.shape)`` array per parameter, and the updated state.
   """
-  _check_function(function)
-  _check_grad_estimator(grad_estimator)
-  _check_params(params)
-  num_samples = check_positive_int("num_samples", num_samples)
-  rng = check_key(rng, "rng")
+  _check_function(function, params, order=_CV_ARGS)
+  _check_params(params, dist_builder, order=_CV_ARGS)
+  rng, num_samples = _check_rng_and_num_samples(rng, num_samples, order=_CV_ARGS)
   stochastic_cv, expected_value_cv, update_state_cv = _check_control_variate(
-      control_variate_from_function, function, params, dist_builder)
+      control_variate_from_function, grad_estimator, function, params, dist_builder)
+  if not (isinstance(estimate_cv_coeffs, (bool, np.bool_))
+          or (isinstance(estimate_cv_coeffs, int) and estimate_cv_coeffs in (0, 1))):
+    raise TypeError(
+        f"`estimate_cv_coeffs` must be a bool; got estimate_cv_coeffs="
+        f"{_short(estimate_cv_coeffs)} of type {type(estimate_cv_coeffs).__name__}. "
+        f"It is a static Python value (under jax.jit, list it in static_argnums); "
+        f"the arguments are {_CV_ARGS}.")
   if estimate_cv_coeffs:
     coeffs = estimate_control_variate_coefficients(
         function, control_variate_from_function, grad_estimator, params, dist_builder, rng,
@@ -733,14 +872,12 @@ def estimate_control_variate_coefficients(
   Returns:
     A list of scalars, one per parameter.
   """
-  _check_function(function)
-  _check_grad_estimator(grad_estimator)
-  _check_params(params)
-  num_samples = check_positive_int("num_samples", num_samples)
-  rng = check_key(rng, "rng")
+  _check_function(function, params, order=_CV_ARGS)
+  _check_params(params, dist_builder, order=_CV_ARGS)
+  rng, num_samples = _check_rng_and_num_samples(rng, num_samples, order=_CV_ARGS)
   cv_rng, _ = jax.random.split(rng)
   stochastic_cv, _, _ = _check_control_variate(
-      control_variate_from_function, function, params, dist_builder)
+      control_variate_from_function, grad_estimator, function, params, dist_builder)
   cv_jacobians = grad_estimator(lambda x: stochastic_cv(params, x, control_variate_state),
                                 params, dist_builder, cv_rng, num_samples)
   function_jacobians = grad_estimator(function, params, dist_builder, cv_rng, num_samples)
