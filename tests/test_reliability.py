@@ -238,12 +238,20 @@ def test_moving_average_state_keeps_its_dtype_and_skips_nan():
   dist_fn = lambda l: sg.dists.Normal(l, 1.0)
   state = est.init(LOGITS)
 
-  with jax.enable_x64(True):   # float32 params, float64 default: the carry must not change
-    def step(carry, key):
-      out = est.estimate(key, jnp.sum, dist_fn, LOGITS.astype(jnp.float32), carry)
-      return out.state, out.value
-    final, _ = jax.lax.scan(step, est.init(LOGITS), jax.random.split(jax.random.key(0), 5))
-    assert final.baseline.value.dtype == est.init(LOGITS).baseline.value.dtype
+  # The state's floats follow the params' dtype, and the scan carry keeps it
+  # (float32 params with x64 on, and bf16 params).
+  for x64, dtype in [(True, jnp.float32), (False, jnp.bfloat16), (True, jnp.float64)]:
+    with jax.enable_x64(x64):
+      params = LOGITS.astype(dtype)
+
+      def step(carry, key, params=params):
+        out = est.estimate(key, jnp.sum, dist_fn, params, carry)
+        return out.state, out.value
+
+      init = est.init(params)
+      assert init.baseline.value.dtype == dtype
+      final, _ = jax.lax.scan(step, init, jax.random.split(jax.random.key(0), 5))
+      assert final.baseline.value.dtype == dtype
 
   good = est.estimate(jax.random.key(1), jnp.sum, dist_fn, LOGITS, state).state
   poisoned = est.estimate(jax.random.key(2), lambda x: jnp.sum(x) * jnp.nan, dist_fn, LOGITS, good)

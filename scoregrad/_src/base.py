@@ -108,6 +108,22 @@ def check_state(state: Any, expected: type, estimator: str) -> Any:
   return state
 
 
+def state_like_params(state: PyTree, params: PyTree) -> PyTree:
+  """THE state-dtype rule: floating leaves of an initial state take the params' dtype.
+
+  So a ``lax.scan`` carry keeps one dtype whatever the default float (x64 on
+  with float32 params, or bf16 params); non-float leaves (step counts) stay.
+  """
+  leaves = [l for l in jax.tree_util.tree_leaves(params)
+            if jnp.issubdtype(jnp.result_type(l), jnp.floating)]
+  if not leaves:
+    return state
+  dtype = jnp.result_type(*leaves)
+  return jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x).astype(dtype)
+      if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, state)
+
+
 def call_dist_fn(dist_fn: Callable, params: PyTree):
   """Calls ``dist_fn(params)`` and returns a protocol distribution, with a clear error.
 

@@ -13,8 +13,8 @@ from scoregrad._src import surrogates as _surrogate
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
                                  check_estimate_inputs, check_state, evaluate_costs,
-                                 expand_to, tree_mean0,
-                                 finish, first_order_only, gradient_carrier)
+                                 expand_to, finish, first_order_only, gradient_carrier,
+                                 state_like_params, tree_mean0)
 from scoregrad._src.validation import check_bool, check_positive_int
 
 
@@ -102,8 +102,7 @@ def score_function(
         if baseline.uses_other_samples else None)
 
   def init(params) -> ScoreFunctionState:
-    del params
-    return ScoreFunctionState(baseline=baseline.init())
+    return ScoreFunctionState(baseline=state_like_params(baseline.init(), params))
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState
                ) -> Estimate:

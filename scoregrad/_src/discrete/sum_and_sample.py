@@ -9,8 +9,7 @@ import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import (Estimate, GradientEstimator, check_state, evaluate_costs,
-                                 expand_to,
-                                 finish)
+                                 expand_to, finish, state_like_params)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
@@ -166,8 +165,7 @@ def rao_blackwell(
   per_sample = check_bool("per_sample", per_sample)
 
   def init(params) -> RaoBlackwellState:
-    del params
-    return RaoBlackwellState(baseline=baseline.init())
+    return RaoBlackwellState(baseline=state_like_params(baseline.init(), params))
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state: RaoBlackwellState
                ) -> Estimate:
