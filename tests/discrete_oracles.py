@@ -15,8 +15,8 @@ Everything here is computed independently of ``scoregrad.discrete``:
   - DisARM uses the coupled pair (b_i, b̃_i), which per coordinate is (1,1)
     w.p. max(0, 2p−1), (1,0) and (0,1) w.p. min(p, 1−p) each, (0,0) w.p.
     max(0, 1−2p): enumerate the 4^D joint outcomes.
-  - score function with leave-one-out, VIMCO: enumerate the n-tuples of
-    samples.
+  - score function with leave-one-out or the optimal baseline, VIMCO:
+    enumerate the n-tuples of samples.
   - Rao-Blackwellised sum-and-sample: the summed part is fixed; enumerate
     the complement for the sampled part.
   - straight-through: a function of the discrete sample only; enumerate.
@@ -227,6 +227,28 @@ def leave_one_out_moments(fin: Finite, n: int):
     c = fin.costs[idx]
     b = (c.sum() - c) / (n - 1)
     g = np.mean((c - b)[:, None] * fin.scores[idx], axis=0)
+    mean += w * g
+    second += w * g**2
+  return mean, second - mean**2
+
+
+def optimal_baseline_moments(fin: Finite, n: int):
+  """Exact mean and variance of the score-function estimate with n samples and
+  the per-coordinate optimal baseline estimated leave-one-out,
+  (1/n) Σ_i (f_i − b_{k,i}) s_{k,i}, b_{k,i} = Σ_{j≠i} f_j s_{kj}² / Σ_{j≠i} s_{kj}²
+  (0 where the denominator is 0)."""
+  m = len(fin.probs)
+  mean = np.zeros(fin.scores.shape[1])
+  second = np.zeros_like(mean)
+  for idx in itertools.product(range(m), repeat=n):
+    idx = np.array(idx)
+    w = np.prod(fin.probs[idx])
+    c = fin.costs[idx]
+    s2 = fin.scores[idx] ** 2
+    num = (c[:, None] * s2).sum(axis=0) - c[:, None] * s2
+    den = s2.sum(axis=0) - s2
+    b = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    g = np.mean((c[:, None] - b) * fin.scores[idx], axis=0)
     mean += w * g
     second += w * g**2
   return mean, second - mean**2

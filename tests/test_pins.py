@@ -5,7 +5,7 @@ in its docstring). Exact answers are closed forms, scipy, hand arithmetic or
 numbers produced by optax 0.1.8 itself (see ``OPTAX_018``). Statistical
 assertions use scoregrad.testing (or the same z·SE construction written out)
 with false-failure rate 1e-6 each, Bonferroni over coordinates; the file
-makes 11 of them, so it fails by chance with probability below 1.1e-5 for
+makes 13 of them, so it fails by chance with probability below 1.3e-5 for
 any key.
 """
 
@@ -21,7 +21,7 @@ from scipy import stats
 import scoregrad as sg
 from scoregrad import control_variates as cvs
 from scoregrad.compat import optax_monte_carlo as mc
-from scoregrad.testing import assert_unbiased, z_threshold
+from scoregrad.testing import assert_unbiased, assert_variance, z_threshold
 
 import discrete_oracles as oracles
 
@@ -350,3 +350,27 @@ def test_sgd_steps_match_closed_form(estimator):
   decay = (1 - 2 * lr) ** steps
   assert_unbiased(final, {"loc": 3.0 + decay * (0.0 - 3.0), "scale": decay * 1.5},
                   false_failure_rate=RATE)
+
+
+# -- 8. the optimal baseline's exact variance, by enumeration ---------------------------
+
+
+def test_optimal_baseline_exact_mean_and_variance():
+  """score_function(num_samples=3, baseline=optimal()) on three coupled Bernoulli
+  bits: over 60 000 independent keys the estimate has the exact mean and
+  variance from enumerating all 8³ triples of samples
+  (oracles.optimal_baseline_moments). Any b_{k,i} independent of sample i keeps
+  the mean, so only the variance sees a baseline with the wrong sign, (f + b)s
+  (0.066, 0.102, 0.102 instead of 0.027, 0.026, 0.025), or leave-one-out in
+  place of the optimal ratio (0.024). False-failure rate 1e-6 each."""
+  prob = oracles.BERNOULLI_PROBLEMS["coupled"]
+  fin = oracles.finite_bernoulli(prob)
+  mean, var = oracles.optimal_baseline_moments(fin, 3)
+  np.testing.assert_allclose(mean, oracles.bernoulli_exact(prob)[1], rtol=1e-10, atol=1e-13)
+  est = sg.score_function(num_samples=3, baseline=sg.baselines.optimal())
+  logits = jnp.asarray(prob.logits, jnp.float32)
+  keys = jax.random.split(jax.random.key(8), 60_000)
+  draws = jax.jit(jax.vmap(lambda k: est.estimate(
+      k, prob.f, oracles.bernoulli_dist, logits, est.init(logits)).grad))(keys)
+  assert_unbiased(draws, mean, false_failure_rate=RATE, exact_variance=var)
+  assert_variance(draws, var, false_failure_rate=RATE)
