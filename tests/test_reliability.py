@@ -35,6 +35,7 @@ BITS_COST = lambda b: jnp.sum((b - 0.3) ** 2 * jnp.array([1.0, 2.0])) + 0.5 * b[
 
 CONTINUOUS = {
     "score_function": lambda: sg.score_function(num_samples=8),
+    "score_function(per_sample)": lambda: sg.score_function(num_samples=8, per_sample=True),
     "score_function+leave_one_out": lambda: sg.score_function(
         num_samples=8, baseline=sg.baselines.leave_one_out()),
     "score_function+optimal": lambda: sg.score_function(
@@ -58,7 +59,8 @@ DISCRETE = {
         sg.disarm(num_pairs=4), sg.control_variates.delta_method()),
 }
 # Right at every order (DiCE, reparameterization, enumeration).
-EVERY_ORDER = {"score_function", "score_function+leave_one_out", "pathwise", "exact"}
+EVERY_ORDER = {"score_function", "score_function(per_sample)", "score_function+leave_one_out",
+               "pathwise", "exact"}
 
 
 def _problem(name):
@@ -104,7 +106,8 @@ def test_second_derivatives_of_first_order_estimators_are_refused(name, how):
 
 
 @pytest.mark.parametrize("how", list(SECOND_ORDER))
-@pytest.mark.parametrize("name", ["score_function", "score_function+leave_one_out", "pathwise"])
+@pytest.mark.parametrize("name", ["score_function", "score_function(per_sample)",
+                                  "score_function+leave_one_out", "pathwise"])
 def test_second_derivatives_unbiased_against_the_exact_hessian(name, how):
   """E[(x − 2)²] = (μ − 2)² + σ²: the Hessian in (μ, σ) is 2·I. 4000 keys."""
   est, f, dist_fn, params = _problem(name)

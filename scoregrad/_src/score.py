@@ -147,9 +147,10 @@ def score_function(
     b = baseline.values(costs, None, state.baseline)
     if per_sample:
       def one(x, c, bi):
-        return jax.grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
-      per = jax.vmap(one)(samples, costs, b)
-      d, grad = surrogate(params, b), tree_mean0(per)
+        return jax.value_and_grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
+      # The per-sample surrogate values give the value's carrier too (one pass).
+      d_rows, per = jax.vmap(one)(samples, costs, b)
+      d, grad = jnp.mean(d_rows), tree_mean0(per)
     else:
       (d, grad), per = jax.value_and_grad(surrogate)(params, b), None
     if not first_order:

@@ -122,11 +122,13 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
     def expectation(p):
       # Differentiated with respect to params directly (not through the
       # stop-gradient logits) so that the gradient is differentiable again.
-      log_probs = call_dist_fn(dist_fn, p).log_prob(configs)
-      return jnp.sum(jnp.exp(log_probs) * fixed_costs)
+      probs = jnp.exp(call_dist_fn(dist_fn, p).log_prob(configs))
+      return jnp.sum(probs * fixed_costs), probs
 
-    # Exact at every order, in params and in what f closes over.
-    value = jnp.sum(jnp.exp(call_dist_fn(dist_fn, params).log_prob(configs)) * costs)
-    return finish(value, jax.grad(expectation)(params), state, None)
+    (expected, probs), grad = jax.value_and_grad(expectation, has_aux=True)(params)
+    # Exact at every order: `expected` in params (one log_prob pass serves
+    # value and gradient), the second term in what f closes over.
+    value = expected + jnp.sum(jax.lax.stop_gradient(probs) * (costs - fixed_costs))
+    return finish(value, grad, state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
