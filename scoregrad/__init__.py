@@ -21,6 +21,10 @@ from scoregrad._src.discrete.multi_sample import vimco
 from scoregrad._src.discrete.rebar_relax import RebarState
 from scoregrad._src.discrete.rebar_relax import rebar
 from scoregrad._src.discrete.rebar_relax import relax
+from scoregrad._src.discrete.stein import DoubleCVState
+from scoregrad._src.discrete.stein import RodeoState
+from scoregrad._src.discrete.stein import double_cv
+from scoregrad._src.discrete.stein import rodeo
 from scoregrad._src.discrete.relaxations import gumbel_softmax
 from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
@@ -44,8 +48,10 @@ __all__ = (
     "EstimateFn",
     "GradientEstimator",
     "InitFn",
+    "DoubleCVState",
     "RaoBlackwellState",
     "RebarState",
+    "RodeoState",
     "ScoreFunctionState",
     "arm",
     "baselines",
@@ -54,6 +60,7 @@ __all__ = (
     "diagnostics",
     "dice",
     "disarm",
+    "double_cv",
     "discrete",
     "dists",
     "exact",
@@ -65,6 +72,7 @@ __all__ = (
     "rao_blackwell",
     "rebar",
     "relax",
+    "rodeo",
     "sampling",
     "score_function",
     "score_function_surrogate",

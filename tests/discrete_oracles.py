@@ -105,8 +105,11 @@ def _uniform_moments(a, b):
   return m1, m2
 
 
-def arm_moments(prob: BernoulliProblem):
-  """Exact mean and variance of ONE draw of ARM, per coordinate (3^D cells)."""
+def arm_moments(prob: BernoulliProblem, reached=None):
+  """Exact mean and variance of ONE draw of ARM, per coordinate (3^D cells).
+
+  ``reached(b, b̃) -> (D,)`` (optional) multiplies the terms (the
+  stick-breaking Rao-Blackwellisation of categorical ARM)."""
   p = sigmoid(prob.logits)
   d = len(p)
   lo, hi = np.minimum(p, 1 - p), np.maximum(p, 1 - p)
@@ -121,15 +124,17 @@ def arm_moments(prob: BernoulliProblem):
     first_point = (mid > 1 - p).astype(float)   # 1[u > σ(−α)]
     second_point = (mid < p).astype(float)      # 1[u < σ(α)]
     delta = prob.f_np(first_point) - prob.f_np(second_point)
+    keep = np.ones(d) if reached is None else reached(second_point, first_point)
     for i, (a, b) in enumerate(bounds):
       m1, m2 = _uniform_moments(a, b)
-      mean[i] += prob_cell * delta * m1
-      second[i] += prob_cell * delta**2 * m2
+      mean[i] += prob_cell * delta * m1 * keep[i]
+      second[i] += prob_cell * delta**2 * m2 * keep[i]
   return mean, second - mean**2
 
 
-def disarm_moments(prob: BernoulliProblem):
-  """Exact mean and variance of ONE DisARM pair, per coordinate (4^D outcomes)."""
+def disarm_moments(prob: BernoulliProblem, reached=None):
+  """Exact mean and variance of ONE DisARM pair, per coordinate (4^D outcomes);
+  ``reached`` as in :func:`arm_moments`."""
   p = sigmoid(prob.logits)
   d = len(p)
   outcomes = [((1, 1), np.maximum(0, 2 * p - 1)), ((1, 0), np.minimum(p, 1 - p)),
@@ -143,6 +148,8 @@ def disarm_moments(prob: BernoulliProblem):
     bt = np.array([outcomes[c][0][1] for c in choice], float)
     g = 0.5 * (prob.f_np(b) - prob.f_np(bt)) * (-1.0) ** bt * (b != bt) * sigmoid(
         np.abs(prob.logits))
+    if reached is not None:
+      g = g * reached(b, bt)
     mean += w * g
     second += w * g**2
   return mean, second - mean**2
@@ -434,3 +441,118 @@ def rebar_one_bit_moments(logit: float, target: float, temperature: float,
   g = (f(b) - c_zt) * (b - p) + dc_z - dc_zt * dzt
   mean = np.sum(W * g)
   return mean, np.sum(W * g**2) - mean**2
+
+
+# --- double control variates and RODEO (K-tuples enumerated) ----------------
+#
+# Both are deterministic functions of the K samples (given the control
+# variate's parameters), so their exact mean and variance follow from
+# enumerating the (2^D)^K tuples. Written from the papers' formulas with
+# explicit loops over samples and neighbours (independent of stein.py).
+
+def cost_gradient_np(prob: BernoulliProblem):
+  """∇f at a binary point (f extended to floats), in closed form."""
+  if prob.name == "separable":
+    return lambda b: 2 * (b - 0.45) / len(b)
+  return lambda b: 2 * _W * np.cos(2 * _W @ b + 0.3) + np.array([b[2], 0.0, b[0]])
+
+
+def _tuple_moments(prob: BernoulliProblem, k: int, estimate):
+  p = sigmoid(prob.logits)
+  bits = all_bits(len(p))
+  grad_f = cost_gradient_np(prob)
+  fs = np.array([prob.f_np(b) for b in bits])
+  gs = np.array([grad_f(b) for b in bits])
+  ws = np.array([bernoulli_prob(b, p) for b in bits])
+  mean = np.zeros(len(p))
+  second = np.zeros_like(mean)
+  for idx in itertools.product(range(len(bits)), repeat=k):
+    idx = np.array(idx)
+    g = estimate(bits[idx], fs[idx], gs[idx], p)
+    w = np.prod(ws[idx])
+    mean += w * g
+    second += w * g**2
+  return mean, second - mean**2
+
+
+def double_cv_moments(prob: BernoulliProblem, k: int, alpha: float):
+  def estimate(b, f, g, p):
+    s = b - p
+    c = np.array([alpha * np.dot(np.mean(np.delete(g, i, 0), 0), s[i]) for i in range(k)])
+    total = np.zeros_like(p)
+    for i in range(k):
+      others = [j for j in range(k) if j != i]
+      baseline = np.mean([f[j] + c[j] for j in others])
+      total += (f[i] + c[i] - baseline) * s[i]
+    return total / k - alpha * p * (1 - p) * np.mean(g, 0)
+  return _tuple_moments(prob, k, estimate)
+
+
+def stein_network_np(rho):
+  rho = {n: np.asarray(v, np.float64) for n, v in rho.items()}
+
+  def apply(t, v):
+    pre = t * rho["w_t"] + v * rho["w_v"] + rho["c"]
+    return np.where(pre > 0, pre, 0.3 * pre) @ rho["w_out"] + rho["b_out"]
+  return apply
+
+
+def rodeo_moments(prob: BernoulliProblem, k: int, control):
+  alpha, beta = float(control["alpha"]), float(control["beta"])
+  net = stein_network_np(control["network"])
+  d = len(prob.logits)
+
+  def estimate(b, f, g, p):
+    def h(i, y):   # mean over j ≠ i of the network at the Taylor increment around b_j
+      return np.mean([net(np.dot(g[j], y - b[j]), f[j]) for j in range(k) if j != i], 0)
+
+    def stein(i, fn):   # Gibbs Stein operator at b_i applied to fn(y)
+      x = b[i]
+      out = 0.0
+      for m in range(d):
+        y = x.copy()
+        y[m] = 1 - y[m]
+        rate = p[m] if x[m] == 0 else 1 - p[m]
+        out = out + rate * (fn(y) - fn(x)) / d
+      return out
+
+    a0 = [stein(j, lambda y, j=j: h(j, y)[0]) for j in range(k)]
+    total = np.zeros_like(p)
+    for i in range(k):
+      baseline = np.mean([f[j] + alpha * a0[j] for j in range(k) if j != i])
+      total += (f[i] - baseline) * (b[i] - p)
+      total += beta * stein(i, lambda y, i=i: h(i, y)[1] * (y - p))
+    return total / k
+  return _tuple_moments(prob, k, estimate)
+
+
+# --- categorical variables as stick-breaking bits (categorical ARM/DisARM) ---
+
+class StickBreaking(NamedTuple):
+  bits_problem: BernoulliProblem   # f as a function of the V(K−1) bits, logits η
+  eta: np.ndarray                  # (V, K − 1)
+  to_x: Callable                   # bits (V(K−1),) -> categorical indices (V,)
+  reached: Callable                # (b, b̃) -> (V(K−1),) 1 where either path reaches the bit
+
+
+def stick_breaking(prob: CategoricalProblem) -> StickBreaking:
+  """Bit c of variable v is "x_v = c given x_v ≥ c": η_c = log P(x = c) − log P(x > c)."""
+  v, k = prob.logits.shape
+  p = special.softmax(prob.logits, axis=-1)
+  tail = 1.0 - np.cumsum(p, axis=-1)
+  eta = np.log(p[:, :-1]) - np.log(tail[:, :-1])
+
+  def to_x(bits):
+    bits = np.asarray(bits).reshape(v, k - 1)
+    return np.array([next((c for c in range(k - 1) if row[c] == 1), k - 1) for row in bits])
+
+  def reached(b, bt):
+    out = []
+    for row, row_t in zip(np.asarray(b).reshape(v, k - 1), np.asarray(bt).reshape(v, k - 1)):
+      for c in range(k - 1):
+        out.append(float(not row[:c].any() or not row_t[:c].any()))
+    return np.array(out)
+
+  problem = BernoulliProblem("stick_breaking", eta.ravel(),
+                             lambda bits: float(prob.table[tuple(to_x(bits))]), None)
+  return StickBreaking(problem, eta, to_x, reached)

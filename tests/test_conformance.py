@@ -85,8 +85,10 @@ DISCRETE_ESTIMATORS = {
     "exact": lambda: sg.exact(),
     "disarm+delta_method": lambda: sg.with_control_variate(
         sg.disarm(num_pairs=N, per_sample=True), sg.control_variates.delta_method()),
+    "double_cv": lambda: sg.double_cv(num_samples=N),
+    "rodeo": lambda: sg.rodeo(num_samples=N, hidden_size=8),
 }
-BERNOULLI_ONLY = {"arm", "disarm", "disarm+delta_method"}
+BERNOULLI_ONLY = {"disarm+delta_method", "double_cv", "rodeo"}
 
 # -- params pytrees ---------------------------------------------------------------------
 

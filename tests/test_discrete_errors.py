@@ -24,6 +24,8 @@ DISCRETE_ONLY = {
     "straight_through": lambda: sg.straight_through(num_samples=2),
     "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=2),
     "exact": lambda: sg.exact(),
+    "double_cv": lambda: sg.double_cv(num_samples=2),
+    "rodeo": lambda: sg.rodeo(num_samples=2, hidden_size=4),
 }
 
 
@@ -48,11 +50,11 @@ def test_other_discrete_distribution_rejected(name):
     _estimate(est, F, lambda r: sg.dists.Poisson(r), jnp.ones(2))
 
 
-@pytest.mark.parametrize("name", ["arm", "disarm"])
+@pytest.mark.parametrize("name", ["double_cv", "rodeo"])
 def test_categorical_rejected_by_bernoulli_only_estimators(name):
   est = DISCRETE_ONLY[name]()
   with pytest.raises(ValueError, match=rf"`{name}` supports scoregrad\.dists\.Bernoulli.*"
-                     r"Categorical.*rao_blackwell"):
+                     r"Categorical.*disarm.*rao_blackwell"):
     _estimate(est, lambda x: jnp.sum(x).astype(jnp.float32), CAT, jnp.zeros((2, 3)))
 
 

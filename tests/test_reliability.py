@@ -55,6 +55,8 @@ DISCRETE = {
     "gumbel_softmax": lambda: sg.gumbel_softmax(num_samples=4, temperature=0.5),
     "straight_through": lambda: sg.straight_through(num_samples=4),
     "vimco": lambda: sg.vimco(num_samples=4),
+    "double_cv": lambda: sg.double_cv(num_samples=4),
+    "rodeo": lambda: sg.rodeo(num_samples=4, hidden_size=8),
     "disarm+delta_method": lambda: sg.with_control_variate(
         sg.disarm(num_pairs=4), sg.control_variates.delta_method()),
 }

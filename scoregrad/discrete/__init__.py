@@ -13,7 +13,8 @@ estimator           unbiased      families   what f must accept
 ==================  ============  =========  ======================================
 exact               exact         B, C       samples (floats {0,1} / indices)
 rao_blackwell       yes           B, C       samples
-arm, disarm         yes           B          samples
+arm, disarm         yes           B, C       samples
+double_cv, rodeo    yes           B          samples (f differentiated there)
 rebar, relax        yes           B, C       floats in [0, 1] / one-hot floats
 gumbel_softmax      no (biased)   B, C       floats in [0, 1] / one-hot floats
 straight_through    no (biased)   B, C       floats (differentiable) / one-hot
@@ -33,20 +34,28 @@ from scoregrad._src.discrete.sum_and_sample import rao_blackwell
 from scoregrad._src.discrete.rebar_relax import RebarState
 from scoregrad._src.discrete.rebar_relax import rebar
 from scoregrad._src.discrete.rebar_relax import relax
+from scoregrad._src.discrete.stein import DoubleCVState
+from scoregrad._src.discrete.stein import RodeoState
+from scoregrad._src.discrete.stein import double_cv
+from scoregrad._src.discrete.stein import rodeo
 from scoregrad._src.discrete.relaxations import gumbel_softmax
 from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.multi_sample import vimco
 
 __all__ = (
+    "DoubleCVState",
     "RaoBlackwellState",
     "RebarState",
+    "RodeoState",
     "arm",
     "disarm",
+    "double_cv",
     "exact",
     "gumbel_softmax",
     "rao_blackwell",
     "rebar",
     "relax",
+    "rodeo",
     "straight_through",
     "vimco",
 )

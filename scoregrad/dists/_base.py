@@ -30,8 +30,11 @@ families that have it, when it is missing:
 * The logits structure of discrete families (Bernoulli, Categorical):
   ``perturb``, ``hard``, ``soft``, ``conditional_noise``, ``probs_of``,
   ``score_logits``, ``per_variable_log_probs``, ``num_configurations``,
-  ``enumerate_configurations``, ``from_values`` and, for Bernoulli,
-  ``antithetic_pair``: the discrete estimators.
+  ``enumerate_configurations``, ``from_values``, the binary representation
+  ``binary_logits``, ``from_binary`` and ``binary_reached`` (ARM/DisARM;
+  stick-breaking for Categorical) and, for Bernoulli, ``antithetic_pair``,
+  ``score_variance`` and ``gibbs_flips`` (double CV, RODEO): the discrete
+  estimators.
 
 Adding a family is one file: subclass :class:`Distribution`, define
 ``event_shape``, ``_sample`` and ``log_prob``, and the facts above that hold

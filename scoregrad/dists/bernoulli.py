@@ -130,6 +130,41 @@ class Bernoulli(Distribution):
     return (u < p).astype(logits.dtype), (1.0 - u < p).astype(logits.dtype)
 
   @staticmethod
+  def score_variance(logits):
+    """E[(x − σ(ℓ))²] = σ(ℓ)(1 − σ(ℓ)): the (diagonal) covariance of the logits score."""
+    p = jax.nn.sigmoid(logits)
+    return p * (1.0 - p)
+
+  @staticmethod
+  def gibbs_flips(logits, x):
+    """The single-coordinate moves of the Gibbs sampler from x (double CV, RODEO).
+
+    Returns ``(step, rate)`` shaped like ``x``: neighbour i of x is x + step_i
+    e_i (coordinate i flipped, step = 1 − 2x), reached with probability
+    rate_i = q_i(1 − x_i) (σ(ℓ_i) from 0, σ(−ℓ_i) from 1) when coordinate i
+    is resampled from its marginal.
+    """
+    x = x.astype(logits.dtype)
+    return 1.0 - 2.0 * x, jax.nn.sigmoid(jnp.where(x > 0.5, -logits, logits))
+
+  # The binary representation used by ARM/DisARM (Categorical: stick-breaking).
+
+  @staticmethod
+  def binary_logits(logits):
+    """Logits of the independent bits that represent a sample: the logits themselves."""
+    return logits
+
+  @staticmethod
+  def from_binary(bits):
+    """The sample, as f receives it, from its bits: the bits themselves."""
+    return bits
+
+  @staticmethod
+  def binary_reached(bits):
+    """Which bits the sample depends on: all of them."""
+    return jnp.ones_like(bits)
+
+  @staticmethod
   def per_variable_log_probs(logits):
     """log p_v(k), k ∈ {0, 1}, for every variable v of the flattened event: (V, 2)."""
     flat = jnp.reshape(logits, (-1,))

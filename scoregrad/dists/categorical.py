@@ -132,6 +132,30 @@ class Categorical(Distribution):
     others = -jnp.logaddexp(log_neg_log_v - logits, -top)
     return jnp.where(b > 0.5, top, others)
 
+  # The stick-breaking binary representation used by ARM/DisARM (Dong, Mnih &
+  # Tucker 2021): bit c (c = 0..K−2) of a variable is "x = c, given x ≥ c",
+  # independent Bernoulli(σ(η_c)) with η_c = ℓ_c − logsumexp(ℓ_{c+1:}), and x
+  # is the first bit that is 1 (K − 1 if none): P(x = c) = σ(η_c) Π_{m<c} σ(−η_m)
+  # = softmax(ℓ)_c.
+
+  @staticmethod
+  def binary_logits(logits):
+    """Stick-breaking logits η, shape ``event_shape + (K − 1,)``."""
+    tail = jax.lax.cumlogsumexp(logits, axis=logits.ndim - 1, reverse=True)
+    return logits[..., :-1] - tail[..., 1:]
+
+  @staticmethod
+  def from_binary(bits):
+    """Indices (int32, ``event_shape``) from stick-breaking bits: the first 1."""
+    padded = jnp.concatenate([bits, jnp.ones_like(bits[..., :1])], axis=-1)
+    return jnp.argmax(padded, axis=-1).astype(jnp.int32)
+
+  @staticmethod
+  def binary_reached(bits):
+    """1 where stage c is reached (all earlier bits 0): x depends only on those bits."""
+    before = jnp.cumprod(1 - bits, axis=-1)
+    return jnp.concatenate([jnp.ones_like(bits[..., :1]), before[..., :-1]], axis=-1)
+
   @staticmethod
   def per_variable_log_probs(logits):
     """log p_v(k) for every variable v (flattened event) and category k: (V, K)."""

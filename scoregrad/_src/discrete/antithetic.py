@@ -1,8 +1,8 @@
-"""Antithetic estimators for Bernoulli variables: ARM and DisARM."""
+"""Antithetic estimators for Bernoulli and (stick-breaking) Categorical variables: ARM, DisARM."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,25 +13,48 @@ from scoregrad._src.base import (Estimate, GradientEstimator, evaluate_costs, ex
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
-_CATEGORICAL_ALTERNATIVES = (
-    "For categorical variables use scoregrad.rao_blackwell(num_summed=..., "
+_ALTERNATIVES = (
+    "Other estimators for discrete variables: scoregrad.rao_blackwell(num_summed=..., "
     "num_samples=...), scoregrad.rebar(...)/relax(...), or "
     "scoregrad.score_function(num_samples=..., "
     "baseline=scoregrad.baselines.leave_one_out()).")
 
 
-_NEEDS = _common.LOGITS_FACTS + ("antithetic_pair",)
+_NEEDS = _common.LOGITS_FACTS + ("binary_logits", "from_binary", "binary_reached")
 
 
-def _antithetic_pair(key, lg, num):
-  """u ~ U(0,1)^{num×D} and the family's antithetic pair of samples from it."""
-  u = _common.uniform(key, (num,) + lg.logits.shape, lg.logits.dtype)
-  b, b_tilde = lg.family.antithetic_pair(u, lg.logits)
-  return u, b, b_tilde
+class _Pairs(NamedTuple):
+  """Antithetic pairs of the family's bits and how to map back to the logits."""
+
+  u: jax.Array          # (num, *bits) uniforms
+  bits: jax.Array       # 1[u < σ(η)]
+  anti: jax.Array       # 1[1 − u < σ(η)]
+  eta: jax.Array        # the bits' logits η (Bernoulli: the logits)
+  reached: jax.Array    # 1 where f can depend on the bit for at least one of the pair
+  to_logits: Callable   # η-gradient rows -> logits-gradient rows
+
+
+def _antithetic_pairs(key, lg, num) -> _Pairs:
+  """u ~ U(0,1) over the family's independent bits, and the antithetic pair of bits.
+
+  The bits are Bernoulli(σ(η)), η = ``family.binary_logits(logits)``; f sees
+  ``family.from_binary(bits)``. For a bit that neither point of a pair
+  reaches (Categorical: both stick-breaking paths stopped earlier) f depends
+  on neither bit, and the ARM/DisARM term has conditional mean zero given the
+  other bits: it is dropped (Rao-Blackwellisation; Bernoulli reaches every bit).
+  """
+  family = lg.family
+  eta, vjp = jax.vjp(family.binary_logits, lg.logits)
+  u = _common.uniform(key, (num,) + eta.shape, eta.dtype)
+  p = jax.nn.sigmoid(eta)
+  bits = (u < p).astype(eta.dtype)
+  anti = (1.0 - u < p).astype(eta.dtype)
+  reached = 1.0 - (1.0 - family.binary_reached(bits)) * (1.0 - family.binary_reached(anti))
+  return _Pairs(u, bits, anti, eta, reached, jax.vmap(lambda g: vjp(g)[0]))
 
 
 def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
-  r"""The augment-REINFORCE-merge (ARM) estimator for factorised Bernoullis.
+  r"""The augment-REINFORCE-merge (ARM) estimator for factorised Bernoullis and Categoricals.
 
   For b ~ Bernoulli(σ(α)) with independent coordinates and u ~ U(0, 1)^D,
 
@@ -43,9 +66,20 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
   is estimated for the logits α of ``dist_fn(params)`` and pulled back to
   ``params`` with ``jax.vjp``, so any pytree of parameters works.
 
+  Categorical variables (K categories) are written as K − 1 independent
+  stick-breaking bits, bit c ~ Bernoulli(σ(η_c)) meaning "x = c given x ≥ c",
+  η_c = ℓ_c − logsumexp(ℓ_{c+1:}), x the first bit that is 1 (K − 1 if
+  none), so that x ~ Categorical(softmax(ℓ)) exactly (Dong, Mnih & Tucker
+  2021). ARM is applied to the bits, with the terms of bits that neither
+  point of a pair reaches (both paths stopped earlier, so f does not depend
+  on them; the term has conditional mean zero) dropped, and the η-gradient
+  is pulled back to ℓ.
+
   Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Bernoulli(logits=
-  ...)`` (any event shape; every coordinate independent). f may be a black
-  box; it receives float samples in {0., 1.}. Unbiased; usually beaten by
+  ...)`` (any event shape; every coordinate independent) or
+  ``scoregrad.dists.Categorical(logits=...)`` (independent variables over the
+  last axis). f may be a black box; it receives float samples in {0., 1.}
+  (Bernoulli) or int32 indices (Categorical). Unbiased; usually beaten by
   :func:`disarm`, which is its Rao-Blackwellisation at the same cost.
 
   ``Estimate.value`` is the mean of f over all 2·num_samples points; it is
@@ -72,7 +106,8 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
 
   References:
     Yin & Zhou, "ARM: Augment-REINFORCE-Merge Gradient for Stochastic
-    Binary Networks", ICLR 2019.
+    Binary Networks", ICLR 2019. Dong, Mnih & Tucker, "Coupled Gradient
+    Estimators for Discrete Latent Variables", NeurIPS 2021 (categorical).
   """
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = check_bool("per_sample", per_sample)
@@ -80,13 +115,13 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="arm", needs=_NEEDS,
-                                     alternatives=_CATEGORICAL_ALTERNATIVES)
-    # u ~ U(0,1); 1[u > σ(−α)] = 1[1 − u < σ(α)] is the antithetic point.
-    u, b, b_anti = _antithetic_pair(key, lg, num_samples)
-    f_anti = evaluate_costs(f, b_anti, dtype=lg.logits.dtype)
-    f_b = evaluate_costs(f, b, dtype=lg.logits.dtype)
+                                     alternatives=_ALTERNATIVES)
+    # u ~ U(0,1); 1[u > σ(−η)] = 1[1 − u < σ(η)] is the antithetic point.
+    pr = _antithetic_pairs(key, lg, num_samples)
+    f_anti = evaluate_costs(f, lg.family.from_binary(pr.anti), dtype=lg.logits.dtype)
+    f_b = evaluate_costs(f, lg.family.from_binary(pr.bits), dtype=lg.logits.dtype)
     diff = jax.lax.stop_gradient(f_anti - f_b)
-    per_logits = expand_to(diff, u) * (u - 0.5)
+    per_logits = pr.to_logits(expand_to(diff, pr.u) * (pr.u - 0.5) * pr.reached)
     grad, per, value = _common.finish(lg, per_logits, per_sample,
                                       jnp.mean(0.5 * (f_b + f_anti)), (f_b, f_anti))
     return finish(value, grad, state, per)
@@ -95,7 +130,7 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
 
 
 def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
-  r"""The DisARM estimator for factorised Bernoullis (ARM, Rao-Blackwellised).
+  r"""The DisARM estimator (ARM, Rao-Blackwellised) for Bernoullis and Categoricals.
 
   With u ~ U(0, 1)^D, b = 1[u < σ(α)] and its antithetic b̃ = 1[1 − u <
   σ(α)] (both Bernoulli(σ(α)), coupled), coordinate i of the gradient with
@@ -108,11 +143,21 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
   variance than ARM, and zero contribution from coordinates where the pair
   agrees. Pulled back to ``params`` with ``jax.vjp``.
 
+  Categorical variables use the stick-breaking coupling of Dong, Mnih &
+  Tucker (2021): x ~ Categorical(softmax(ℓ)) is the first 1 among K − 1
+  independent bits Bernoulli(σ(η_c)), η_c = ℓ_c − logsumexp(ℓ_{c+1:}) (K − 1
+  if none); the pair of bit vectors (b, b̃) gives a coupled pair of
+  categorical samples, ĝ above is computed for η, bits that neither sample
+  reaches (both stopped earlier: f depends on neither, so the term has
+  conditional mean zero) are dropped, and the result is pulled back to ℓ.
+  Unbiased for Categorical exactly as for Bernoulli (it is DisARM for the
+  function of the bits f(x(b))); the order of the categories
+  affects the variance, not the mean.
+
   Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Bernoulli(logits=
-  ...)``. f may be a black box; it receives float samples in {0., 1.}.
-  Unbiased. The categorical extension of DisARM is not implemented (it is
-  not exact in the simple form); categorical variables raise an error that
-  lists alternatives.
+  ...)`` or ``scoregrad.dists.Categorical(logits=...)``. f may be a black
+  box; it receives float samples in {0., 1.} (Bernoulli) or int32 indices
+  (Categorical). Unbiased.
 
   ``Estimate.value`` is the mean of f over all 2·num_pairs points,
   differentiable with respect to anything f closes over. First-order only.
@@ -134,7 +179,9 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
 
   References:
     Dong, Mnih & Tucker, "DisARM: An Antithetic Gradient Estimator for
-    Binary Latent Variables", NeurIPS 2020.
+    Binary Latent Variables", NeurIPS 2020; Dong, Mnih & Tucker, "Coupled
+    Gradient Estimators for Discrete Latent Variables", NeurIPS 2021
+    (categorical, stick-breaking).
   """
   num_pairs = check_positive_int(
       "num_pairs", num_pairs,
@@ -144,15 +191,16 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm", needs=_NEEDS,
-                                     alternatives=_CATEGORICAL_ALTERNATIVES)
-    _, b, b_tilde = _antithetic_pair(key, lg, num_pairs)
-    f_b = evaluate_costs(f, b, dtype=lg.logits.dtype)
-    f_tilde = evaluate_costs(f, b_tilde, dtype=lg.logits.dtype)
+                                     alternatives=_ALTERNATIVES)
+    pr = _antithetic_pairs(key, lg, num_pairs)
+    b, b_tilde = pr.bits, pr.anti
+    f_b = evaluate_costs(f, lg.family.from_binary(b), dtype=lg.logits.dtype)
+    f_tilde = evaluate_costs(f, lg.family.from_binary(b_tilde), dtype=lg.logits.dtype)
     diff = jax.lax.stop_gradient(f_b - f_tilde)
     sign = 1.0 - 2.0 * b_tilde                       # (−1)^{b̃_i}
-    differ = (b != b_tilde).astype(lg.logits.dtype)  # 1[b_i ≠ b̃_i]
-    weight = jax.nn.sigmoid(jnp.abs(lg.logits))      # σ(|α_i|)
-    per_logits = 0.5 * expand_to(diff, b) * sign * differ * weight
+    differ = (b != b_tilde).astype(b.dtype)          # 1[b_i ≠ b̃_i]
+    weight = jax.nn.sigmoid(jnp.abs(pr.eta))         # σ(|η_i|)
+    per_logits = pr.to_logits(0.5 * expand_to(diff, b) * sign * differ * weight * pr.reached)
     grad, per, value = _common.finish(lg, per_logits, per_sample,
                                       jnp.mean(0.5 * (f_b + f_tilde)), (f_b, f_tilde))
     return finish(value, grad, state, per)

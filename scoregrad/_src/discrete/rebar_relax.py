@@ -76,6 +76,32 @@ def separable_network(hidden_size: int):
   return apply, params
 
 
+def control_optimizer(learning_rate, optimizer, *, default: float):
+  """Validates ``learning_rate``/``optimizer``: ``(adapt, optax optimiser or None)``.
+
+  Shared by the estimators that learn their control variate's parameters in
+  their state (REBAR, RELAX, double CV, RODEO): Adam with ``learning_rate``
+  (``default`` when None; ``0`` freezes the parameters), or a given optax
+  optimiser.
+  """
+  if optimizer is not None:
+    if learning_rate is not None:
+      raise ValueError(
+          f"Pass either `learning_rate` or `optimizer`, not both; got "
+          f"learning_rate={learning_rate!r} and optimizer={optimizer!r}. Set the "
+          "learning rate inside the optimiser, e.g. optimizer=optax.adam(1e-2).")
+    if not isinstance(optimizer, optax.GradientTransformation):
+      raise TypeError(
+          "`optimizer` must be an optax.GradientTransformation such as "
+          f"optax.adam(1e-2); got {optimizer!r}.")
+    return True, optimizer
+  lr = default if learning_rate is None else check_positive_float(
+      "learning_rate", learning_rate, allow_zero=True)
+  adapt = lr > 0
+  optimizer = optax.adam(lr) if adapt else None
+  return adapt, optimizer
+
+
 def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimizer,
           per_sample, axis_name, network_fn, network_params, network_default: bool):
   num_samples = check_positive_int("num_samples", num_samples)
@@ -92,22 +118,7 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     raise TypeError(
         f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
         f"axis_name={axis_name!r}.")
-  if optimizer is not None:
-    if learning_rate is not None:
-      raise ValueError(
-          f"Pass either `learning_rate` or `optimizer`, not both; got "
-          f"learning_rate={learning_rate!r} and optimizer={optimizer!r}. Set the "
-          "learning rate inside the optimiser, e.g. optimizer=optax.adam(1e-2).")
-    if not isinstance(optimizer, optax.GradientTransformation):
-      raise TypeError(
-          "`optimizer` must be an optax.GradientTransformation such as "
-          f"optax.adam(1e-2); got {optimizer!r}.")
-    adapt = True
-  else:
-    lr = 1e-2 if learning_rate is None else check_positive_float(
-        "learning_rate", learning_rate, allow_zero=True)
-    adapt = lr > 0
-    optimizer = optax.adam(lr) if adapt else None
+  adapt, optimizer = control_optimizer(learning_rate, optimizer, default=1e-2)
 
   control0 = {"log_temperature": math.log(temperature), "scale": scale}
   if network_fn is not None:
