@@ -40,6 +40,7 @@ from benchmarks import discrete_toy
 from benchmarks import discrete_vae
 from benchmarks import logreg
 from benchmarks import mohamed
+from benchmarks import policy_gradient
 from benchmarks import scaling
 from benchmarks import throughput
 
@@ -52,6 +53,7 @@ SUITE = (
     discrete_toy.BENCHMARK,
     discrete_vae.BENCHMARK,
     compat.BENCHMARK,
+    policy_gradient.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

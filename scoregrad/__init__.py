@@ -6,6 +6,7 @@ from scoregrad import control_variates
 from scoregrad import diagnostics
 from scoregrad import discrete
 from scoregrad import dists
+from scoregrad import rl
 from scoregrad import sampling
 from scoregrad import testing
 from scoregrad._src.base import EmptyState
@@ -73,6 +74,7 @@ __all__ = (
     "rebar",
     "relax",
     "rodeo",
+    "rl",
     "sampling",
     "score_function",
     "score_function_surrogate",

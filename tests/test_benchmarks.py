@@ -294,7 +294,22 @@ def _check_logreg(results):
     assert row["variance_max"] >= row["variance_mean"]
 
 
-SCHEMA = {"mohamed": _check_mohamed, "scaling": _check_scaling, "logreg": _check_logreg}
+def _check_policy_gradient(results):
+  s = results["sizes"]
+  assert results["studied"] == results["variants"]  # --tiny skips the hand-written rows
+  for name in results["variants"]:
+    row = results["rows"][name]
+    assert np.shape(row["curve"]) == (s["seeds"], s["updates"])
+    assert row["variance_lower"] <= row["variance_mean"] <= row["variance_upper"]
+    assert row["env_steps_per_s"] > 0 and row["time_per_update"]["median_s"] > 0
+  assert results["rows"]["hand_written"]["time_per_update"]["median_s"] > 0
+  assert results["time_ratio_to_hand_written"] > 0
+  # Same batch: scoregrad's per-step + leave-one-out is the hand-written estimator.
+  assert results["max_abs_grad_difference"] <= 1e-5 * max(1.0, results["max_abs_grad"])
+
+
+SCHEMA = {"mohamed": _check_mohamed, "scaling": _check_scaling, "logreg": _check_logreg,
+          "policy_gradient": _check_policy_gradient}
 
 # Compilation dominates tiny runs (one per estimator); these benchmarks are
 # smoke-tested with a stateful and a pathwise row only, to stay in the test

@@ -23,7 +23,7 @@ ROOT = Path(sg.__file__).parent
 PUBLIC_MODULES = ["scoregrad", "scoregrad.baselines", "scoregrad.control_variates",
                   "scoregrad.diagnostics", "scoregrad.testing", "scoregrad.sampling",
                   "scoregrad.discrete", "scoregrad.dists", "scoregrad.compat",
-                  "scoregrad.compat.optax_monte_carlo"]
+                  "scoregrad.compat.optax_monte_carlo", "scoregrad.rl"]
 
 
 def _all_modules():

@@ -101,6 +101,9 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
   ``zero_debias`` the average is divided by 1 − decay^t (as Adam does).
   Steps whose mean cost is NaN or infinite leave the average unchanged.
 
+  For (n, T) sequences in ``score_function_surrogate`` keep one average per
+  step: ``state = baseline.init((T,))``, advanced with the cost-to-go.
+
   Args:
     decay: weight of the old average, in [0, 1).
     zero_debias: correct the bias towards the zero initial value.
@@ -117,8 +120,10 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
         f"`decay` must be in [0, 1); got decay={decay}. decay=1 never updates "
         "the average; typical values are 0.9 to 0.99.")
 
-  def init():
-    return MovingAverageState(value=jnp.zeros(()), count=jnp.zeros((), jnp.int32))
+  def init(shape=()):
+    # shape (T,): one average per step, for (n, T) sequences in
+    # score_function_surrogate (update then averages over samples only).
+    return MovingAverageState(value=jnp.zeros(shape), count=jnp.zeros((), jnp.int32))
 
   def values(costs, scores, state):
     del scores
@@ -134,8 +139,12 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
     # costs' dtype), and a step whose mean cost is not finite is skipped, as
     # optax.apply_if_finite skips updates: one NaN must not poison every
     # later baseline (that step's own gradient is NaN by the NaN rule).
-    mean = jnp.mean(jax.lax.stop_gradient(costs)).astype(state.value.dtype)
-    finite = jnp.isfinite(mean)
+    costs = jax.lax.stop_gradient(costs)
+    # Average over the sample axis down to the state's shape: () for one
+    # average, (T,) for one per step of (n, T) costs.
+    axes = tuple(range(costs.ndim - state.value.ndim))
+    mean = jnp.mean(costs, axis=axes).astype(state.value.dtype)
+    finite = jnp.all(jnp.isfinite(mean))
     new_value = decay * state.value + (1.0 - decay) * jnp.where(finite, mean, 0.0)
     return MovingAverageState(value=jnp.where(finite, new_value, state.value),
                               count=state.count + finite.astype(state.count.dtype))
@@ -158,7 +167,7 @@ def leave_one_out() -> Baseline:
   def values(costs, scores, state):
     del scores, state
     n = costs.shape[0]
-    return (jnp.sum(costs) - costs) / (n - 1)
+    return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)
 
   return Baseline(init=lambda: (), values=values, update=_no_update,
                   name="leave_one_out()", min_samples=2, uses_other_samples=True)
