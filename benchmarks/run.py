@@ -38,6 +38,7 @@ from benchmarks import common
 from benchmarks import compat
 from benchmarks import discrete_toy
 from benchmarks import discrete_vae
+from benchmarks import discrete_vae_mnist
 from benchmarks import logreg
 from benchmarks import mohamed
 from benchmarks import policy_gradient
@@ -52,6 +53,7 @@ SUITE = (
     logreg.BENCHMARK,
     discrete_toy.BENCHMARK,
     discrete_vae.BENCHMARK,
+    discrete_vae_mnist.BENCHMARK,
     compat.BENCHMARK,
     policy_gradient.BENCHMARK,
 )

@@ -33,10 +33,14 @@ from scoregrad._src.discrete.sum_and_sample import rao_blackwell
 from scoregrad._src.front_door import expectation
 from scoregrad._src.reparameterization import pathwise
 from scoregrad._src.score import ScoreFunctionState
+from scoregrad._src.selection import Selection
+from scoregrad._src.selection import SelectionRow
+from scoregrad._src.selection import select
 from scoregrad._src.score import score_function
 from scoregrad._src.surrogates import dice
 from scoregrad._src.surrogates import magic_box
 from scoregrad._src.surrogates import score_function_surrogate
+from scoregrad._src.validation import NotApplicableError
 from scoregrad._src.variance_reduction import with_control_variate
 from scoregrad._src.weak_derivative import measure_valued
 
@@ -50,10 +54,13 @@ __all__ = (
     "GradientEstimator",
     "InitFn",
     "DoubleCVState",
+    "NotApplicableError",
     "RaoBlackwellState",
     "RebarState",
     "RodeoState",
     "ScoreFunctionState",
+    "Selection",
+    "SelectionRow",
     "arm",
     "baselines",
     "compat",
@@ -78,6 +85,7 @@ __all__ = (
     "sampling",
     "score_function",
     "score_function_surrogate",
+    "select",
     "straight_through",
     "testing",
     "vimco",

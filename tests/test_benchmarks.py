@@ -308,8 +308,26 @@ def _check_policy_gradient(results):
   assert results["max_abs_grad_difference"] <= 1e-5 * max(1.0, results["max_abs_grad"])
 
 
+def _check_discrete_vae_mnist(results):
+  """8 latent bits, 4 steps, linear model, K = 2: every registry row that has a
+  K = 2 form, the checkpoints, the ratio to DisARM; the bundled digits were
+  found and verified (4000/1000)."""
+  from benchmarks import discrete_vae_mnist
+  assert results["data"]["train"] == 4000 and results["data"]["held_out"] == 1000
+  n = results["sizes"]["checkpoints"] + 1
+  assert len(results["eval_steps"]) == n
+  assert set(results["runs"]) == {f"linear/K=2/{name}" for name, e in
+                                  discrete_vae_mnist.ESTIMATORS.items() if e.make(2) is not None}
+  for run in results["runs"].values():
+    for column in ("variance_mean", "train_elbo", "test_elbo"):
+      assert len(run[column]) == n
+    assert all(v > 0 for v in run["variance_mean"]) and run["steps_per_s"] > 0
+    assert all(e < 0 for e in run["train_elbo"])   # 784 Bernoulli pixels: ELBO < 0
+  assert results["runs"]["linear/K=2/disarm"]["variance_ratio_to_disarm"] == [1.0] * n
+
+
 SCHEMA = {"mohamed": _check_mohamed, "scaling": _check_scaling, "logreg": _check_logreg,
-          "policy_gradient": _check_policy_gradient}
+          "policy_gradient": _check_policy_gradient, "discrete_vae_mnist": _check_discrete_vae_mnist}
 
 # Compilation dominates tiny runs (one per estimator); these benchmarks are
 # smoke-tested with a stateful and a pathwise row only, to stay in the test

@@ -126,3 +126,28 @@ def test_bias_table_in_gumbel_softmax_docstring():
   for theta, want in zip((0.2, 0.5, 0.8), (0.016, 0.025, 0.016)):
     assert discrete_toy.exact_gradient(theta, 0.45) == pytest.approx(want, abs=1e-12)
   assert "−0.019" in sg.gumbel_softmax.__doc__ and "−0.080" in sg.straight_through.__doc__
+
+
+def test_mnist_vae_data_and_cost():
+  """The bundled digits are 4000/1000 grey levels in [0, 1]; the per-image cost
+  is −log p(x, b) + log q(b | x), checked against a direct computation."""
+  from benchmarks import discrete_vae_mnist as m
+  train, test = m.load_data()
+  assert train.shape == (4000, 784) and test.shape == (1000, 784)
+  assert train.min() == 0 and train.max() == 1
+  params = m.init_params(jax.random.key(0), "nonlinear", 5, train.mean(axis=0))
+  x = np.asarray(m.binarise(jax.random.key(1), jnp.asarray(train[:1])))[0]
+  b = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+  alpha = np.array([0.3, -1.0, 2.0, 0.0, 0.5])
+  h = b
+  for i, layer in enumerate(params["dec"]):
+    h = h @ np.asarray(layer["w"]) + np.asarray(layer["b"])
+    if i < 2:
+      h = np.where(h > 0, h, 0.3 * h)
+  p = 1 / (1 + np.exp(-h))
+  log_px_b = np.sum(x * np.log(p) + (1 - x) * np.log1p(-p))
+  q = 1 / (1 + np.exp(-alpha))
+  log_q = np.sum(b * np.log(q) + (1 - b) * np.log1p(-q))
+  want = -(log_px_b + 5 * np.log(0.5)) + log_q
+  got = float(m.cost(params["dec"], jnp.asarray(x), jnp.asarray(alpha), jnp.asarray(b)))
+  assert got == pytest.approx(want, rel=1e-4)

@@ -22,6 +22,7 @@ from jax.interpreters import mlir
 import jax.numpy as jnp
 
 from scoregrad import dists as _dists
+from scoregrad._src.validation import NonFloatCostError
 from scoregrad._src.validation import check_callable
 from scoregrad._src.validation import check_key
 
@@ -166,7 +167,7 @@ def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = F
         f"{' with dtype ' + str(out.dtype) if shape is not None else ''}. Reduce it "
         "to a scalar, e.g. `lambda x: jnp.sum(cost(x))`.")
   if floating and not jnp.issubdtype(out.dtype, jnp.floating):
-    raise TypeError(
+    raise NonFloatCostError(
         f"The cost `f(x)` must return a floating-point scalar{context}; it returned "
         f"dtype {out.dtype}, which has no derivative in x, so casting it to float "
         "would give a silent zero gradient. Use an estimator that does not "

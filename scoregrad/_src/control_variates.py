@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import base as _base
+from scoregrad._src.validation import NotApplicableError
 from scoregrad._src.validation import safe_divide
 from scoregrad.dists._base import families_with
 
@@ -343,7 +344,7 @@ def check_family(cv: ControlVariate, dist) -> None:
     names = ", ".join(c.__name__ for c in cv.families)
     detail = "is listed in its `families`"
   inner = getattr(dist, "dist", dist)
-  raise ValueError(
+  raise NotApplicableError(
       f"`control_variate={cv.name}` has a closed-form expectation only for "
       f"{names} (a family that {detail}), but `dist_fn(params)` returned "
       f"{type(inner).__name__}: its expectation would not match the samples and "

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scoregrad._src.validation import NotApplicableError
 from scoregrad.dists._base import families_with
 
 SAMPLING_METHODS = ("iid", "antithetic", "qmc")
@@ -232,7 +233,7 @@ def check_gaussian(dist, sampling: str, name: str = "dist_fn(params)") -> None:
   if not callable(getattr(dist, "from_standard_normal", None)):
     inner = getattr(dist, "dist", dist)
     families = "scoregrad.dists." + " and ".join(families_with("from_standard_normal"))
-    raise ValueError(
+    raise NotApplicableError(
         f"sampling={sampling!r} draws Gaussian noise ε and maps it through "
         f"x = loc + scale·ε, so it supports {families}; `{name}` is "
         f"{type(inner).__name__}. Use sampling='iid' for other distributions.")

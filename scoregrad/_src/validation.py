@@ -14,6 +14,27 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class NotApplicableError(ValueError):
+  """An estimator does not apply to this problem (raised at trace time).
+
+  Raised by an estimator's ``estimate`` (or ``init``) when the distribution
+  that ``dist_fn(params)`` returns, or the cost ``f``, is outside what the
+  estimator supports: ``pathwise`` on a Bernoulli, a discrete estimator on a
+  Normal, a relaxation-based estimator whose ``f`` has no derivative. It is a
+  ``ValueError`` (so ``except ValueError`` still catches it), raised before
+  anything is computed; :func:`scoregrad.select` reports a candidate that
+  raises it as skipped, with the message as the reason, and lets every other
+  exception propagate. Estimators written outside scoregrad may raise it too.
+  """
+
+
+class NonFloatCostError(NotApplicableError, TypeError):
+  """A :class:`NotApplicableError` for a cost without a floating-point derivative.
+
+  Also a ``TypeError``, which the check raised before this class existed.
+  """
+
+
 def check_positive_int(name: str, value: Any, *, minimum: int = 1, why: str = "") -> int:
   """Returns ``value`` as an int, or raises a ``ValueError`` naming ``name``."""
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -59,7 +59,7 @@ from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
                                  check_estimate_inputs, evaluate_costs, stateless_init,
                                  tree_mean0,
                                  finish, first_order_only, gradient_carrier)
-from scoregrad._src.validation import check_bool, check_positive_int
+from scoregrad._src.validation import NotApplicableError, check_bool, check_positive_int
 from scoregrad.dists._base import all_families
 
 
@@ -93,7 +93,7 @@ def check_weak_derivative(dist, *, estimator: str = "measure_valued",
       "For other distributions use scoregrad.score_function(num_samples=...) "
       "(any distribution with a log_prob) or scoregrad.pathwise(num_samples=...) "
       "(reparameterized ones).")
-  raise ValueError(
+  raise NotApplicableError(
       f"{estimator} has no weak-derivative decomposition for `{name}` of type "
       f"{type(inner).__name__}. Supported: {supported}. {instead}")
 

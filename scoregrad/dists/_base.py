@@ -55,6 +55,8 @@ from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
+from scoregrad._src.validation import NotApplicableError
+
 
 def _as_float_array(name: str, value: Any) -> jax.Array:
   """Converts a parameter to a floating array (Python floats do not recompile)."""
@@ -397,7 +399,7 @@ def check_reparameterized(dist, name: str = "dist") -> None:
     which = (f" (a joint distribution: its components {', '.join(map(repr, parts))} are "
              "not reparameterized, and pathwise needs every component to be)"
              if parts else "")
-    raise ValueError(
+    raise NotApplicableError(
         f"The pathwise estimator needs a reparameterized distribution, but "
         f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}{which}, whose samples "
         "are not differentiable functions of its parameters: JAX would silently "

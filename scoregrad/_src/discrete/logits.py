@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from scoregrad._src.base import (call_dist_fn, check_params_floating, first_order_only,
                                  gradient_carrier)
+from scoregrad._src.validation import NotApplicableError
 from scoregrad._src.validation import check_callable
 from scoregrad.dists._base import families_with
 
@@ -46,7 +47,7 @@ def check_family(dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_F
   got = type(inner).__name__
   if all(callable(getattr(family, fact, None)) for fact in LOGITS_FACTS):
     # A logits-parameterised discrete family that lacks what this estimator needs.
-    raise ValueError(
+    raise NotApplicableError(
         f"`{estimator}` supports {wanted} only, but `dist_fn(params)` returned "
         f"a {got}. {alternatives}".rstrip())
   if getattr(dist, "reparameterized", False):
@@ -61,7 +62,7 @@ def check_family(dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_F
            f"from another library, rebuild it as {first} inside `dist_fn`; "
            "otherwise use scoregrad.score_function(num_samples=...), which needs "
            "only log_prob.")
-  raise ValueError(
+  raise NotApplicableError(
       f"`{estimator}` estimates gradients for discrete distributions: "
       f"`dist_fn(params)` must return {wanted}; got {got}. {why}")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from scoregrad._src.base import Estimate, GradientEstimator, check_cost, stateless_init, finish
 from scoregrad._src.discrete import logits as _common
-from scoregrad._src.validation import (check_bool, check_key, check_positive_float,
+from scoregrad._src.validation import (NotApplicableError, check_bool, check_key, check_positive_float,
                                        check_positive_int)
 
 
@@ -307,7 +307,7 @@ def has_zero_derivative(f: Callable, example: Any) -> bool:
 def check_differentiable_cost(f: Callable, example: Any, estimator: str) -> None:
   """Raises if JAX's derivative of ``f`` at relaxed inputs is identically zero."""
   if has_zero_derivative(f, example):
-    raise ValueError(
+    raise NotApplicableError(
         f"{estimator} differentiates the cost `f` at float inputs, but JAX's "
         "derivative of this f is identically zero: its output depends on the input "
         "only through operations with zero derivative, such as jnp.round, "
