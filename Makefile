@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # optax 0.1.8 wheel from PyPI (needs network).
 OPTAX018_TESTS ?=
 
-.PHONY: install test test-deep bench optax-conformance clean
+.PHONY: install test test-deep bench optax-conformance clean lint docs notebooks wheel-check test-min
 
 install: $(STAMP)
 
@@ -41,5 +41,44 @@ $(OPTAX018_STAMP): $(STAMP) pyproject.toml
 optax-conformance: $(OPTAX018_STAMP)
 	$(PY) tests/optax018/run_optax_tests.py $(if $(OPTAX018_TESTS),--optax-tests $(OPTAX018_TESTS))
 
+# Static checks (run by .ci/run before the tests): ruff lint, ruff format and
+# mypy, configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy scoregrad
+
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+# The HTML site in docs/_build/html (Sphinx, warnings are errors; about 20 s
+# on 2 cores), then a check that every public name has an entry in the built
+# API pages. The notebooks are rendered from their committed outputs.
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(PY) .ci/check_docs.py docs/_build/html
+
+# Re-executes every notebook in place, refreshing its committed outputs and
+# figures (about 2 minutes on 2 cores). `make test` checks they still run.
+notebooks: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=900 notebooks/*.ipynb
+
+# Builds the sdist and wheel, runs twine check, installs the wheel without
+# extras into a bare venv and runs an estimate (needs PyPI for jax/optax).
+wheel-check: $(STAMP)
+	$(PY) .ci/wheel_check.py
+
+# A fresh venv at the lowest supported versions (.ci/minimum-versions.txt),
+# running a smoke subset of the tests. Needs network; not part of .ci/run.
+MIN_VENV := .venv-min
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet -c .ci/minimum-versions.txt -e . pytest hypothesis scipy
+	JAX_PLATFORMS=cpu $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider -o addopts= \
+	  tests/test_public_api.py tests/test_score_function.py tests/test_pathwise.py
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) *.egg-info .pytest_cache docs/_build docs/api

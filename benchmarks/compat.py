@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
+from benchmarks import style
 from scoregrad.compat import optax_monte_carlo as mc
 
 DESCRIPTION = ("compat.optax_monte_carlo (reverse-mode vmap(grad)) vs optax 0.1.8's "
@@ -139,20 +140,25 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for name, marker in zip(ESTIMATORS, "os"):
+  for name in ESTIMATORS:
     rows = [r for r in results["rows"] if r["estimator"] == name]
     ds = [r["d"] for r in rows]
-    ax.plot(ds, [r["compat_s"] * 1e3 for r in rows], marker + "-", label=f"compat {name}")
-    ax.plot(ds, [r["jacfwd_s"] * 1e3 for r in rows], marker + "--", label=f"jacfwd {name}")
+    # Colour and marker: the estimator's (benchmarks/style.py); solid: scoregrad's
+    # compat module, dashed: optax 0.1.8's jacfwd.
+    st = style.style(name)
+    ax.plot(ds, [r["compat_s"] * 1e3 for r in rows], color=st.color, marker=st.marker, ls="-",
+            label=f"{name}: scoregrad.compat (vmap(grad))")
+    ax.plot(ds, [r["jacfwd_s"] * 1e3 for r in rows], color=st.color, marker=st.marker, ls="--",
+            mfc="none", label=f"{name}: optax 0.1.8 (jacfwd)")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("d (parameters per leaf)")
   ax.set_ylabel("time per call (ms)")
   ax.set_title(f"Per-sample jacobians, n = {results['sizes']['num_samples']}")
-  ax.legend(fontsize=7)
   ax.grid(True, which="major", alpha=0.3)
   fig.tight_layout()
-  path = common.save_figure(fig, Path(outdir) / "compat.png", dpi=120)
+  style.legend_outside(fig, ax)
+  path = common.save_figure(fig, Path(outdir) / "compat.png", dpi=120, bbox_inches="tight")
   plt.close(fig)
   return [path]
 

@@ -48,6 +48,7 @@ from scipy import special
 import scoregrad as sg
 from benchmarks import common
 from benchmarks import estimators as estimators_table
+from benchmarks import style
 
 DESCRIPTION = ("REBAR/RELAX Bernoulli toy E[(b − t)²], t = 0.45 and 0.499: gradient "
                "variance vs θ for every Bernoulli estimator (exact where derivable), bias "
@@ -406,7 +407,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib.pyplot as plt
 
   names = list(results["rows"])
-  colors = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}
+  styles = {n: style.style(n) for n in names}
   thetas = np.asarray(results["thetas"])
   targets = results["targets"]
   fig, axes = plt.subplots(3, len(targets), figsize=(6.5 * len(targets), 13), squeeze=False)
@@ -415,25 +416,31 @@ def plot(results: dict, outdir: Path) -> list[Path]:
     ax_v, ax_m, ax_o = axes[0, ti], axes[1, ti], axes[2, ti]
     ax_m.plot(thetas, results["exact_gradient"][ti], color="k", lw=2, label="exact gradient")
     for name in names:
+      st = styles[name]
       r = results["rows"][name]["by_target"][ti]
       v = np.asarray(r["variance"], float)
       ok = v > 0
-      ax_v.plot(thetas[ok], v[ok], "o", color=colors[name], ms=4, label=name)
+      ax_v.plot(thetas[ok], v[ok], st.marker, color=st.color, ms=4, label=name)
       ex = np.asarray([np.nan if e is None else e for e in r["exact_variance"]], float)
       if np.any(ex > 0):
-        ax_v.plot(thetas, np.where(ex > 0, ex, np.nan), "-", color=colors[name], lw=1, alpha=0.7)
+        ax_v.plot(thetas, np.where(ex > 0, ex, np.nan), color=st.color, ls=st.linestyle, lw=1,
+                  alpha=0.7)
       if results["rows"][name]["kind"] == "relaxed":
-        ax_m.errorbar(thetas, r["mean"], yerr=2 * np.asarray(r["bias_se"]), fmt="o-",
-                      color=colors[name], ms=3, lw=1, label=f"{name}: E[ĝ]")
+        ax_m.errorbar(thetas, r["mean"], yerr=2 * np.asarray(r["bias_se"]), ms=3, lw=1,
+                      label=name, **st.kwargs())
       curve = np.asarray(r["theta_curve"], float)
-      ax_o.plot(steps, np.mean(curve, axis=0), color=colors[name], lw=1.2, label=name)
-    ax_o.plot(steps, results["exact_adam_theta"][ti], "k--", lw=2, label="exact gradient")
+      ax_o.plot(steps, np.mean(curve, axis=0), color=st.color, ls=st.linestyle, lw=1.2,
+                label=name)
+    ax_o.plot(steps, results["exact_adam_theta"][ti], color="k", ls="--", lw=2,
+              label="exact gradient")
     ax_v.set_yscale("log")
     ax_v.set_title(f"t = {t:g}: per-sample variance of ∂/∂α (dots: measured, lines: exact;\n"
                    "zero variance is off the log axis: rao_blackwell is exact for one bit)",
                    fontsize=9)
     ax_v.set_xlabel("θ")
+    ax_v.set_ylabel("per-sample variance  n·Var(ĝ)")
     ax_m.axhline(0, color="0.6", lw=0.8)
+    ax_m.set_ylabel("∂E[f]/∂α: exact, or E[ĝ] ± 2 SE")
     ax_m.set_title(f"t = {t:g}: mean of the biased estimators vs the exact gradient (±2 SE)",
                    fontsize=9)
     ax_m.set_xlabel("θ")
@@ -441,13 +448,16 @@ def plot(results: dict, outdir: Path) -> list[Path]:
     ax_o.set_title(f"t = {t:g}: θ during Adam (mean over seeds); E[f] − min = θ(1 − 2t)",
                    fontsize=9)
     ax_o.set_xlabel("Adam step")
+    ax_o.set_ylabel("θ (mean over seeds)")
     for a in (ax_v, ax_m, ax_o):
       a.grid(True, alpha=0.3)
-  axes[0, 0].legend(fontsize=7, ncol=2)
-  axes[1, 0].legend(fontsize=7)
-  axes[2, 0].legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  path = common.save_figure(fig, Path(outdir) / "discrete_toy.png", dpi=100)
+  # One legend for all panels, outside them: dots/markers are measurements, lines are
+  # exact values or training curves in the estimator's line style.
+  handles = [plt.Line2D([], [], label=n, lw=1.2, **styles[n].kwargs()) for n in names]
+  handles.append(plt.Line2D([], [], color="k", ls="--", lw=2, label="exact gradient"))
+  style.legend_outside(fig, handles)
+  path = common.save_figure(fig, Path(outdir) / "discrete_toy.png", dpi=100, bbox_inches="tight")
   plt.close(fig)
   return [path]
 

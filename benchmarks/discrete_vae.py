@@ -52,6 +52,7 @@ import optax
 import scoregrad as sg
 from benchmarks import common
 from benchmarks import estimators as estimators_table
+from benchmarks import style
 from benchmarks.discrete_toy import compile_and_run
 
 DESCRIPTION = ("Discrete VAE (linear sigmoid belief net) on binarised sklearn digits with "
@@ -428,11 +429,13 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib.pyplot as plt
 
   names = list(results["rows"])
-  colors = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}
+  styles = {n: style.style(n) for n in names}
   steps = np.asarray(results["eval_steps"])
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [1.4, 1]})
   for name in names:
-    ax.plot(steps, results["rows"][name]["elbo_curve"], color=colors[name], lw=1.3, label=name)
+    st = styles[name]
+    ax.plot(steps, results["rows"][name]["elbo_curve"], color=st.color, ls=st.linestyle, lw=1.3,
+            label=name)
   ax.plot(steps, results["exact_curve"]["elbo"], "k--", lw=2, label="exact gradient")
   ax.set_xlabel("Adam step")
   ax.set_ylabel("held-out ELBO (exact, nats per image)")
@@ -442,15 +445,16 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   ax.set_ylim(lo - 0.3 * abs(results["exact_curve"]["elbo"][-1] - lo) - 1,
               results["exact_curve"]["elbo"][-1] + 1)
   ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=7, ncol=2, loc="lower right")
   ax.set_title("ELBO during training (encoder gradient by each estimator)", fontsize=10)
   bias = np.asarray([results["rows"][n]["relative_bias"] for n in names])
   floor = np.asarray([results["rows"][n]["relative_noise_floor"] for n in names])
   var = np.asarray([results["rows"][n]["variance"] for n in names])
-  ax2.scatter(var, bias, c=[colors[n] for n in names], s=40, zorder=3)
-  ax2.scatter(var, floor, c=[colors[n] for n in names], s=40, marker="_", zorder=3)
-  for name, v, b in zip(names, var, bias):
-    ax2.annotate(name, (v, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
+  # Each estimator is identified by its marker and colour (legend), not by text labels,
+  # which overlapped where estimators have similar bias and variance.
+  for name, v, b, fl in zip(names, var, bias, floor):
+    st = styles[name]
+    ax2.plot([v], [b], st.marker, color=st.color, ms=7, zorder=3, ls="none")
+    ax2.plot([v], [fl], "_", color=st.color, ms=12, mew=2, zorder=3)
   ax2.set_xscale("log")
   ax2.set_yscale("log")
   ax2.set_xlabel("per-sample total variance of the encoder gradient")
@@ -461,7 +465,10 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   fig.suptitle(f"Discrete VAE on binarised digits, K = {s['latents']} bits, "
                f"n = {s['num_samples']} per data point", fontsize=10)
   fig.tight_layout()
-  path = common.save_figure(fig, Path(outdir) / "discrete_vae.png", dpi=100)
+  handles = [plt.Line2D([], [], label=n, lw=1.3, **styles[n].kwargs()) for n in names]
+  handles.append(plt.Line2D([], [], color="k", ls="--", lw=2, label="exact gradient"))
+  style.legend_outside(fig, handles)
+  path = common.save_figure(fig, Path(outdir) / "discrete_vae.png", dpi=100, bbox_inches="tight")
   plt.close(fig)
   return [path]
 

@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -198,7 +199,7 @@ def _qmc_exact(problem: q.Problem, n: int) -> q.Exact:
 
     g = truth[p].value
     total, abserr = 0.0, 0.0
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
       piece = q.expect(lambda d: (estimate(d) - g) ** 2, lambda d: 1.0, a, b,
                        rel_tol=1e-8, abs_tol=1e-14)
       total += piece.value * (n if lattice else 1)

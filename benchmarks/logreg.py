@@ -38,6 +38,7 @@ import optax
 
 import scoregrad as sg
 from benchmarks import common
+from benchmarks import style
 
 DESCRIPTION = ("Bayesian logistic regression (breast cancer, diagonal Gaussian VI): gradient "
                "variance at init and ELBO curves with Adam, score function vs pathwise.")
@@ -298,7 +299,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib.pyplot as plt
 
   names = list(results["rows"])
-  colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+  styles = {n: style.style(n) for n in names}
   steps = np.asarray(results["eval_steps"], float)
   fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8),
                                      gridspec_kw={"width_ratios": [2, 2, 1.3]})
@@ -307,8 +308,10 @@ def plot(results: dict, outdir: Path) -> list[Path]:
     curve = np.asarray(results["rows"][name]["elbo_curve"], float)
     for k, c in enumerate(curve):
       label = name if k == 0 else None
-      ax.plot(np.maximum(steps, 1), -c, color=colors[name], lw=1.3, alpha=0.85, label=label)
-      ax2.plot(steps, c, color=colors[name], lw=1.3, alpha=0.85, label=label)
+      st = styles[name]
+      ax.plot(np.maximum(steps, 1), -c, color=st.color, ls=st.linestyle, lw=1.3, alpha=0.85,
+              label=label)
+      ax2.plot(steps, c, color=st.color, ls=st.linestyle, lw=1.3, alpha=0.85, label=label)
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_title("negative ELBO during training (log–log; step 0 drawn at 1)")
@@ -322,23 +325,27 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   for a in (ax, ax2):
     a.set_xlabel("Adam step")
     a.grid(True, which="major", alpha=0.3)
-  ax.legend(fontsize=8, loc="lower left")
   v = [results["rows"][n]["variance_mean"] for n in names]
   lo = [results["rows"][n]["variance_mean_lower"] for n in names]
   hi = [results["rows"][n]["variance_mean_upper"] for n in names]
   ypos = np.arange(len(names))
-  ax3.barh(ypos, v, xerr=[np.subtract(v, lo), np.subtract(hi, v)], color=[colors[n] for n in names],
-           capsize=3)
-  ax3.set_yticks(ypos, [n.replace("score_function", "SF") for n in names], fontsize=8)
+  ax3.barh(ypos, v, xerr=[np.subtract(v, lo), np.subtract(hi, v)],
+           color=[styles[n].color for n in names], capsize=3)
+  ax3.set_yticks(ypos, names, fontsize=8)
   ax3.invert_yaxis()
   ax3.set_xscale("log")
+  ax3.set_xlabel("per-sample variance n·Var(ĝ)")
+  ax3.set_ylabel("estimator")
   ax3.set_title("per-sample gradient variance at init\n(mean over dims, 95% CI)", fontsize=10)
   s = results["sizes"]
   fig.suptitle(f"Bayesian logistic regression, breast cancer (D = {results['data']['dim']}); "
                f"n = {s['num_samples']} samples/step, Adam {s['learning_rate']}, "
                f"{s['seeds']} seed(s)", fontsize=10)
   fig.tight_layout()
-  path = common.save_figure(fig, Path(outdir) / "logreg.png", dpi=110)
+  handles = [plt.Line2D([], [], label=n, lw=1.3, color=styles[n].color, ls=styles[n].linestyle)
+             for n in names]
+  style.legend_outside(fig, handles, where="below", ncol=4)
+  path = common.save_figure(fig, Path(outdir) / "logreg.png", dpi=110, bbox_inches="tight")
   plt.close(fig)
   return [path]
 

@@ -38,6 +38,7 @@ import numpy as np
 import scoregrad as sg
 from benchmarks import common
 from benchmarks import quadrature
+from benchmarks import style
 
 DESCRIPTION = ("Mohamed et al. (2020) §3: per-sample variance of ∂/∂μ, ∂/∂σ for "
                "N(1, 1) and costs (x−k)², exp(−wx²), cos(wx), empirical vs exact "
@@ -146,7 +147,7 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
     exact_fn = quadrature.exact_for(spec.name)
     settings = quadrature.RunSettings(num_samples=n, warmup_steps=warmup)
     exact = [exact_fn(pr, settings) for pr in problems] if exact_fn else None
-    for i, cost in enumerate(COSTS):
+    for i, _cost in enumerate(COSTS):
       sl = slice(i * g, (i + 1) * g)
       row = {"kind": spec.kind, "stateful": stateful, "warmup_steps": warmup}
       for j, p in enumerate(quadrature.PARAMS):
@@ -325,9 +326,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib.pyplot as plt
 
   names = results["estimators"]
-  palette = plt.cm.tab20(np.linspace(0, 1, 20))
-  colors = {n: (plt.cm.tab10(i) if i < 10 else palette[(2 * i + 1) % 20])
-            for i, n in enumerate(names)}
+  styles = {n: style.style(n) for n in names}
   ncost = len(results["costs"])
   fig, axes = plt.subplots(3, ncost, figsize=(4.6 * ncost, 10.5),
                            gridspec_kw={"height_ratios": [3, 3, 2]})
@@ -343,12 +342,13 @@ def plot(results: dict, outdir: Path) -> list[Path]:
         e = cost["rows"][name][p]
         v = np.asarray(e["variance"], float)
         lo, hi = np.asarray(e["lower"], float), np.asarray(e["upper"], float)
-        ax.errorbar(g, v, yerr=[v - lo, hi - v], fmt="o", ms=4, capsize=2,
-                    color=colors[name], label=None)
+        st = styles[name]
+        ax.errorbar(g, v, yerr=[v - lo, hi - v], fmt=st.marker, ms=4, capsize=2,
+                    color=st.color, label=None)
         if name in curve:
-          ax.plot(curve["grid"], curve[name][p], "-", color=colors[name], lw=1.5)
+          ax.plot(curve["grid"], curve[name][p], color=st.color, ls=st.linestyle, lw=1.5)
         else:
-          ax.plot(g, v, ":", color=colors[name], lw=1)
+          ax.plot(g, v, color=st.color, ls=st.linestyle, lw=0.8, alpha=0.6)
       ax.set_yscale("log")
       # Zero-variance rows (exact control variates, symmetric couplings) sit at
       # float rounding, 1e-15 and below: show 8 decades under the largest
@@ -364,8 +364,7 @@ def plot(results: dict, outdir: Path) -> list[Path]:
       ax.set_title(f"f = {cost['formula']}   {PARAM_LABELS[p]}")
       ax.set_xlabel(cost["param"])
       ax.grid(True, which="major", alpha=0.3)
-      if c == 0:
-        ax.set_ylabel("per-sample variance  n·Var(ĝ)")
+      ax.set_ylabel("per-sample variance  n·Var(ĝ)")
     ax = axes[2, c]
     xs = np.linspace(-4, 6, 400)
     costobj = COSTS[[k.name for k in COSTS].index(cost["name"])]
@@ -378,23 +377,26 @@ def plot(results: dict, outdir: Path) -> list[Path]:
                color="0.9", zorder=0)
     ax.set_title("f (solid) and f′ (dashed)")
     ax.set_xlabel("x")
+    ax.set_ylabel("f(x), f′(x)")
     if cost["name"] == "quadratic":
       ax.set_ylim(-15, 40)
-    ax.legend(fontsize=8)
-  handles = [plt.Line2D([], [], color=colors[n], marker="o", lw=1.5 if n in
-                        results["costs"][0]["exact_curve"] else 0, label=n) for n in names]
+    # Below the panel, outside the curves.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.26), ncol=3,
+              frameon=False)
+  handles = [plt.Line2D([], [], lw=1.5, label=n, **styles[n].kwargs()) for n in names]
   fig.legend(handles=handles, loc="upper center", ncol=min(len(names), 5), fontsize=9,
              frameon=False)
   fig.text(0.5, 0.005, f"markers: empirical, {int(100 * results['ci_level'])}% CI bars "
            f"({results['sizes']['replicates']} replicates, n={results['sizes']['num_samples']}); "
-           "lines: exact (quadrature); dotted: no exact form; grey band: μ ± σ", ha="center",
+           "lines: exact (quadrature), or thin lines joining the markers where there is no "
+           "exact form; grey band: μ ± σ", ha="center",
            fontsize=9)
   if below:
     import textwrap
     note = "variance ≈ 0 somewhere (points below the axis): " + "; ".join(
-        f"{n} ({', '.join(sorted(set(w.split()[0] for w in where)))})" for n, where in below.items())
+        f"{n} ({', '.join(sorted({w.split()[0] for w in where}))})" for n, where in below.items())
     fig.text(0.5, 0.022, "\n".join(textwrap.wrap(note, 190)), ha="center", fontsize=8)
-  fig.tight_layout(rect=(0, 0.045, 1, 0.95))
+  fig.tight_layout(rect=(0, 0.045, 1, 0.93))
   path = common.save_figure(fig, Path(outdir) / "mohamed.png", dpi=110)
   plt.close(fig)
   return [path]

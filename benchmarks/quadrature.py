@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import warnings
 from typing import Callable, Mapping, NamedTuple, Optional
@@ -140,7 +141,7 @@ def expect(h: Callable[[float], float], pdf: Callable[[float], float],
   """
   edges = [lower] + sorted(b for b in breakpoints if lower < b < upper) + [upper]
   total, err = 0.0, 0.0
-  for a, b in zip(edges[:-1], edges[1:]):
+  for a, b in itertools.pairwise(edges):
     with warnings.catch_warnings():
       warnings.simplefilter("error", integrate.IntegrationWarning)
       try:

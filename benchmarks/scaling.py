@@ -37,6 +37,7 @@ import scoregrad as sg
 from benchmarks import common
 from benchmarks import mohamed
 from benchmarks import quadrature
+from benchmarks import style
 
 DESCRIPTION = ("Dimension scaling d ∈ {1,10,100,1000}: variance ratio score function / "
                "pathwise, time per estimate against hand-written JAX, work-normalised variance.")
@@ -221,7 +222,7 @@ def _ratios(rows: dict) -> None:
   """Variance and work ratios to pathwise (with a CI on the log scale), time ratios to references."""
   pw = rows.get("pathwise") or rows["hand-written pathwise (per-sample)"]
   z = common.normal_quantile(0.95)
-  for name, row in rows.items():
+  for row in rows.values():
     ratio = row["trace_variance"] / pw["trace_variance"]
     row["variance_ratio_to_pathwise"] = ratio
     if row["trace_variance"] == 0:  # e.g. the delta method on this quadratic cost
@@ -329,14 +330,13 @@ def plot(results: dict, outdir: Path) -> list[Path]:
 
   dims = [int(d) for d in results["dims"]]
   names = results["estimators"] + list(results["references"])
-  colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(results["estimators"])}
-  ref_style = {n: ("0.35", "--" if "batched" in n else ":") for n in results["references"]}
+  estimators = set(results["estimators"])
   fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
   for name in names:
     rows = [results["dims"][str(d)][name] for d in dims]
-    color, ls = (colors[name], "-") if name in colors else ref_style[name]
-    marker = "o" if name in colors else "s"
-    if name in colors:
+    st = style.style(name)
+    color, ls, marker = st.color, st.linestyle, st.marker
+    if name in estimators:
       ratio = np.array([r["variance_ratio_to_pathwise"] for r in rows])
       lo = np.array([r["variance_ratio_ci"][0] for r in rows])
       hi = np.array([r["variance_ratio_ci"][1] for r in rows])
@@ -344,12 +344,15 @@ def plot(results: dict, outdir: Path) -> list[Path]:
                        color=color, capsize=2, label=name)
     axes[1].plot(dims, [1e6 * r["time"]["median_s"] for r in rows], marker=marker, ls=ls,
                  color=color, label=name)
-    if name in colors:
+    if name in estimators:
       axes[2].plot(dims, [r["work"] for r in rows], marker=marker, ls=ls, color=color,
                    label=name)
-  axes[0].set_title("variance ratio  tr Var(ĝ) / tr Var(pathwise)")
-  axes[1].set_title("time per jitted estimate (µs), grey: hand-written JAX")
-  axes[2].set_title("work-normalised variance  tr Var(ĝ) × time  (s)")
+  axes[0].set_title("variance relative to pathwise")
+  axes[0].set_ylabel("tr Var(ĝ) / tr Var(pathwise)")
+  axes[1].set_title("time per jitted estimate (grey: hand-written JAX)")
+  axes[1].set_ylabel("time (µs)")
+  axes[2].set_title("work-normalised variance")
+  axes[2].set_ylabel("tr Var(ĝ) × time (s)")
   for ax in axes:
     common.plain_log_axis(ax, dims, at_values=True)
     ax.set_yscale("log")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 import scoregrad as sg
 from benchmarks import common
+from benchmarks import style
 
 DESCRIPTION = "score_function vs hand-written fused JAX, and vmap(grad) per-sample vs jacfwd (optax 0.1.8)"
 
@@ -198,15 +199,18 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   rows = results["per_sample"]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ds = [r["d"] for r in rows]
-  ax.loglog(ds, [r["vmap_grad_s"] * 1e3 for r in rows], "o-", label="scoregrad vmap(grad)")
-  ax.loglog(ds, [r["jacfwd_s"] * 1e3 for r in rows], "s--", label="jacfwd (optax 0.1.8)")
+  ax.loglog(ds, [r["vmap_grad_s"] * 1e3 for r in rows], **style.style("score_function").kwargs(),
+            label="score_function (scoregrad, vmap(grad))")
+  ax.loglog(ds, [r["jacfwd_s"] * 1e3 for r in rows], **style.style("jacfwd (optax 0.1.8)").kwargs(),
+            label="jacfwd (optax 0.1.8)")
   ax.set_xlabel("d (parameters per leaf)")
   ax.set_ylabel("time per estimate (ms)")
   ax.set_title(f"Per-sample gradients, n = {rows[0]['n']}")
-  ax.legend()
+  ax.grid(True, which="major", alpha=0.3)
   fig.tight_layout()
-  path = Path(outdir) / "throughput_per_sample.png"
-  fig.savefig(path, dpi=120)
+  style.legend_outside(fig, ax)
+  path = common.save_figure(fig, Path(outdir) / "throughput_per_sample.png", dpi=120,
+                            bbox_inches="tight")
   plt.close(fig)
   return [path]
 

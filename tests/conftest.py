@@ -18,6 +18,13 @@ import pytest
 # would show up as spurious variance. No effect on CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
 
+if not hasattr(jax, "enable_x64"):
+  # jax < 0.4.36 (`make test-min` runs at jax 0.4.30) has the context manager
+  # under jax.experimental only; the tests use the current name.
+  from jax.experimental import enable_x64 as _enable_x64
+
+  jax.enable_x64 = _enable_x64
+
 
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):

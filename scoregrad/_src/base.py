@@ -20,6 +20,7 @@ from jax.interpreters import ad
 from jax.interpreters import batching
 from jax.interpreters import mlir
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from scoregrad import dists as _dists
 from scoregrad._src.validation import NonFloatCostError
@@ -27,7 +28,7 @@ from scoregrad._src.validation import check_callable
 from scoregrad._src.validation import check_key
 
 PyTree = Any
-Cost = Callable[[Any], jax.Array]
+Cost = Callable[[Any], ArrayLike]
 DistFn = Callable[[PyTree], Any]
 
 

@@ -29,7 +29,7 @@ class Baseline(NamedTuple):
     init: ``init() -> state``.
     values: ``values(costs, scores, state) -> b``: ``costs`` has shape (n,);
       ``scores`` is ``None`` unless ``per_coordinate`` (then the per-sample
-      scores ∇θ log p(x_i), leaves of shape (n, *param.shape)). Returns b of
+      scores ∇θ log p(x_i), leaves of shape ``(n, *param.shape)``). Returns b of
       shape (n,), or for per-coordinate baselines a pytree like ``scores``.
       b_i must not depend on sample i.
     update: ``update(state, costs) -> state`` after the step.
@@ -90,7 +90,7 @@ class MovingAverageState(NamedTuple):
   """Exponential moving average of past mean costs and the number of updates."""
 
   value: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; a public field since 0.1
 
 
 def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:

@@ -364,7 +364,7 @@ def leave_one_out_coefficients(per_f: PyTree, per_h: PyTree, *,
   keeps an estimator unbiased.
 
   Args:
-    per_f: per-sample gradient estimates for f, leaves (n, *shape).
+    per_f: per-sample gradient estimates for f, leaves ``(n, *shape)``.
     per_h: per-sample gradient estimates for h, same structure.
     mode: ``"per_leaf"`` or ``"per_coordinate"``.
 

@@ -6,6 +6,7 @@ sample axis, as in ``Estimate.per_sample`` — and reduce over that axis.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, NamedTuple
 
 import jax
@@ -25,7 +26,7 @@ def _check_leading(tree: PyTree, name: str) -> int:
         f"Every leaf of `{name}` needs the same leading sample axis; got leading "
         f"sizes {sorted(map(str, n))}. Did you pass Estimate.grad instead of "
         "Estimate.per_sample?")
-  (size,) = n
+  (size,) = typing.cast(set[int], n)   # None was ruled out above
   if size < 2:
     raise ValueError(f"`{name}` needs at least 2 samples to estimate a variance; got {size}.")
   return size
@@ -47,7 +48,7 @@ def standard_error(per_sample: PyTree) -> PyTree:
 
 
 def snr(per_sample: PyTree) -> PyTree:
-  """Per-sample signal-to-noise ratio |E[g]| / std[g], per coordinate.
+  """Per-sample signal-to-noise ratio ``|E[g]| / std[g]``, per coordinate.
 
   References:
     Rainforth et al., "Tighter Variational Bounds are Not Necessarily Better",
@@ -82,4 +83,4 @@ def bias(per_sample: PyTree, exact: PyTree) -> BiasReport:
 
 def total_variance(per_sample: PyTree) -> jax.Array:
   """Sum of per-coordinate variances (trace of the covariance) of one sample."""
-  return sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(variance(per_sample)))
+  return jnp.asarray(sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(variance(per_sample))))

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from typing import Any, Callable, Sequence, Tuple
 
 import jax
@@ -545,7 +546,7 @@ def measure_valued_jacobians(
   else:
     est = _measure_valued(num_samples=num_samples, coupling=coupling, per_sample=True)
     out = est.estimate(rng, function, _family(dist_builder), params, est.init(params))
-    return list(out.per_sample)
+    return list(typing.cast(Sequence[jax.Array], out.per_sample))   # per_sample=True
   _, vjp_fn = jax.vjp(canon_fn, params)
   jac = jax.vmap(lambda ct: vjp_fn(tuple(ct))[0])(tuple(terms))
   return list(jac)
@@ -613,7 +614,7 @@ def control_delta_method(function: Callable[[jax.Array], float]) -> ControlVaria
     del params, samples
     return state
 
-  delta._scoregrad_check = _gaussian_builder_check
+  delta._scoregrad_check = _gaussian_builder_check  # type: ignore[attr-defined]
   return delta, expected_value_delta, update_state
 
 
@@ -819,7 +820,7 @@ def control_variates_jacobians(
         function, control_variate_from_function, grad_estimator, params, dist_builder, rng,
         estimate_cv_coeffs_num_samples, control_variate_state)
   else:
-    coeffs = [1.0] * len(params)
+    coeffs = [jnp.asarray(1.0)] * len(params)
 
   if not isinstance(use_updated_state, bool):
     raise TypeError(f"`use_updated_state` must be a bool; got {use_updated_state!r}.")

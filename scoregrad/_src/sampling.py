@@ -142,7 +142,7 @@ def korobov_generator(num_points: int, dim: int) -> int:
   if n <= 2 or dim <= 1:
     return 1
   coprime = [a for a in range(1, n) if math.gcd(a, n) == 1]
-  golden = int(round(n / ((1 + math.sqrt(5)) / 2)))
+  golden = round(n / ((1 + math.sqrt(5)) / 2))
   step = max(1, len(coprime) // 64)
   candidates = set(coprime[::step][:64])
   for g in (golden, golden + 1, golden - 1):

@@ -35,7 +35,7 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
                     false_failure_rate: float = 1e-6,
                     exact_variance: Optional[PyTree] = None,
                     rtol: float = 0.0) -> None:
-  """Asserts mean(per_sample) ≈ exact within z·SE (+ rtol·|exact|) for every coordinate.
+  """Asserts mean(per_sample) ≈ exact within z·SE (+ ``rtol·|exact|``) for every coordinate.
 
   Args:
     per_sample: pytree of independent draws of an unbiased estimator, leading
@@ -43,7 +43,7 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
     exact: the exact gradient, same structure without the leading axis.
     false_failure_rate: probability that a correct estimator fails.
     exact_variance: per-draw variance if known exactly (else estimated).
-    rtol: extra slack relative to |exact| for floating-point rounding, for
+    rtol: extra slack relative to ``|exact|`` for floating-point rounding, for
       estimators whose variance can be (nearly) zero, where z·SE alone would
       test rounding rather than bias (e.g. 1e-5 in float32). Default 0.
 

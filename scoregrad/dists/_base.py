@@ -71,6 +71,11 @@ def _as_float_array(name: str, value: Any) -> jax.Array:
   return arr
 
 
+def _fields(dist: Any) -> tuple[dataclasses.Field, ...]:
+  """The dataclass fields (the parameters) of a built-in distribution."""
+  return dataclasses.fields(dist)
+
+
 class Distribution:
   """Base class for scoregrad's built-in distributions (registered pytrees).
 
@@ -113,14 +118,14 @@ class Distribution:
     return " and ".join(f"`{n}`" for n in self.positive) + " must be positive"
 
   def _check_concrete_parameters(self) -> None:
-    values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+    values = [getattr(self, f.name) for f in _fields(self)]
     if any(isinstance(v, jax.core.Tracer) for v in values):
       return  # Under jit/grad/vmap: NaN-poisoned instead (see _poison).
     with jax.ensure_compile_time_eval():   # concrete values inside an outer trace, too
       valid = self._parameters_valid()
     if valid is not None and not bool(valid):
       shown = ", ".join(f"{f.name}={np.asarray(getattr(self, f.name))!r}"
-                        for f in dataclasses.fields(self))
+                        for f in _fields(self))
       raise ValueError(
           f"{type(self).__name__}: {self._constraint_description()} (and not NaN); "
           f"got {shown}. Map an unconstrained parameter into the support, e.g. "
@@ -375,7 +380,7 @@ def _foreign_not_reparameterized(dist) -> Optional[tuple[str, ...]]:
   return tuple(_component_name(path) for path, v in leaves if not full(v))
 
 
-def all_families(cls=None) -> list[type]:
+def all_families(cls=None) -> list[type[Any]]:
   cls = Distribution if cls is None else cls
   out = []
   for sub in cls.__subclasses__():

@@ -181,7 +181,7 @@ class Bernoulli(Distribution):
 
   @staticmethod
   def enumerate_configurations(logits_shape, dtype):
-    """All 2^D configurations (N, *event_shape), row i the bits of i (first most significant)."""
+    """All 2^D configurations ``(N, *event_shape)``, row i the bits of i (first most significant)."""
     v = math.prod(logits_shape)
     idx = np.arange(2 ** v, dtype=np.int64)[:, None]
     digits = (idx >> np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]) & 1

@@ -173,7 +173,7 @@ class Categorical(Distribution):
 
   @staticmethod
   def enumerate_configurations(logits_shape, dtype):
-    """All K^V configurations as int32 indices (N, *event_shape), row i the base-K digits of i."""
+    """All K^V configurations as int32 indices ``(N, *event_shape)``, row i the base-K digits of i."""
     del dtype
     event_shape, base = tuple(logits_shape[:-1]), logits_shape[-1]
     v = math.prod(event_shape)

@@ -20,13 +20,13 @@ class Laplace(Distribution):
   Mean μ, variance 2b². Reparameterized as x = μ + b·ℓ with ℓ standard
   Laplace, so ``pathwise`` applies; ``measure_valued`` uses the
   decompositions (derived from ∂μ log p = sign(x − μ)/b and
-  ∂b log p = (|x − μ|/b − 1)/b, the positive and negative parts of which
+  ``∂b log p = (|x − μ|/b − 1)/b``, the positive and negative parts of which
   are again simple laws)
 
   * loc: ∂μ p = (1/(2b)) (μ + b·Exp(1) − (μ − b·Exp(1))), the two
     one-sided exponential halves;
   * scale: ∂b p = (1/b) (μ ± b·Gamma(2, 1) − Laplace(μ, b)), the
-    first with a random sign (density ∝ |x − μ| p(x)).
+    first with a random sign (density ∝ ``|x − μ| p(x)``).
 
   Laplace is the first family added after the 0.2 restructuring as one file
   (this one): every estimator that applies (score function, pathwise,
@@ -83,7 +83,7 @@ class Laplace(Distribution):
     """loc: c = 1/(2b), p± = μ ± b·E with E ~ Exp(1) (coupled: the same E);
     scale: c = 1/b, p⁺ = μ ± b·Gamma(2, 1), p⁻ = Laplace(μ, b) (coupled: p⁻
     is the base sample and p⁺ pushes it out by b·Exp(1) on its own side, since
-    |ℓ| + Exp(1) ~ Gamma(2, 1) for |ℓ| ~ Exp(1))."""
+    ``|ℓ| + Exp(1) ~ Gamma(2, 1)`` for ``|ℓ| ~ Exp(1)``)."""
     loc, scale = flat_params(self)
     event_shape = tuple(self.event_shape)
     n, dim = base.shape

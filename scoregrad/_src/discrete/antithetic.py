@@ -134,7 +134,7 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
 
   With u ~ U(0, 1)^D, b = 1[u < σ(α)] and its antithetic b̃ = 1[1 − u <
   σ(α)] (both Bernoulli(σ(α)), coupled), coordinate i of the gradient with
-  respect to the logits α is estimated by
+  respect to the logits α is estimated by ::
 
       ĝ_i = ½ (f(b) − f(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|),
 

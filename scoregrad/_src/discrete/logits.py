@@ -12,7 +12,7 @@ unbiased because it is linear).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ def _wanted(needs) -> str:
 
 
 def check_family(dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_FACTS,
-                 alternatives: str = "") -> type:
+                 alternatives: str = "") -> type[Any]:
   """Returns ``type(dist)`` if its family has the facts ``needs``, else a clear error."""
   family = type(dist)
   if all(callable(getattr(family, fact, None)) for fact in needs):
@@ -81,10 +81,10 @@ class Logits(NamedTuple):
     estimator: the estimator's name, for messages.
   """
 
-  family: type
+  family: type[Any]
   logits: jax.Array
   pullback: Callable[[jax.Array], PyTree]
-  live: jax.Array = None
+  live: Optional[jax.Array] = None
   estimator: str = ""
 
 
