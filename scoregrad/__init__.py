@@ -31,6 +31,9 @@ from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
 from scoregrad._src.discrete.sum_and_sample import rao_blackwell
 from scoregrad._src.front_door import expectation
+from scoregrad._src.graphs import cost
+from scoregrad._src.graphs import sample
+from scoregrad._src.graphs import surrogate
 from scoregrad._src.reparameterization import pathwise
 from scoregrad._src.score import ScoreFunctionState
 from scoregrad._src.selection import Selection
@@ -65,6 +68,7 @@ __all__ = (
     "baselines",
     "compat",
     "control_variates",
+    "cost",
     "diagnostics",
     "dice",
     "disarm",
@@ -82,11 +86,13 @@ __all__ = (
     "relax",
     "rodeo",
     "rl",
+    "sample",
     "sampling",
     "score_function",
     "score_function_surrogate",
     "select",
     "straight_through",
+    "surrogate",
     "testing",
     "vimco",
     "with_control_variate",

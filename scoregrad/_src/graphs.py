@@ -1,0 +1,725 @@
+"""Stochastic computation graphs: sample sites in a program, the surrogate built for you.
+
+Write the model as ONE program ``program(params, key)`` that draws its random
+variables with :func:`sample` and reports its costs with :func:`cost` (and/or
+returns a scalar cost). :func:`surrogate` turns it into a function
+``(params, key) -> scalar`` whose value is the program's total cost, whose
+``jax.grad`` is an unbiased gradient estimate of ∇θ E[cost] and whose higher
+derivatives (``jax.hessian``) are unbiased too.
+
+The surrogate (Schulman et al. 2015; DiCE, Foerster et al. 2018; baselines
+of Mao et al. 2019). Let S be the score-function sites, τ_s = log p(x_s | pa_s; θ)
+with the sample x_s held fixed, and for every cost term c let A(c) ⊆ S be the
+score-function sites among the stochastic ancestors of c (found from the
+program's data flow, through other sites' parameters, transitively). Then
+
+    L = Σ_c □(Σ_{s ∈ A(c)} τ_s) · c  +  Σ_{s ∈ S} (1 − □(τ_s)) · □(Σ_{s' ∈ A(s)} τ_s') · ⊥b_s,
+
+with □(τ) = exp(τ − ⊥τ) (value 1, ∇□ = □∇τ) and ⊥ the stop-gradient. A site's
+log-probability multiplies only the costs downstream of it (dependency-aware
+credit), so a cost that does not depend on a site adds no noise to that
+site's score term. The k-th derivative of E[L] is ∇ᵏ E[cost] for every k:
+□ of a set of ancestrally closed sites turns the sample into an importance
+weight p_θ/p_θ₀ evaluated at θ = θ₀, and each baseline term has expectation
+0 as a function of θ, because b_s depends only on non-descendants of s.
+
+Per-site estimators (``sample(..., estimator=...)``):
+
+* ``"pathwise"`` (the default for reparameterized families): the sample is a
+  differentiable function of θ, no score term;
+* ``"score_function"`` (the default otherwise): the sample is held fixed and
+  τ_s enters the magic boxes above, with the site's baseline;
+* ``"exact"``: for a small discrete site (Bernoulli, Categorical), every
+  configuration k is enumerated (the rest of the program runs once per
+  configuration, vmapped) and weighted by its probability p_θ(x_s = k | pa_s):
+  L = Σ_k p_k L_k, exact at every order in that site;
+* ``"disarm"``: a factorised Bernoulli site gets DisARM (Dong et al. 2020):
+  the rest of the program runs for b and its antithetic b̃ with the same
+  downstream noise, L is their mean and the site's logits get
+  ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) for the costs C downstream
+  of it. First-order only (a second derivative raises), one such site per
+  program, not combined with ``"exact"``.
+
+Baselines per score-function site: ``baselines.leave_one_out()`` across the
+``num_samples`` independent runs of the program (b_s for run i is the mean
+over the other runs of the costs downstream of s), ``baselines.constant``,
+``baselines.moving_average`` (stateful: then the surrogate takes and returns
+a state), or a callable ``b(values) -> scalar`` of the values of the site's
+non-descendant sites (a learned baseline; it is stop-gradiented).
+
+Relation to other libraries: Pyro's ``TraceGraph_ELBO`` builds the same
+dependency-aware surrogate (first order) for ELBOs with baselines per site;
+NumPyro's ``TraceGraph_ELBO`` has no baselines. Storchastic (PyTorch; van
+Krieken et al. 2021) adds per-site estimator choice and any-order
+derivatives, which this module brings to JAX, with dependencies found from
+the traced jaxpr rather than from a tensor wrapper.
+
+References:
+  Schulman, Heess, Weber & Abbeel, "Gradient Estimation Using Stochastic
+  Computation Graphs", NeurIPS 2015.
+  Foerster et al., "DiCE: The Infinitely Differentiable Monte Carlo
+  Estimator", ICML 2018.
+  Mao et al., "A Baseline for Any Order Gradient Estimation in Stochastic
+  Computation Graphs", ICML 2019.
+  van Krieken, Tomczak & ten Teije, "Storchastic: A Framework for General
+  Stochastic Automatic Differentiation", NeurIPS 2021.
+  Dong, Mnih & Tucker, "DisARM: An Antithetic Gradient Estimator for Binary
+  Latent Variables", NeurIPS 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union, cast
+
+import jax
+from jax.extend import core as jex_core
+import jax.numpy as jnp
+import numpy as np
+
+from scoregrad import dists as _dists
+from scoregrad._src import baselines as _baselines
+from scoregrad._src.base import gradient_carrier
+from scoregrad._src.surrogates import magic_box
+from scoregrad._src.validation import check_key, check_positive_int
+from scoregrad.dists._base import check_reparameterized, families_with
+
+ESTIMATORS = ("score_function", "pathwise", "exact", "disarm")
+RETURN_NAME = "<return value>"
+
+# -- the handler stack ---------------------------------------------------------
+#
+# ``surrogate`` runs the program inside a handler that records every site and
+# cost term. Outside any handler ``sample`` is a plain ``dist.sample(key)`` and
+# ``cost`` returns its value: the program then runs forward as ordinary JAX.
+
+_STACK: list["_Handler"] = []
+_FIXED: list[dict] = [{}]   # tests: hold chosen sites at chosen values (see _fixed)
+
+
+class _fixed:
+  """Private (for exact tests): sites named in ``values`` take those values,
+  held fixed, instead of sampling, in every surrogate traced inside."""
+
+  def __init__(self, values):
+    self.values = dict(values)
+
+  def __enter__(self):
+    _FIXED.append(self.values)
+
+  def __exit__(self, *exc):
+    _FIXED.remove(self.values)
+    return False
+
+
+class _SiteRecord(NamedTuple):
+  name: str
+  estimator: str
+  value: Any
+  log_prob: jax.Array
+  dist: Any
+  pair: Any = None      # disarm: (logits, b, b̃)
+
+
+class _Handler:
+  """Records sites and costs of one run of the program; substitutes values."""
+
+  def __init__(self, substitutes: Mapping[str, Any], branches: Optional[Mapping[str, Any]] = None):
+    self.substitutes = dict(substitutes)
+    self.branches = dict(branches or {})
+    self.sites: dict[str, _SiteRecord] = {}
+    self.costs: dict[str, jax.Array] = {}
+    self._keys: list[tuple[Any, str]] = []
+    self._trace = jex_core.get_opaque_trace_state()
+
+  def _check_trace(self, name: str, kind: str) -> None:
+    if jex_core.get_opaque_trace_state() != self._trace:
+      raise ValueError(
+          f"The {kind} {name!r} is inside a jax.vmap, lax.scan, lax.cond or another "
+          "transformation within the program; sg.sample and sg.cost must be called at "
+          "the program's top level. Use vectorised distributions (one site for a whole "
+          "array), a Python loop with one name per step, or surrogate(..., "
+          "num_samples=...) for independent repetitions.")
+
+  def __enter__(self):
+    _STACK.append(self)
+    return self
+
+  def __exit__(self, *exc):
+    _STACK.remove(self)
+    return False
+
+  def _check_name(self, name: str, kind: str) -> None:
+    if name in self.sites or name in self.costs:
+      other = "sample site" if name in self.sites else "cost term"
+      raise ValueError(
+          f"The name {name!r} is used twice in the program: a {kind} and an earlier "
+          f"{other} are both called {name!r}. Every sg.sample and sg.cost needs its "
+          "own name; in a Python loop use e.g. f\"z{t}\".")
+
+  def sample(self, name, dist, key, estimator):
+    self._check_trace(name, "sample site")
+    self._check_name(name, "sample site")
+    for used, owner in self._keys:
+      if used is key:
+        raise ValueError(
+            f"Site {name!r} was given the same key object as site {owner!r}: their "
+            "samples would be correlated (identical noise). Split the key, e.g. "
+            "`k1, k2 = jax.random.split(key)`, and give each site its own. (Reuse is "
+            "detected for the same key object only; keys equal in value but "
+            "computed separately cannot be told apart while tracing.)")
+    self._keys.append((key, name))
+    estimator = _resolve_estimator(name, dist, estimator)
+    pair = None
+    if name in self.substitutes:
+      value = self.substitutes[name]
+    elif name in self.branches:   # disarm: branch 0 draws b, branch 1 its antithetic b̃
+      logits = jnp.asarray(dist.logits)
+      u = jax.random.uniform(key, logits.shape, logits.dtype)
+      b, b_tilde = dist.antithetic_pair(u, jax.lax.stop_gradient(logits))
+      value = jnp.where(self.branches[name] > 0, b_tilde, b)
+      pair = (logits, b, b_tilde)
+    elif name in _FIXED[-1]:
+      value = jax.lax.stop_gradient(jnp.asarray(_FIXED[-1][name]))
+    else:
+      value = dist.sample(key)
+    if estimator != "pathwise":
+      value = jax.lax.stop_gradient(value)
+    log_prob = jnp.asarray(dist.log_prob(jax.lax.stop_gradient(value)))
+    if log_prob.shape != ():
+      raise ValueError(
+          f"Site {name!r}: `dist.log_prob(x)` of one sample must be a scalar (summed "
+          f"over the event); it has shape {log_prob.shape}. scoregrad.dists sum over "
+          "every dimension of their parameters; wrap other distributions with "
+          "scoregrad.dists.from_log_prob.")
+    self.sites[name] = _SiteRecord(name, estimator, value, log_prob, dist, pair)
+    return value
+
+  def cost(self, name, value):
+    self._check_trace(name, "cost term")
+    self._check_name(name, "cost term")
+    value = _check_scalar_cost(value, f"sg.cost({name!r}, value)")
+    self.costs[name] = value
+    return value
+
+
+def _check_scalar_cost(value, where: str) -> jax.Array:
+  try:
+    arr = jnp.asarray(value)
+  except TypeError:
+    raise TypeError(
+        f"{where}: a cost must be a scalar array; got {value!r} of type "
+        f"{type(value).__name__}.") from None
+  if arr.shape != ():
+    raise ValueError(
+        f"{where}: a cost must be a scalar; got shape {arr.shape}. Reduce it, e.g. "
+        "`jnp.sum(...)`, or report several terms with their own sg.cost names "
+        "(each term then gets only its own ancestors' credit).")
+  return arr
+
+
+def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
+  if estimator is None:
+    return "pathwise" if getattr(dist, "reparameterized", False) else "score_function"
+  if estimator not in ESTIMATORS:
+    raise ValueError(
+        f"Site {name!r}: `estimator` must be one of {ESTIMATORS} or None (pathwise "
+        f"for reparameterized distributions, else score_function); got "
+        f"estimator={estimator!r}.")
+  if estimator == "pathwise":
+    check_reparameterized(dist, f"dist of site {name!r}")
+  if estimator == "exact" and not (callable(getattr(dist, "enumerate_configurations", None))
+                                   and hasattr(dist, "logits")):
+    raise ValueError(
+        f"Site {name!r}: estimator='exact' enumerates a discrete distribution's "
+        f"configurations; {type(dist).__name__} cannot be enumerated. Families that "
+        f"can: {', '.join(families_with('enumerate_configurations'))}. Use "
+        "estimator='score_function' instead.")
+  if estimator == "disarm" and not (callable(getattr(dist, "antithetic_pair", None))
+                                    and hasattr(dist, "logits")):
+    raise ValueError(
+        f"Site {name!r}: estimator='disarm' needs a factorised Bernoulli; got "
+        f"{type(dist).__name__}. Families that support it: "
+        f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
+        "or, for small sites, estimator='exact'.")
+  if estimator == "score_function" and getattr(dist, "score_function_order", None) == 1:
+    raise ValueError(
+        f"Site {name!r}: {type(dist).__name__}.log_prob is differentiable once only, so "
+        "the surrogate's higher derivatives would be silently wrong at a "
+        "score-function site. Use estimator='pathwise' (it is reparameterized).")
+  return estimator
+
+
+def sample(name: str, dist: Any, key: jax.Array, *, estimator: Optional[str] = None):
+  """A sample site: draws ``x ~ dist`` and marks it for :func:`surrogate`.
+
+  Inside ``surrogate(program)`` the site is recorded under ``name`` with its
+  gradient estimator; outside any surrogate it is a plain
+  ``dist.sample(key)`` (so the program also runs forward as ordinary JAX code,
+  e.g. to simulate data), and ``estimator`` is only validated.
+
+  Requirements: every site has its own name and its own key (split the
+  program's key; passing one key object to two sites is an error). Sites may
+  not be inside a ``jax.vmap``/``lax.scan``/``lax.cond`` within the program:
+  use vectorised distributions, a Python loop, or ``surrogate(...,
+  num_samples=...)``.
+
+  Args:
+    name: a unique string naming the site.
+    dist: a distribution (scoregrad.dists, or NumPyro/distrax/TFP-on-JAX), whose
+      parameters may depend on ``params`` and on earlier sites' samples.
+    key: a PRNG key, used by this site only.
+    estimator: ``None`` (pathwise if ``dist.reparameterized``, else
+      score_function), ``"pathwise"``, ``"score_function"``, ``"exact"``
+      (enumerate a small Bernoulli/Categorical site) or ``"disarm"`` (a
+      Bernoulli site; first-order only).
+
+  Returns:
+    The sample (held fixed, i.e. stop-gradiented, unless pathwise).
+
+  Example:
+    >>> import jax, scoregrad as sg
+    >>> x = sg.sample("x", sg.dists.Normal(0.0, 1.0), jax.random.key(0))
+  """
+  if not isinstance(name, str) or not name:
+    raise TypeError(f"`name` of sg.sample must be a non-empty str; got {name!r}.")
+  dist = _dists.as_distribution(dist, name=f"dist of site {name!r}")
+  key = check_key(key, f"key of site {name!r}")
+  if not _STACK:
+    _resolve_estimator(name, dist, estimator)
+    return dist.sample(key)
+  return _STACK[-1].sample(name, dist, key, estimator)
+
+
+def cost(name: str, value: Any) -> jax.Array:
+  """A named scalar cost term of the program; returns ``value``.
+
+  The surrogate's value is the sum of all cost terms (plus the program's
+  return value when it is a scalar); each term gets credit only from the
+  sites it depends on. Outside :func:`surrogate` it just returns ``value``.
+
+  Example:
+    >>> import scoregrad as sg
+    >>> sg.cost("penalty", 0.5)
+    0.5
+  """
+  if not isinstance(name, str) or not name:
+    raise TypeError(f"`name` of sg.cost must be a non-empty str; got {name!r}.")
+  if not _STACK:
+    _check_scalar_cost(value, f"sg.cost({name!r}, value)")
+    return value
+  return _STACK[-1].cost(name, value)
+
+
+# -- running the program -------------------------------------------------------
+
+
+def _run(program, params, key, substitutes, branches=None) -> _Handler:
+  with _Handler(substitutes, branches) as handler:
+    out = program(params, key)
+  if out is not None:
+    out = _check_scalar_cost(
+        out, "The program's return value (None, or a scalar cost added to the sg.cost terms)")
+    handler._check_name(RETURN_NAME, "return value")
+    handler.costs[RETURN_NAME] = out
+  if not handler.costs:
+    raise ValueError(
+        "The program reported no cost: return a scalar cost, or report terms with "
+        "sg.cost(name, value).")
+  return handler
+
+
+class _SiteInfo(NamedTuple):
+  name: str
+  estimator: str
+  value: Any            # ShapeDtypeStruct pytree
+  family: Any           # the distribution's class (for enumeration)
+  logits_shape: Optional[tuple]
+  logits_dtype: Any
+
+
+class _Graph(NamedTuple):
+  sites: tuple          # _SiteInfo, in program order
+  cost_names: tuple
+  ancestors: tuple      # per site: frozenset of indices of its stochastic ancestors
+  cost_ancestors: tuple  # per cost: frozenset of site indices
+
+
+def _abstract(tree):
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
+
+
+_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
+          "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+
+
+def _inner(eqn):
+  """The sub-jaxpr of a call-like equation with the same inputs and outputs, or None."""
+  if eqn.primitive.name not in _CALLS:
+    return None
+  for value in eqn.params.values():
+    jaxpr = value.jaxpr if isinstance(value, jex_core.ClosedJaxpr) else value
+    if (isinstance(jaxpr, jex_core.Jaxpr) and len(jaxpr.invars) == len(eqn.invars)
+        and len(jaxpr.outvars) == len(eqn.outvars)):
+      return jaxpr
+  return None
+
+
+def _reach(jaxpr, labels: list) -> list:
+  """Which input labels reach each output of ``jaxpr`` (data flow, conservative).
+
+  An equation's outputs depend on all its inputs, except call-like equations
+  (jit, checkpoint, custom_jvp/vjp), which are followed inside; loops and
+  conditionals (scan, while, cond) are treated as one opaque equation, which
+  can only add dependencies, never miss one (extra credit is still unbiased).
+  """
+  empty: frozenset[int] = frozenset()
+  env = dict(zip(jaxpr.invars, labels))
+
+  def read(v):
+    return empty if isinstance(v, jex_core.Literal) else env.get(v, empty)
+
+  for eqn in jaxpr.eqns:
+    ins = [read(v) for v in eqn.invars]
+    sub = _inner(eqn)
+    if sub is not None:
+      outs = _reach(sub, ins)
+    else:
+      union = frozenset().union(*ins)
+      outs = [union] * len(eqn.outvars)
+    for v, l in zip(eqn.outvars, outs):
+      env[v] = l
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _analyse(program, params, key) -> _Graph:
+  """Records the sites (shapes only) and finds their dependencies from the jaxpr."""
+  params_a, key_a = _abstract(params), _abstract(key)
+  found = []
+
+  def record(p, k):
+    h = _run(program, p, k, {})
+    found.append(
+        ([_SiteInfo(s.name, s.estimator, _abstract(s.value), type(s.dist),
+                    tuple(jnp.shape(s.dist.logits)) if s.estimator == "exact" else None,
+                    jnp.result_type(s.dist.logits) if s.estimator == "exact" else None)
+          for s in h.sites.values()], tuple(h.costs)))
+
+  jax.eval_shape(record, params_a, key_a)
+  sites, cost_names = found[0]
+  names = [s.name for s in sites]
+
+  def substituted(p, k, values):
+    h = _run(program, p, k, dict(zip(names, values)))
+    if tuple(h.costs) != cost_names or list(h.sites) != names:
+      raise ValueError("The program must record the same sites and costs on every run "
+                       "(no Python branching on random values).")
+    return [h.costs[c] for c in cost_names], [h.sites[n].log_prob for n in names]
+
+  values = [s.value for s in sites]
+  closed = jax.make_jaxpr(substituted)(params_a, key_a, values)
+  n_fixed = len(jax.tree_util.tree_leaves((params_a, key_a)))
+  labels: list[frozenset[int]] = [frozenset()] * n_fixed
+  for i, v in enumerate(values):
+    labels += [frozenset([i])] * len(jax.tree_util.tree_leaves(v))
+  labels += [frozenset()] * (len(closed.jaxpr.invars) - len(labels))
+  out = _reach(closed.jaxpr, labels)
+  cost_deps, site_deps = out[:len(cost_names)], out[len(cost_names):]
+  ancestors: list[frozenset[int]] = []
+  for i, deps in enumerate(site_deps):
+    parents = deps - {i}
+    ancestors.append(frozenset(parents).union(*[ancestors[j] for j in parents]))
+  cost_ancestors = [frozenset(d).union(*[ancestors[j] for j in d]) for d in cost_deps]
+  return _Graph(tuple(sites), cost_names, tuple(ancestors), tuple(cost_ancestors))
+
+
+# -- the surrogate -------------------------------------------------------------
+
+BaselineSpec = Union[None, _baselines.Baseline, Callable[[dict], jax.Array]]
+
+
+def _check_baseline(name: str, spec, num_samples: Optional[int]):
+  if spec is None or isinstance(spec, _baselines.Baseline):
+    spec = _baselines.resolve(spec)
+    _baselines.require_scalar(
+        spec, where=f"surrogate() (site {name!r})",
+        instead="Use leave_one_out(), constant(...), moving_average(...) or a callable "
+                "baseline of the site's non-descendants.")
+    if spec.min_samples > 1 and num_samples is None:
+      raise ValueError(
+          f"`baseline={spec.name}` for site {name!r} averages over the other runs of the "
+          "program: pass surrogate(..., num_samples=n) with n >= "
+          f"{spec.min_samples}, or use moving_average(decay=0.9).")
+    if num_samples is not None:
+      _baselines.check_num_samples(spec, num_samples)
+    return spec
+  if callable(spec):
+    return spec
+  raise TypeError(
+      f"The baseline of site {name!r} must be a scoregrad.baselines.Baseline, a callable "
+      f"`b(values) -> scalar` of the values of the site's non-descendant sites, or None; "
+      f"got {spec!r}.")
+
+
+def surrogate(program: Callable[[Any, jax.Array], Any], *,
+              num_samples: Optional[int] = None,
+              baseline: Union[BaselineSpec, Mapping[str, BaselineSpec]] = None,
+              max_configurations: int = 2 ** 12) -> Callable:
+  r"""The DiCE surrogate of a program with sample sites: ``(params, key) -> scalar``.
+
+  For ``program(params, key)`` that draws with :func:`sample` and reports costs
+  with :func:`cost` (and/or returns a scalar cost), returns ``fn`` with
+
+  * ``fn(params, key)`` = the program's total cost (the mean over
+    ``num_samples`` independent runs, summed exactly over ``"exact"`` sites);
+  * ``jax.grad(fn)`` an unbiased estimate of ∇θ E[cost], with per-site
+    estimators and dependency-aware credit (see the module docstring for the
+    surrogate L);
+  * ``jax.hessian(fn)`` (any order) unbiased too; with a ``"disarm"`` site,
+    first derivatives only (a second derivative raises at trace time).
+
+  The program's return value, when not None, is a cost named
+  ``"<return value>"`` (in ``fn.graph``).
+
+  The dependencies are read from the traced program (jaxpr data flow), never
+  declared. It works under ``jax.jit``, ``jax.vmap`` (over keys) and inside
+  ``lax.scan`` training loops; the program is traced (not run) twice more to
+  find the graph, at trace time.
+
+  Args:
+    program: ``program(params, key) -> None or scalar cost``.
+    num_samples: ``None`` (one run) or an int ≥ 1: the program runs
+      ``num_samples`` times (vmapped over split keys; a plate) and the
+      surrogate is the mean; needed by ``leave_one_out``.
+    baseline: for the score-function sites: one spec for all of them or a dict
+      ``{site name: spec}`` (absent sites: none). A spec is ``None``, a scalar
+      :mod:`scoregrad.baselines` baseline (``leave_one_out()``,
+      ``constant(c)``, ``moving_average(decay)``), or a callable
+      ``b(values) -> scalar`` receiving a dict of the samples of the site's
+      non-descendant sites (held fixed). b_s estimates the sum of the costs
+      downstream of s. With a stateful baseline the function is
+      ``fn(params, key, state) -> (value, state)`` and ``fn.init(params, key)``
+      gives the first state (use ``jax.grad(fn, has_aux=True)``).
+    max_configurations: the most joint configurations of all ``"exact"``
+      sites it will enumerate.
+
+  Returns:
+    The surrogate function, with attributes ``init(params, key)`` (baseline
+    state), ``graph(params, key)`` (a dict describing the sites, their
+    estimators and which sites each cost depends on) and
+    ``site_costs(params, key)`` (each site's samples and downstream costs, the
+    regression data for a learned baseline).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, scoregrad as sg
+    >>> def program(params, key):
+    ...   k1, k2 = jax.random.split(key)
+    ...   z = sg.sample("z", sg.dists.Bernoulli(logits=params["a"]), k1)
+    ...   x = sg.sample("x", sg.dists.Normal(params["m"] * z, 1.0), k2)
+    ...   sg.cost("fit", (x - 2.0) ** 2)
+    ...   return 0.1 * z
+    >>> loss = sg.surrogate(program, num_samples=8,
+    ...                     baseline=sg.baselines.leave_one_out())
+    >>> g = jax.grad(loss)({"a": jnp.array(0.0), "m": jnp.array(1.0)}, jax.random.key(0))
+
+  References:
+    Schulman et al. 2015; Foerster et al. 2018; Mao et al. 2019 (see module).
+  """
+  if not callable(program):
+    raise TypeError(f"`program` must be a callable program(params, key); got {program!r}.")
+  if num_samples is not None:
+    num_samples = check_positive_int("num_samples", num_samples)
+  max_configurations = check_positive_int("max_configurations", max_configurations)
+  per_site = isinstance(baseline, Mapping)
+  if per_site:
+    specs = {n: _check_baseline(n, b, num_samples)
+             for n, b in cast(Mapping[str, Any], baseline).items()}
+  else:
+    default = _check_baseline("every score-function site", baseline, num_samples)
+  stateful_default = (not per_site and isinstance(default, _baselines.Baseline)
+                      and default.stateful)
+  stateful = stateful_default or (per_site and any(
+      isinstance(b, _baselines.Baseline) and b.stateful for b in specs.values()))
+
+  def spec_of(name):
+    if per_site:
+      return specs.get(name, _baselines.none())
+    return default
+
+  def init(params, key):
+    """The baselines' state, ``{site name: state}`` for the stateful ones (traces the
+    program to find its score-function sites)."""
+    g = _analyse(program, params, check_key(key))
+    return {s.name: spec_of(s.name).init() for s in g.sites
+            if s.estimator == "score_function" and isinstance(spec_of(s.name), _baselines.Baseline)
+            and spec_of(s.name).stateful}
+
+  def build(params, key, state):
+    key = check_key(key)
+    g = _analyse(program, params, key)
+    sites = g.sites
+    names = [s.name for s in sites]
+    if per_site:
+      unknown = sorted(set(specs) - set(names))
+      if unknown:
+        raise ValueError(f"`baseline` names sites {unknown} that the program does not "
+                         f"have; its sites are {names}.")
+    score = [i for i, s in enumerate(sites) if s.estimator == "score_function"]
+    exact = [i for i, s in enumerate(sites) if s.estimator == "exact"]
+    disarm = [i for i, s in enumerate(sites) if s.estimator == "disarm"]
+    if len(disarm) > 1 or (disarm and exact):
+      raise ValueError(
+          "estimator='disarm' is supported for one site per program, without 'exact' "
+          f"sites; got disarm sites {[names[i] for i in disarm]} and exact sites "
+          f"{[names[i] for i in exact]}. Use estimator='score_function' (any order) or "
+          "'exact' for the others.")
+    for n in (specs if per_site else {}):
+      if sites[names.index(n)].estimator != "score_function":
+        raise ValueError(f"`baseline` for site {n!r}: baselines apply to score-function "
+                         f"sites only, and {n!r} uses {sites[names.index(n)].estimator!r}.")
+
+    # The joint grid of the exact sites' configurations: (K, *shape) per site.
+    counts = [sites[i].family.num_configurations(sites[i].logits_shape) for i in exact]
+    total = math.prod(counts)
+    if total > max_configurations:
+      shown = ", ".join(f"{names[i]!r}: {c}" for i, c in zip(exact, counts))
+      raise ValueError(
+          f"The 'exact' sites have {total:,} joint configurations ({shown}), more than "
+          f"max_configurations={max_configurations:,}. Use estimator='score_function' "
+          "for some of them, or raise surrogate(..., max_configurations=...).")
+    grid = np.indices(counts).reshape(len(counts), -1) if exact else None
+    configs = [sites[i].family.enumerate_configurations(sites[i].logits_shape,
+                                                        sites[i].logits_dtype)[grid[j]]
+               for j, i in enumerate(exact)]
+
+    def run_one(k, values, branch=None):
+      h = _run(program, params, k, dict(zip([names[i] for i in exact], values)),
+               {names[disarm[0]]: branch} if disarm else None)
+      costs = [h.costs[c] for c in g.cost_names]
+      floats = [c for c in costs if jnp.issubdtype(c.dtype, jnp.floating)]
+      dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
+      taus = jnp.stack([h.sites[names[i]].log_prob for i in score]).astype(dtype) \
+          if score else jnp.zeros((0,), dtype)
+      log_w = sum((h.sites[names[i]].log_prob for i in exact), jnp.zeros((), dtype))
+      values_out = {n: h.sites[n].value for n in names}
+      pair = h.sites[names[disarm[0]]].pair if disarm else ()
+      if disarm:
+        log_w = log_w + jnp.log(jnp.asarray(0.5, dtype))
+      return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair
+
+    def per_key(k):
+      if disarm:
+        return jax.vmap(lambda j: run_one(k, [], j))(jnp.arange(2))
+      if not exact:
+        return jax.tree_util.tree_map(lambda x: x[None], run_one(k, []))
+      return jax.vmap(lambda *v: run_one(k, list(v)))(*configs)
+
+    if num_samples is None:
+      rec = jax.tree_util.tree_map(lambda x: x[None], per_key(key))
+    else:
+      rec = jax.vmap(per_key)(jax.random.split(key, num_samples))
+    costs, taus, log_w, values, pair = rec    # (n, K, m), (n, K, s), (n, K), dict
+    dtype = costs.dtype
+    # A[c, j]: score site j is a stochastic ancestor of cost c.
+    A = np.array([[score[j] in g.cost_ancestors[c] for j in range(len(score))]
+                  for c in range(len(g.cost_names))], dtype=np.float64).reshape(
+                      len(g.cost_names), len(score))
+    P = np.array([[score[j] in g.ancestors[score[i]] for j in range(len(score))]
+                  for i in range(len(score))], dtype=np.float64).reshape(len(score), len(score))
+    A_, P_ = jnp.asarray(A, dtype), jnp.asarray(P, dtype)
+    terms = jnp.sum(magic_box(taus @ A_.T) * costs, axis=-1)          # (n, K)
+    weights = jnp.exp(log_w)
+    new_state = dict(state)
+    downstream = jax.lax.stop_gradient(costs) @ A_                     # (n, K, s)
+    info = {"values": values, "weights": jax.lax.stop_gradient(weights),
+            "downstream": {names[i]: downstream[..., j] for j, i in enumerate(score)}}
+    if score:
+      b_cols = []
+      for j, i in enumerate(score):
+        spec = spec_of(names[i])
+        r = downstream[..., j]
+        if isinstance(spec, _baselines.Baseline):
+          st = spec.init()
+          if spec.stateful:
+            if names[i] not in state:
+              raise ValueError(f"`state` has no entry for site {names[i]!r}: create it with "
+                               "fn.init(params, key).")
+            st = state[names[i]]
+          b = jax.vmap(lambda rk, spec=spec, st=st: spec.values(rk, None, st),
+                       in_axes=1, out_axes=1)(r)
+          if spec.stateful:
+            mixed = jnp.sum(jax.lax.stop_gradient(weights) * r, axis=1)
+            new_state[names[i]] = spec.update(st, mixed)
+        else:
+          descendants = {t for t in range(len(sites)) if i in g.ancestors[t]} | {i}
+          visible = {names[t]: values[names[t]] for t in range(len(sites))
+                     if t not in descendants}
+          b = jax.vmap(jax.vmap(lambda v, spec=spec: jnp.asarray(spec(v), dtype)))(visible)
+          if b.shape != r.shape:
+            raise ValueError(f"The callable baseline of site {names[i]!r} must return a "
+                             f"scalar; it returned shape {b.shape[2:]}.")
+        b_cols.append(jax.lax.stop_gradient(b))
+      bvals = jnp.stack(b_cols, axis=-1)
+      terms = terms + jnp.sum((1.0 - magic_box(taus)) * magic_box(taus @ P_.T) * bvals, -1)
+    value = jnp.mean(jnp.sum(weights * terms, axis=1))
+    # THE NaN rule: a NaN cost never gives a finite gradient (a cost's own
+    # pathwise term could otherwise be finite). Adds an exact 0 otherwise.
+    poison = jax.lax.stop_gradient(jnp.where(jnp.isnan(value), jnp.nan, 0.0).astype(dtype))
+    for leaf in jax.tree_util.tree_leaves(params):
+      if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        value = value + poison * jnp.sum(jnp.real(leaf)).astype(dtype)
+    if disarm:
+      # DisARM (Dong et al. 2020) for the logits α of the site: branches 0 and 1
+      # hold b and its antithetic b̃ with the same downstream noise, and
+      # ĝ_i = ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) for the costs C
+      # downstream of it, carried by a zero whose derivative is ⟨∇α, ĝ⟩.
+      d = disarm[0]
+      mask = jnp.asarray([float(d in a) for a in g.cost_ancestors], dtype)
+      down = jax.lax.stop_gradient(costs) @ mask                       # (n, 2)
+      logits, b, b_tilde = pair[0][:, 0], pair[1][:, 0], pair[2][:, 0]
+      diff = (down[:, 0] - down[:, 1]).reshape((-1,) + (1,) * (logits.ndim - 1))
+      ghat = (0.5 * diff * (1.0 - 2.0 * b_tilde) * (b != b_tilde).astype(dtype)
+              * jax.nn.sigmoid(jnp.abs(jax.lax.stop_gradient(logits))))
+      value = value + gradient_carrier(
+          logits, ghat / logits.shape[0],
+          f"surrogate() with a disarm site ({names[d]!r})", dtype)
+    return value, new_state, info
+
+  fn: Any
+  if stateful:
+    def fn(params, key, state):
+      if not isinstance(state, dict):
+        raise TypeError("`state` must be the dict returned by fn.init(params, key) (or the previous "
+                        f"call's state); got {state!r}.")
+      return build(params, key, state)[:2]
+  else:
+    def fn(params, key):  # type: ignore[misc]
+      return build(params, key, {})[0]
+
+  def site_costs(params, key, state=None):
+    """Regression data for learned baselines, all held fixed (stop-gradient).
+
+    Returns a dict with ``"values"`` (every site's samples, leaves (n, K, ...)),
+    ``"downstream"`` ({score-function site: (n, K) sum of the costs downstream of
+    it}, the target a baseline of that site estimates) and ``"weights"`` ((n, K)
+    probabilities of the exact sites' configurations); n = num_samples (1 if
+    None), K = the exact sites' joint configurations (1 if none).
+    """
+    if stateful and state is None:
+      state = init(params, key)
+    return jax.lax.stop_gradient(build(params, key, state or {})[2])
+
+  def graph(params, key):
+    """The sites, their estimators and each cost's stochastic ancestors (for inspection)."""
+    g = _analyse(program, params, check_key(key))
+    names = [s.name for s in g.sites]
+    return {"sites": {s.name: s.estimator for s in g.sites},
+            "costs": {c: sorted((names[i] for i in a), key=names.index)
+                      for c, a in zip(g.cost_names, g.cost_ancestors)}}
+
+  fn.init = init
+  fn.graph = graph
+  fn.site_costs = site_costs
+  fn.__doc__ = f"DiCE surrogate of {getattr(program, '__name__', 'program')} (scoregrad.surrogate)."
+  return fn
