@@ -42,6 +42,7 @@ from benchmarks import discrete_vae_mnist
 from benchmarks import logreg
 from benchmarks import mohamed
 from benchmarks import policy_gradient
+from benchmarks import scale
 from benchmarks import scaling
 from benchmarks import throughput
 
@@ -50,6 +51,7 @@ SUITE = (
     throughput.BENCHMARK,
     mohamed.BENCHMARK,
     scaling.BENCHMARK,
+    scale.BENCHMARK,
     logreg.BENCHMARK,
     discrete_toy.BENCHMARK,
     discrete_vae.BENCHMARK,

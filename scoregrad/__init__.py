@@ -13,6 +13,7 @@ from scoregrad._src.base import EmptyState
 from scoregrad._src.base import Estimate
 from scoregrad._src.base import EstimateFn
 from scoregrad._src.base import GradientEstimator
+from scoregrad._src.base import GradientMoments
 from scoregrad._src.base import InitFn
 from scoregrad._src.control_variates import ControlVariateState
 from scoregrad._src.discrete.antithetic import arm
@@ -55,6 +56,7 @@ __all__ = (
     "Estimate",
     "EstimateFn",
     "GradientEstimator",
+    "GradientMoments",
     "InitFn",
     "DoubleCVState",
     "NotApplicableError",

@@ -14,12 +14,16 @@ def test_all_public_names_import():
 
 def test_fixed_names_and_signatures():
   assert callable(sg.score_function) and callable(sg.pathwise) and callable(sg.expectation)
-  assert sg.Estimate._fields == ("value", "grad", "state", "per_sample")
+  assert sg.Estimate._fields == ("value", "grad", "state", "per_sample", "moments")
   assert sg.GradientEstimator._fields == ("init", "estimate")
   for factory in (sg.score_function, sg.pathwise):
     params = inspect.signature(factory).parameters
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
     assert "num_samples" in params and "per_sample" in params
+  for factory in (sg.score_function, sg.pathwise, sg.measure_valued):
+    params = inspect.signature(factory).parameters
+    assert {"sharding", "chunk_size", "moments"} <= set(params)
+  assert "sharding" in inspect.signature(sg.expectation).parameters
   assert "baseline" in inspect.signature(sg.score_function).parameters
   est = sg.score_function(num_samples=2)
   assert list(inspect.signature(est.estimate).parameters) == ["key", "f", "dist_fn", "params", "state"]

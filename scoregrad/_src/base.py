@@ -42,12 +42,34 @@ class Estimate(NamedTuple):
     per_sample: when the estimator was built with ``per_sample=True``, a pytree
       like ``params`` whose leaves have a leading ``num_samples`` axis holding
       each sample's gradient estimate (their mean is ``grad``); else ``None``.
+    moments: when the estimator was built with ``moments=True``, the
+      :class:`GradientMoments` of those per-sample gradients, streamed
+      without materialising them (``scoregrad.diagnostics.variance``,
+      ``snr``, ``total_variance`` accept it); else ``None``.
   """
 
   value: jax.Array
   grad: PyTree
   state: PyTree
   per_sample: Optional[PyTree] = None
+  moments: Optional["GradientMoments"] = None
+
+
+class GradientMoments(NamedTuple):
+  """Streamed moments of per-sample gradients (Welford/Chan), without the rows.
+
+  Attributes:
+    count: the number of per-sample gradients n (an int32 scalar).
+    mean: their mean, a pytree like ``params`` (equal to ``Estimate.grad``
+      up to float rounding).
+    m2: the sum of squared deviations from that mean, per coordinate, a
+      pytree like ``params``: the unbiased variance of one sample's gradient
+      is ``m2 / (count - 1)``.
+  """
+
+  count: jax.Array
+  mean: PyTree
+  m2: PyTree
 
 
 class InitFn(Protocol):

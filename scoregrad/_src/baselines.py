@@ -40,6 +40,11 @@ class Baseline(NamedTuple):
     uses_other_samples: whether b_i is computed from the other samples of
       the same step (leave-one-out, optimal), which couples the per-sample
       gradients of one estimate.
+    chunked: for baselines that use other samples and can be streamed
+      (``chunk_size=``) in two passes: ``chunked(total, num_samples)``, given
+      the sum of ALL ``num_samples`` costs, returns the baseline to apply to
+      one chunk's costs so that its values equal this baseline's on the whole
+      batch; ``None`` otherwise.
   """
 
   init: Callable[[], Any]
@@ -50,6 +55,7 @@ class Baseline(NamedTuple):
   per_coordinate: bool = False
   stateful: bool = False
   uses_other_samples: bool = False
+  chunked: Optional[Callable[[jax.Array, int], "Baseline"]] = None
 
 
 def _no_update(state, costs):
@@ -169,8 +175,17 @@ def leave_one_out() -> Baseline:
     n = costs.shape[0]
     return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)
 
+  def chunked(total, num_samples):
+    # Two-pass streaming: `total` is the first pass's sum of every cost.
+    def chunk_values(costs, scores, state):
+      del scores, state
+      return (jnp.asarray(total, costs.dtype) - costs) / (num_samples - 1)
+    return Baseline(init=lambda: (), values=chunk_values, update=_no_update,
+                    name="leave_one_out()")
+
   return Baseline(init=lambda: (), values=values, update=_no_update,
-                  name="leave_one_out()", min_samples=2, uses_other_samples=True)
+                  name="leave_one_out()", min_samples=2, uses_other_samples=True,
+                  chunked=chunked)
 
 
 class LearnedState(NamedTuple):

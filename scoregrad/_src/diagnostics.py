@@ -1,7 +1,10 @@
 """Variance diagnostics, returned as arrays (never printed).
 
 All functions take per-sample gradients — a pytree whose leaves have a leading
-sample axis, as in ``Estimate.per_sample`` — and reduce over that axis.
+sample axis, as in ``Estimate.per_sample`` — and reduce over that axis, or
+the streamed :class:`~scoregrad.GradientMoments` of ``Estimate.moments``
+(from an estimator built with ``moments=True``, e.g. with ``chunk_size=``),
+which give the same numbers without the num_samples × params rows.
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from scoregrad._src.base import GradientMoments
+
 PyTree = Any
+
+
+def _moments(per_sample: PyTree, name: str = "per_sample") -> GradientMoments:
+  """``per_sample`` as GradientMoments (computed from rows, or passed through)."""
+  if isinstance(per_sample, GradientMoments):
+    return per_sample
+  _check_leading(per_sample, name)
+  n = jax.tree_util.tree_leaves(per_sample)[0].shape[0]
+  mean = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), per_sample)
+  return GradientMoments(n, mean, None)
 
 
 def _check_leading(tree: PyTree, name: str) -> int:
@@ -36,15 +51,23 @@ def variance(per_sample: PyTree) -> PyTree:
   """Unbiased per-coordinate variance of ONE sample's gradient estimate.
 
   The variance of the mean over n independent samples is this divided by n.
+  ``per_sample`` may also be ``Estimate.moments`` (then m2 / (count − 1)).
   """
+  if isinstance(per_sample, GradientMoments):
+    return jax.tree_util.tree_map(
+        lambda m2: m2 / (per_sample.count - 1).astype(m2.dtype), per_sample.m2)
   _check_leading(per_sample, "per_sample")
   return jax.tree_util.tree_map(lambda g: jnp.var(g, axis=0, ddof=1), per_sample)
 
 
 def standard_error(per_sample: PyTree) -> PyTree:
   """Standard error of the mean of the per-sample gradients, per coordinate."""
-  n = _check_leading(per_sample, "per_sample")
-  return jax.tree_util.tree_map(lambda v: jnp.sqrt(v / n), variance(per_sample))
+  if isinstance(per_sample, GradientMoments):
+    n = per_sample.count
+  else:
+    n = _check_leading(per_sample, "per_sample")
+  return jax.tree_util.tree_map(lambda v: jnp.sqrt(v / jnp.asarray(n, v.dtype)),
+                                variance(per_sample))
 
 
 def snr(per_sample: PyTree) -> PyTree:
@@ -54,6 +77,9 @@ def snr(per_sample: PyTree) -> PyTree:
     Rainforth et al., "Tighter Variational Bounds are Not Necessarily Better",
     ICML 2018.
   """
+  if isinstance(per_sample, GradientMoments):
+    return jax.tree_util.tree_map(lambda m, v: jnp.abs(m) / jnp.sqrt(v),
+                                  per_sample.mean, variance(per_sample))
   _check_leading(per_sample, "per_sample")
   return jax.tree_util.tree_map(
       lambda g: jnp.abs(jnp.mean(g, axis=0)) / jnp.std(g, axis=0, ddof=1), per_sample)
@@ -76,7 +102,7 @@ class BiasReport(NamedTuple):
 def bias(per_sample: PyTree, exact: PyTree) -> BiasReport:
   """Bias of the per-sample gradient estimates against ``exact``, with its SE."""
   se = standard_error(per_sample)
-  b = jax.tree_util.tree_map(lambda g, e: jnp.mean(g, axis=0) - e, per_sample, exact)
+  b = jax.tree_util.tree_map(lambda m, e: m - e, _moments(per_sample).mean, exact)
   z = jax.tree_util.tree_map(lambda bi, s: bi / s, b, se)
   return BiasReport(bias=b, standard_error=se, z=z)
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
 from scoregrad import dists as _dists
+from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.validation import check_key, check_positive_int
 from scoregrad._src.base import (check_cost, evaluate_costs, first_order_only,
@@ -26,6 +27,7 @@ def expectation(
     num_samples: int,
     estimator: str = "score_function",
     baseline: Optional[_baselines.Baseline] = None,
+    sharding: Optional[Any] = None,
 ) -> jax.Array:
   """A scalar whose value is the MC mean of f and whose derivatives estimate ∇E[f].
 
@@ -44,6 +46,10 @@ def expectation(
       ``"pathwise"`` (reparameterized distributions only).
     baseline: a stateless scalar baseline (score function only), e.g.
       ``scoregrad.baselines.leave_one_out()``.
+    sharding: a ``jax.sharding.Sharding`` of the leading sample axis; under
+      ``jax.jit`` the samples are generated and costed sharded and the mean
+      (and the baseline's sums) reduced by collectives. Same value and
+      derivatives as unsharded. See :func:`scoregrad.score_function`.
 
   Returns:
     A scalar array.
@@ -58,8 +64,10 @@ def expectation(
     >>> g = jax.grad(loss)(jnp.array(0.0), jax.random.key(0))
   """
   num_samples = check_positive_int("num_samples", num_samples)
+  sharding = _scale.check_sharding(sharding, num_samples)
   key = check_key(key)
   dist = _dists.as_distribution(dist, name="dist")
+  draw = _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)
   if estimator not in ESTIMATORS:
     raise ValueError(
         f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
@@ -71,10 +79,11 @@ def expectation(
           "`baseline` applies to the score-function estimator only; got "
           f"baseline={baseline!r} with estimator='pathwise'. Remove it.")
     check_reparameterized(dist, "dist")
-    samples = dist.sample(key, (num_samples,))
+    samples = draw(key)
     check_cost(f, one_sample(samples), floating=True,
                where="expectation(estimator='pathwise') differentiates it")
-    return jnp.mean(evaluate_costs(f, samples, num_samples))
+    return jnp.mean(_scale.constrain(evaluate_costs(f, samples, num_samples), sharding,
+                                     num_samples))
 
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
@@ -83,8 +92,8 @@ def expectation(
       instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
               "and thread its state, or score_function_surrogate(..., baseline_state=...), "
               "or a stateless baseline such as leave_one_out().")
-  samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
-  costs = evaluate_costs(f, samples, num_samples)
+  samples = jax.lax.stop_gradient(draw(key))
+  costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
   b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
   surrogate = lambda d: jnp.mean(_surrogate.dice(jax.vmap(d.log_prob)(samples), costs, b))
   if getattr(dist, "score_function_order", None) != 1:

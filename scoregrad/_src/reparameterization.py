@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
 from scoregrad._src import sampling as _sampling
+from scoregrad._src import scale as _scale
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
                                  check_estimate_inputs, stateless_init, tree_mean0,
@@ -34,6 +35,9 @@ def pathwise(
     per_sample: bool = False,
     control_variate: Optional[_cv.ControlVariate] = None,
     sampling: str = "iid",
+    sharding: Optional[Any] = None,
+    chunk_size: Optional[int] = None,
+    moments: bool = False,
 ) -> GradientEstimator:
   r"""The pathwise (reparameterization) estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -64,6 +68,16 @@ def pathwise(
       :mod:`scoregrad.sampling`. All three are unbiased; with the last two the
       per-sample gradients of one estimate are dependent, so measure variance
       across keys, not from ``per_sample``.
+    sharding: a ``jax.sharding.Sharding`` of the leading sample axis (the
+      per-sample keys, or the noise, are generated sharded; see
+      :func:`scoregrad.score_function`). Its sample-axis size must divide
+      ``num_samples``.
+    chunk_size: process the samples ``chunk_size`` at a time in a
+      ``lax.scan`` (memory O(chunk_size × params)); must divide
+      ``num_samples``; chunk c draws with ``jax.random.fold_in(key, c)``.
+      With ``sampling="antithetic"`` pairs stay within a chunk (even
+      ``chunk_size``); refused with ``"qmc"`` (it would change the point set).
+    moments: fill ``Estimate.moments`` (:class:`scoregrad.GradientMoments`).
 
   Returns:
     ``GradientEstimator(init, estimate)``; ``estimate(key, f, dist_fn, params,
@@ -90,7 +104,20 @@ def pathwise(
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = check_bool("per_sample", per_sample)
   sampling = _sampling.check_sampling(sampling, num_samples)
+  sharding = _scale.check_sharding(sharding, num_samples)
+  moments = _scale.check_moments(moments)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
+                                       per_sample=per_sample)
+  if chunk_size is not None and sampling != "iid":
+    if sampling == "qmc" or chunk_size % 2:
+      raise ValueError(
+          f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
+          + ("a chunked lattice is a different point set; use sampling='iid' or "
+             "'antithetic', or drop chunk_size." if sampling == "qmc" else
+             "antithetic pairs stay within a chunk, so chunk_size must be even; use "
+             f"chunk_size={chunk_size + 1}."))
   if control_variate is not None:
+    _scale.refuse_with_control_variate(chunk_size, moments)
     cv = _cv.resolve(control_variate)
     if _cv.is_estimated(cv) and sampling != "iid":
       raise ValueError(
@@ -99,20 +126,33 @@ def pathwise(
           f"sampling={sampling!r} couples them. Use a fixed float coefficient "
           "(e.g. delta_method()) or sampling='iid'.")
     return _vr.shorthand(
-        lambda rows: pathwise(num_samples=num_samples, per_sample=rows, sampling=sampling),
+        lambda rows: pathwise(num_samples=num_samples, per_sample=rows, sampling=sampling,
+                              sharding=sharding),
         cv, num_samples=num_samples, per_sample=per_sample)
+  if chunk_size is not None:
+    return GradientEstimator(init=stateless_init, estimate=_scale.chunked(
+        lambda _: pathwise(num_samples=chunk_size, per_sample=moments, sampling=sampling,
+                           sharding=sharding),
+        num_samples=num_samples, chunk_size=chunk_size, moments=moments))
+  if moments:
+    return _scale.with_moments(
+        pathwise(num_samples=num_samples, per_sample=True, sampling=sampling,
+                 sharding=sharding), per_sample=per_sample)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     dist = call_dist_fn(dist_fn, params)
     check_reparameterized(dist, "dist_fn(params)")
     if sampling == "iid":
-      keys = jax.random.split(key, num_samples)
+      keys = _scale.shard_samples(lambda k: jax.random.split(k, num_samples), sharding,
+                                  num_samples)(key)
       draw = lambda p, k: call_dist_fn(dist_fn, p).sample(k)
     else:
       _sampling.check_gaussian(dist, sampling)
-      keys = _sampling.standard_normal_noise(
-          key, sampling, num_samples, tuple(dist.event_shape), dist.dtype)
+      keys = _scale.shard_samples(
+          lambda k: _sampling.standard_normal_noise(
+              k, sampling, num_samples, tuple(dist.event_shape), dist.dtype),
+          sharding, num_samples)(key)
       draw = lambda p, eps: call_dist_fn(dist_fn, p).from_standard_normal(eps)
     check_cost(f, jax.eval_shape(draw, params, jax.tree_util.tree_map(lambda k: k[0], keys)),
                where="the pathwise estimator differentiates it", floating=True)

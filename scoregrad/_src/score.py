@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
@@ -39,6 +40,9 @@ def score_function(
     baseline: Optional[_baselines.Baseline] = None,
     per_sample: bool = False,
     control_variate: Optional[_cv.ControlVariate] = None,
+    sharding: Optional[Any] = None,
+    chunk_size: Optional[int] = None,
+    moments: bool = False,
 ) -> GradientEstimator:
   r"""The score-function estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -93,13 +97,41 @@ def score_function(
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
   per_sample = check_bool("per_sample", per_sample)
+  sharding = _scale.check_sharding(sharding, num_samples)
+  moments = _scale.check_moments(moments)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
+                                       per_sample=per_sample)
   if control_variate is not None:
+    _scale.refuse_with_control_variate(chunk_size, moments)
     return _vr.shorthand(
         lambda rows: score_function(num_samples=num_samples, baseline=baseline,
-                                    per_sample=rows),
+                                    per_sample=rows, sharding=sharding),
         control_variate, num_samples=num_samples, per_sample=per_sample,
-        fit=(lambda: score_function(num_samples=num_samples, per_sample=True))
+        fit=(lambda: score_function(num_samples=num_samples, per_sample=True,
+                                    sharding=sharding))
         if baseline.uses_other_samples else None)
+  if chunk_size is not None:
+    _scale.check_streamable_baseline(baseline)
+
+    def chunk(total):
+      return score_function(
+          num_samples=chunk_size, per_sample=moments, sharding=sharding,
+          baseline=baseline if total is None else baseline.chunked(total, num_samples))
+
+    def chunk_cost_sum(key, f, dist_fn, params):
+      dist = call_dist_fn(dist_fn, params)
+      samples = jax.lax.stop_gradient(_draw(dist, key, chunk_size, sharding))
+      return jnp.sum(jax.lax.stop_gradient(evaluate_costs(f, samples, chunk_size)))
+
+    return GradientEstimator(
+        init=score_function(num_samples=num_samples, baseline=baseline).init,
+        estimate=_scale.chunked(
+            chunk, num_samples=num_samples, chunk_size=chunk_size, moments=moments,
+            total_costs=chunk_cost_sum if baseline.uses_other_samples else None))
+  if moments:
+    return _scale.with_moments(
+        score_function(num_samples=num_samples, baseline=baseline, per_sample=True,
+                       sharding=sharding), per_sample=per_sample)
 
   def init(params) -> ScoreFunctionState:
     return ScoreFunctionState(baseline=state_like_params(baseline.init(), params))
@@ -109,11 +141,12 @@ def score_function(
     key = check_estimate_inputs(key, f, dist_fn, params)
     check_state(state, ScoreFunctionState, "score_function")
     dist = call_dist_fn(dist_fn, params)
-    samples = jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
+    samples = jax.lax.stop_gradient(_draw(dist, key, num_samples, sharding))
     # Families whose log_prob is only once differentiable (the family fact
     # score_function_order) get the first-order-only treatment below.
     first_order = getattr(dist, "score_function_order", None) == 1
-    raw_costs = evaluate_costs(f, samples, num_samples)
+    raw_costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding,
+                                 num_samples)
     costs = jax.lax.stop_gradient(raw_costs)
 
     def log_prob(p, x):
@@ -163,3 +196,9 @@ def score_function(
     return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
+
+
+def _draw(dist, key, num_samples: int, sharding):
+  """``dist.sample(key, (num_samples,))``, generated sharded when ``sharding`` is set."""
+  return _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding,
+                              num_samples)(key)

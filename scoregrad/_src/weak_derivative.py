@@ -47,13 +47,14 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import scale as _scale
 from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
                                  check_estimate_inputs, evaluate_costs, stateless_init,
@@ -148,6 +149,9 @@ def measure_valued(
     coupling: bool = True,
     per_sample: bool = False,
     control_variate: Optional[_cv.ControlVariate] = None,
+    sharding: Optional[Any] = None,
+    chunk_size: Optional[int] = None,
+    moments: bool = False,
 ) -> GradientEstimator:
   r"""The measure-valued (weak-derivative) estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -183,6 +187,13 @@ def measure_valued(
       (e.g. ``delta_method()``), subtracted from f at the same points and
       added back through its closed-form expectation; unbiased. Shorthand for
       ``scoregrad.with_control_variate(measure_valued(...), control_variate)``.
+    sharding: a ``jax.sharding.Sharding`` of the leading sample axis (the
+      base samples and costs are generated sharded, the weak-derivative
+      points follow them; see :func:`scoregrad.score_function`).
+    chunk_size: process the samples ``chunk_size`` at a time in a
+      ``lax.scan`` (memory O(chunk_size × params)); must divide
+      ``num_samples``; chunk c draws with ``jax.random.fold_in(key, c)``.
+    moments: fill ``Estimate.moments`` (:class:`scoregrad.GradientMoments`).
 
   Returns:
     ``GradientEstimator(init, estimate)``; ``estimate(key, f, dist_fn, params,
@@ -210,11 +221,25 @@ def measure_valued(
   num_samples = check_positive_int("num_samples", num_samples)
   coupling = check_bool("coupling", coupling)
   per_sample = check_bool("per_sample", per_sample)
+  sharding = _scale.check_sharding(sharding, num_samples)
+  moments = _scale.check_moments(moments)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
+                                       per_sample=per_sample)
   if control_variate is not None:
+    _scale.refuse_with_control_variate(chunk_size, moments)
     return _vr.shorthand(
         lambda rows: measure_valued(num_samples=num_samples, coupling=coupling,
-                                    per_sample=rows),
+                                    per_sample=rows, sharding=sharding),
         control_variate, num_samples=num_samples, per_sample=per_sample)
+  if chunk_size is not None:
+    return GradientEstimator(init=stateless_init, estimate=_scale.chunked(
+        lambda _: measure_valued(num_samples=chunk_size, coupling=coupling,
+                                 per_sample=moments, sharding=sharding),
+        num_samples=num_samples, chunk_size=chunk_size, moments=moments))
+  if moments:
+    return _scale.with_moments(
+        measure_valued(num_samples=num_samples, coupling=coupling, per_sample=True,
+                       sharding=sharding), per_sample=per_sample)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
@@ -229,8 +254,9 @@ def measure_valued(
     canon, vjp_fn = jax.vjp(canon_fn, params)
     key_base, key_wd = jax.random.split(key)
     dist_sg = jax.lax.stop_gradient(dist)
-    base = jax.lax.stop_gradient(dist.sample(key_base, (num_samples,)))
-    costs = evaluate_costs(f, base, num_samples)
+    base = jax.lax.stop_gradient(_scale.shard_samples(
+        lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)(key_base))
+    costs = _scale.constrain(evaluate_costs(f, base, num_samples), sharding, num_samples)
     fixed = jax.lax.stop_gradient(costs)
     fn = lambda x: jnp.reshape(jnp.asarray(f(x), costs.dtype), (1,))
     terms = weak_derivative_terms(key_wd, fn, dist_sg, active, coupling, base, fixed[:, None])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from scoregrad._src.base import (Estimate, GradientEstimator, evaluate_costs, expand_to,
                                  stateless_init,
                                  finish)
+from scoregrad._src import scale as _scale
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
@@ -34,7 +35,7 @@ class _Pairs(NamedTuple):
   to_logits: Callable   # η-gradient rows -> logits-gradient rows
 
 
-def _antithetic_pairs(key, lg, num) -> _Pairs:
+def _antithetic_pairs(key, lg, num, sharding=None) -> _Pairs:
   """u ~ U(0,1) over the family's independent bits, and the antithetic pair of bits.
 
   The bits are Bernoulli(σ(η)), η = ``family.binary_logits(logits)``; f sees
@@ -45,7 +46,10 @@ def _antithetic_pairs(key, lg, num) -> _Pairs:
   """
   family = lg.family
   eta, vjp = jax.vjp(family.binary_logits, lg.logits)
-  u = _common.uniform(key, (num,) + eta.shape, eta.dtype)
+  # Drawn sharded along the pair axis when `sharding` is given; everything
+  # below is elementwise in u, so it stays where u lives.
+  u = _scale.shard_samples(lambda k: _common.uniform(k, (num,) + eta.shape, eta.dtype),
+                           sharding, num)(key)
   p = jax.nn.sigmoid(eta)
   bits = (u < p).astype(eta.dtype)
   anti = (1.0 - u < p).astype(eta.dtype)
@@ -53,7 +57,8 @@ def _antithetic_pairs(key, lg, num) -> _Pairs:
   return _Pairs(u, bits, anti, eta, reached, jax.vmap(lambda g: vjp(g)[0]))
 
 
-def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
+def arm(*, num_samples: int, per_sample: bool = False,
+        sharding: Optional[Any] = None) -> GradientEstimator:
   r"""The augment-REINFORCE-merge (ARM) estimator for factorised Bernoullis and Categoricals.
 
   For b ~ Bernoulli(σ(α)) with independent coordinates and u ~ U(0, 1)^D,
@@ -91,6 +96,9 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
     num_samples: draws of u per estimate (Python int ≥ 1), each one
       antithetic pair of evaluations of f.
     per_sample: also return each draw's gradient (leading axis num_samples).
+    sharding: a ``jax.sharding.Sharding`` of the leading sample axis: the
+      uniforms (and so both points of each pair) are generated sharded, see
+      :func:`scoregrad.score_function`.
 
   Returns:
     ``GradientEstimator(init, estimate)``; ``estimate(key, f, dist_fn,
@@ -111,15 +119,18 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
   """
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = check_bool("per_sample", per_sample)
+  sharding = _scale.check_sharding(sharding, num_samples)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="arm", needs=_NEEDS,
                                      alternatives=_ALTERNATIVES)
     # u ~ U(0,1); 1[u > σ(−η)] = 1[1 − u < σ(η)] is the antithetic point.
-    pr = _antithetic_pairs(key, lg, num_samples)
-    f_anti = evaluate_costs(f, lg.family.from_binary(pr.anti), dtype=lg.logits.dtype)
-    f_b = evaluate_costs(f, lg.family.from_binary(pr.bits), dtype=lg.logits.dtype)
+    pr = _antithetic_pairs(key, lg, num_samples, sharding)
+    f_anti, f_b = _scale.constrain(
+        (evaluate_costs(f, lg.family.from_binary(pr.anti), dtype=lg.logits.dtype),
+         evaluate_costs(f, lg.family.from_binary(pr.bits), dtype=lg.logits.dtype)),
+        sharding, num_samples)
     diff = jax.lax.stop_gradient(f_anti - f_b)
     per_logits = pr.to_logits(expand_to(diff, pr.u) * (pr.u - 0.5) * pr.reached)
     grad, per, value = _common.finish(lg, per_logits, per_sample,
@@ -129,7 +140,8 @@ def arm(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
   return GradientEstimator(init=stateless_init, estimate=estimate)
 
 
-def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
+def disarm(*, num_pairs: int, per_sample: bool = False,
+           sharding: Optional[Any] = None) -> GradientEstimator:
   r"""The DisARM estimator (ARM, Rao-Blackwellised) for Bernoullis and Categoricals.
 
   With u ~ U(0, 1)^D, b = 1[u < σ(α)] and its antithetic b̃ = 1[1 − u <
@@ -165,6 +177,8 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
   Args:
     num_pairs: antithetic pairs per estimate (Python int ≥ 1).
     per_sample: also return each pair's gradient (leading axis num_pairs).
+    sharding: a ``jax.sharding.Sharding`` of the leading (pair) axis; its
+      size must divide ``num_pairs``. See :func:`scoregrad.score_function`.
 
   Returns:
     ``GradientEstimator(init, estimate)``.
@@ -187,15 +201,18 @@ def disarm(*, num_pairs: int, per_sample: bool = False) -> GradientEstimator:
       "num_pairs", num_pairs,
       why="DisARM needs at least one antithetic pair (two evaluations of f).")
   per_sample = check_bool("per_sample", per_sample)
+  sharding = _scale.check_sharding(sharding, num_pairs)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm", needs=_NEEDS,
                                      alternatives=_ALTERNATIVES)
-    pr = _antithetic_pairs(key, lg, num_pairs)
+    pr = _antithetic_pairs(key, lg, num_pairs, sharding)
     b, b_tilde = pr.bits, pr.anti
-    f_b = evaluate_costs(f, lg.family.from_binary(b), dtype=lg.logits.dtype)
-    f_tilde = evaluate_costs(f, lg.family.from_binary(b_tilde), dtype=lg.logits.dtype)
+    f_b, f_tilde = _scale.constrain(
+        (evaluate_costs(f, lg.family.from_binary(b), dtype=lg.logits.dtype),
+         evaluate_costs(f, lg.family.from_binary(b_tilde), dtype=lg.logits.dtype)),
+        sharding, num_pairs)
     diff = jax.lax.stop_gradient(f_b - f_tilde)
     sign = 1.0 - 2.0 * b_tilde                       # (−1)^{b̃_i}
     differ = (b != b_tilde).astype(b.dtype)          # 1[b_i ≠ b̃_i]
