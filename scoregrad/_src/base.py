@@ -305,10 +305,35 @@ def higher_order_message(estimator: str) -> str:
       "in eager jax.jacfwd, use jax.grad or jax.jit instead.)")
 
 
+# The primal of `_first_order_only` is `x` passed through `_guard_p`, which
+# evaluates to `x` and raises when differentiated in its `anchor` operands.
+# JAX's partial evaluation of `lax.scan`/`fori_loop` bodies (a derivative
+# taken outside a loop whose body holds an estimate) inlines a custom JVP's
+# primal for known inputs, dropping the rule; a plain `return x` would then
+# make a second derivative through the loop a silent zero. The guard makes
+# it the same clear error as everywhere else.
+
+
+def _guard_jvp(primals, tangents, *, message):
+  if any(type(t) is not ad.Zero for t in tangents[1:]):
+    _refuse(message=message)
+  return _guard_p.bind(*primals, message=message), ad.instantiate_zeros(tangents[0])
+
+
+_guard_p = Primitive("scoregrad_first_order_guard")
+_guard_p.def_impl(lambda x, *anchor, message: x)
+_guard_p.def_abstract_eval(lambda x, *anchor, message: x)
+mlir.register_lowering(_guard_p, lambda ctx, x, *anchor, message: [x])
+ad.primitive_jvps[_guard_p] = _guard_jvp
+batching.primitive_batchers[_guard_p] = (
+    lambda args, dims, *, message: (_guard_p.bind(*args, message=message), dims[0]))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _first_order_only(message, x, anchor):
-  del anchor
-  return x
+  anchors = [a for a in jax.tree_util.tree_leaves(anchor)
+             if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+  return jax.tree_util.tree_map(lambda p: _guard_p.bind(p, *anchors, message=message), x)
 
 
 def _first_order_only_jvp(message, primals, tangents):

@@ -31,24 +31,21 @@ from scoregrad._src import baselines as _baselines
 from scoregrad._src import rl as _rl
 
 
-@jax.custom_jvp
 def magic_box(tau: jax.Array) -> jax.Array:
   """DiCE's magic box □(τ) = exp(τ − stop_gradient(τ)): value 1, ∇□ = □ ∇τ.
 
-  Implemented with a custom JVP that has exactly those derivatives at every
-  order, but whose value (1) does not depend on τ: XLA can then drop the
-  forward evaluation of τ = log p(x; θ) when only gradients are needed, which
-  the literal exp(τ − ⊥τ) forbids (it costs a full extra pass over the
-  samples; see benchmarks/throughput.py).
+  Written literally, so that every derivative of every order is the one JAX
+  derives for exp(τ − ⊥τ), under any transformation. (0.1 used a custom JVP
+  whose primal was ``ones_like(τ)``, to let XLA skip evaluating τ; JAX's
+  partial evaluation of ``lax.scan``/``fori_loop`` bodies inlines a custom
+  JVP's primal for known inputs, so a Hessian taken through a loop silently
+  lost the ∇τ∇τᵀ term. The literal form costs one fused elementwise
+  evaluation of τ, within timing noise in benchmarks/throughput.py.)
+
+  The value is exactly 1 for finite τ (τ − τ = 0), and NaN when τ is NaN or
+  infinite (a sample of zero or infinite density): NaN in, NaN out.
   """
-  return jnp.ones_like(tau)
-
-
-@magic_box.defjvp
-def _magic_box_jvp(primals, tangents):
-  (tau,), (tau_dot,) = primals, tangents
-  box = magic_box(tau)  # Recursive: higher derivatives follow □' = □.
-  return box, box * tau_dot
+  return jnp.exp(tau - jax.lax.stop_gradient(tau))
 
 
 def dice(log_probs: jax.Array, costs: jax.Array,
