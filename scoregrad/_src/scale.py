@@ -325,9 +325,9 @@ def chunked(build: Callable[[Optional[jax.Array]], GradientEstimator], *, num_sa
     shapes = jax.eval_shape(one, index[0])
 
     # Checkpointed: reverse mode through the scan recomputes each chunk from
-    # its key (memory O(chunk) for jax.grad of `.value`), and the DiCE
-    # magic box keeps its higher derivatives (without it, lax.scan's partial
-    # evaluation gives a wrong Hessian of a magic-box surrogate).
+    # its key, so jax.grad of `.value` needs memory O(chunk), not O(n).
+    # (Higher derivatives through the scan are right without it too; see
+    # tests/test_loops.py.)
     @jax.checkpoint
     def body(carry, c):
       value, grad, mom = carry
