@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import platform
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
@@ -50,6 +50,7 @@ class Benchmark(NamedTuple):
       names from ``benchmarks/estimators.py`` (``--estimators``), validated by
       the runner.
   """
+
   name: str
   description: str
   run: Callable[..., dict]
@@ -74,7 +75,8 @@ def progress(iterable: Iterable, desc: str, total: int | None = None) -> Iterabl
 
 def block(tree: Any) -> Any:
   return jax.tree_util.tree_map(
-      lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
+    lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree
+  )
 
 
 def time_fn(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> dict:
@@ -87,12 +89,17 @@ def time_fn(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 2) -> dic
     block(fn())
     times.append(time.perf_counter() - t0)
   t = np.asarray(times)
-  return {"median_s": float(np.median(t)), "q25_s": float(np.percentile(t, 25)),
-          "q75_s": float(np.percentile(t, 75)), "repeats": repeats}
+  return {
+    "median_s": float(np.median(t)),
+    "q25_s": float(np.percentile(t, 25)),
+    "q75_s": float(np.percentile(t, 75)),
+    "repeats": repeats,
+  }
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 30,
-                      warmup: int = 2) -> dict[str, dict]:
+def interleaved_times(
+  fns: dict[str, Callable[[], Any]], *, repeats: int = 30, warmup: int = 2
+) -> dict[str, dict]:
   """Times several functions in interleaved rounds so drift hits all alike."""
   for fn in fns.values():
     for _ in range(warmup):
@@ -106,23 +113,28 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 30,
   out = {}
   for k, ts in times.items():
     t = np.asarray(ts)
-    out[k] = {"median_s": float(np.median(t)), "q25_s": float(np.percentile(t, 25)),
-              "q75_s": float(np.percentile(t, 75)), "repeats": repeats}
+    out[k] = {
+      "median_s": float(np.median(t)),
+      "q25_s": float(np.percentile(t, 25)),
+      "q75_s": float(np.percentile(t, 75)),
+      "repeats": repeats,
+    }
   return out
 
 
 def environment() -> dict:
   import jaxlib
+
   return {
-      "jax": jax.__version__,
-      "jaxlib": jaxlib.__version__,
-      "device": str(jax.devices()[0]),
-      "platform": jax.default_backend(),
-      "python": platform.python_version(),
-      "machine": platform.machine(),
-      "cpu_count": os.cpu_count(),
-      "x64": bool(jax.config.read("jax_enable_x64")),
-      "matmul_precision": str(jax.config.jax_default_matmul_precision),
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "device": str(jax.devices()[0]),
+    "platform": jax.default_backend(),
+    "python": platform.python_version(),
+    "machine": platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "x64": bool(jax.config.read("jax_enable_x64")),
+    "matmul_precision": str(jax.config.jax_default_matmul_precision),
   }
 
 
@@ -172,6 +184,7 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     if isinstance(v, float):
       return f"{v:.4g}"
     return str(v)
+
   lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
   return "\n".join(lines)
@@ -188,6 +201,7 @@ class SizeError(ValueError):
 
 def parse_size_value(text: str) -> Any:
   """'12' -> 12, '0.5' -> 0.5, '1,10,100' -> (1, 10, 100)."""
+
   def scalar(t: str):
     t = t.strip()
     try:
@@ -198,13 +212,13 @@ def parse_size_value(text: str) -> Any:
       return float(t)
     except ValueError:
       raise SizeError(f"cannot read {t!r} as a number") from None
+
   if "," in text:
     return tuple(scalar(t) for t in text.split(",") if t.strip())
   return scalar(text)
 
 
-def check_sizes(benchmark: str, sizes: dict, reference: dict,
-                minimum: dict | None = None) -> dict:
+def check_sizes(benchmark: str, sizes: dict, reference: dict, minimum: dict | None = None) -> dict:
   """Checks ``sizes`` against the keys and types of ``reference`` (the defaults).
 
   Integers must be >= ``minimum[key]`` (default 1); floats finite and > 0
@@ -215,10 +229,14 @@ def check_sizes(benchmark: str, sizes: dict, reference: dict,
   out = {}
   for key, value in sizes.items():
     if key not in reference:
-      raise SizeError(f"{benchmark}: unknown size {key!r}={value!r}; known sizes: "
-                      f"{', '.join(f'{k}={v!r}' for k, v in reference.items())}.")
+      raise SizeError(
+        f"{benchmark}: unknown size {key!r}={value!r}; known sizes: "
+        f"{', '.join(f'{k}={v!r}' for k, v in reference.items())}."
+      )
     ref = reference[key]
-    lo = minimum.get(key, 1 if _is_int(ref) or (isinstance(ref, tuple) and _is_int(ref[0])) else 0.0)
+    lo = minimum.get(
+      key, 1 if _is_int(ref) or (isinstance(ref, tuple) and _is_int(ref[0])) else 0.0
+    )
 
     def one(v, ref_item):
       if _is_int(ref_item):
@@ -257,8 +275,10 @@ def resolve_sizes(bench: Benchmark, preset: str, overrides: dict | None = None) 
   if preset not in PRESETS:
     raise SizeError(f"unknown size preset {preset!r}; choose from {PRESETS}.")
   if bench.sizes is None:
-    raise SizeError(f"{bench.name} defines no SIZES table, so it runs only at its "
-                    "own default/--full sizes (no --tiny, no --set).")
+    raise SizeError(
+      f"{bench.name} defines no SIZES table, so it runs only at its "
+      "own default/--full sizes (no --tiny, no --set)."
+    )
   sizes = {**bench.sizes[preset], **(overrides or {})}
   return check_sizes(bench.name, sizes, bench.sizes["default"], bench.size_minimum)
 
@@ -277,6 +297,7 @@ def sizes_for(module_sizes: dict, full: bool, sizes: dict | None, tiny: bool = F
 
 def normal_quantile(level: float) -> float:
   from scipy import stats
+
   return float(stats.norm.ppf(0.5 + level / 2))
 
 
@@ -312,8 +333,14 @@ def variance_ci(draws: Any, *, reduce: str | None = None, level: float = 0.95) -
   z = normal_quantile(level)
   with np.errstate(divide="ignore", invalid="ignore"):
     half = np.where(s2 > 0, z * se / np.where(s2 > 0, s2, 1.0), 0.0)
-  return {"variance": s2, "se": se, "lower": s2 * np.exp(-half),
-          "upper": s2 * np.exp(half), "level": level, "draws": r}
+  return {
+    "variance": s2,
+    "se": se,
+    "lower": s2 * np.exp(-half),
+    "upper": s2 * np.exp(half),
+    "level": level,
+    "draws": r,
+  }
 
 
 # -- running estimators as the benchmarks do ------------------------------------
@@ -322,6 +349,7 @@ def variance_ci(draws: Any, *, reduce: str | None = None, level: float = 0.95) -
 def name_key(key: jax.Array, name: str) -> jax.Array:
   """A key for ``name`` that does not change when other estimators are added."""
   import zlib
+
   return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
@@ -330,8 +358,9 @@ def is_stateful(estimator: Any, params: Any) -> bool:
   return bool(jax.tree_util.tree_leaves(estimator.init(params)))
 
 
-def warmed_state(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
-                 params: Any, warmup_steps: int):
+def warmed_state(
+  estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable, params: Any, warmup_steps: int
+):
   """The estimator state after ``warmup_steps`` estimates at the same params.
 
   The state is threaded through the warm-up (``lax.scan``), as in training
@@ -339,14 +368,17 @@ def warmed_state(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
   """
   state = estimator.init(params)
   if warmup_steps > 0:
+
     def step(state, k):
       return estimator.estimate(k, f, dist_fn, params, state).state, None
+
     state, _ = jax.lax.scan(step, state, jax.random.split(key, warmup_steps))
   return state
 
 
-def estimate_after_warmup(estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable,
-                          params: Any, warmup_steps: int):
+def estimate_after_warmup(
+  estimator: Any, key: jax.Array, f: Callable, dist_fn: Callable, params: Any, warmup_steps: int
+):
   """``estimator.estimate`` after :func:`warmed_state`'s warm-up at the same params.
 
   Traceable: vmap it over keys for independent replicates.
@@ -375,10 +407,14 @@ def plain_log_axis(ax: Any, values: Any, axis: str = "x", *, at_values: bool = F
   """Log scale on ``axis`` with plain-number ticks: at 1-2-5 steps within the
   range of ``values``, or at the ``values`` themselves (``at_values``)."""
   from matplotlib import ticker
+
   values = np.asarray(values, dtype=float)
   lo, hi = values.min() * 0.999, values.max() * 1.001
-  ticks = (sorted(set(values.tolist())) if at_values else
-           [m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi])
+  ticks = (
+    sorted(set(values.tolist()))
+    if at_values
+    else [m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+  )
   target = ax.xaxis if axis == "x" else ax.yaxis
   (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
   target.set_major_locator(ticker.FixedLocator(ticks))
@@ -392,10 +428,13 @@ def select_estimators(names: list[str] | None, family: str) -> list:
   Raises ValueError for unknown names or when none of them applies to ``family``.
   """
   from benchmarks import estimators as table
+
   specs = table.select(names, family=family)
   if not specs:
-    raise ValueError(f"none of the estimators {names} applies to the {family!r} family; "
-                     f"those that do: {[s.name for s in table.for_family(family)]}.")
+    raise ValueError(
+      f"none of the estimators {names} applies to the {family!r} family; "
+      f"those that do: {[s.name for s in table.for_family(family)]}."
+    )
   return specs
 
 

@@ -33,83 +33,150 @@ ALL_FAMILIES = frozenset({"normal", "mvn", "gamma", "bernoulli", "categorical", 
 REPARAMETERIZED = frozenset({"normal", "mvn", "gamma"})
 
 ESTIMATORS: list[EstimatorSpec] = [
-    EstimatorSpec("score_function", lambda n: sg.score_function(num_samples=n, per_sample=True),
-                  ALL_FAMILIES, "score_function"),
-    EstimatorSpec("score_function+leave_one_out",
-                  lambda n: sg.score_function(num_samples=n, per_sample=True,
-                                              baseline=sg.baselines.leave_one_out()),
-                  ALL_FAMILIES, "score_function"),
-    EstimatorSpec("score_function+moving_average",
-                  lambda n: sg.score_function(num_samples=n, per_sample=True,
-                                              baseline=sg.baselines.moving_average(decay=0.9)),
-                  ALL_FAMILIES, "score_function"),
-    EstimatorSpec("score_function+optimal",
-                  lambda n: sg.score_function(num_samples=n, per_sample=True,
-                                              baseline=sg.baselines.optimal()),
-                  ALL_FAMILIES, "score_function"),
-    EstimatorSpec("pathwise", lambda n: sg.pathwise(num_samples=n, per_sample=True),
-                  REPARAMETERIZED, "pathwise"),
-    # Discrete estimators (scoregrad.discrete). n evaluations of f per estimate:
-    # ARM/DisARM use n/2 antithetic pairs; rao_blackwell sums n/2 configurations
-    # and samples n/2 (at least 2, for the leave-one-out baseline); REBAR/RELAX/Gumbel-softmax/straight-through use n draws
-    # (REBAR/RELAX also evaluate f and its gradient at 2 relaxed points per draw).
-    # The relaxation-based ones differentiate f at relaxed inputs, which for
-    # Categorical means one-hot inputs, so they are listed for "bernoulli" only
-    # (f of float bits accepts values in [0, 1]); Gumbel-softmax and
-    # straight-through are biased (kind "relaxed").
-    EstimatorSpec("arm", lambda n: sg.arm(num_samples=max(1, n // 2), per_sample=True),
-                  frozenset({"bernoulli"}), "discrete"),
-    EstimatorSpec("disarm", lambda n: sg.disarm(num_pairs=max(1, n // 2), per_sample=True),
-                  frozenset({"bernoulli"}), "discrete"),
-    EstimatorSpec("rao_blackwell+leave_one_out",
-                  lambda n: sg.rao_blackwell(num_summed=max(1, n // 2),
-                                             num_samples=max(2, n - n // 2), per_sample=True,
-                                             baseline=sg.baselines.leave_one_out()),
-                  frozenset({"bernoulli", "categorical"}), "discrete"),
-    EstimatorSpec("rebar", lambda n: sg.rebar(num_samples=n, per_sample=True),
-                  frozenset({"bernoulli"}), "discrete"),
-    EstimatorSpec("relax", lambda n: sg.relax(num_samples=n, per_sample=True),
-                  frozenset({"bernoulli"}), "discrete"),
-    EstimatorSpec("gumbel_softmax(0.5)",
-                  lambda n: sg.gumbel_softmax(num_samples=n, temperature=0.5, per_sample=True),
-                  frozenset({"bernoulli"}), "relaxed"),
-    EstimatorSpec("gumbel_softmax_st(0.5)",
-                  lambda n: sg.gumbel_softmax(num_samples=n, temperature=0.5,
-                                              straight_through=True, per_sample=True),
-                  frozenset({"bernoulli"}), "relaxed"),
-    EstimatorSpec("straight_through",
-                  lambda n: sg.straight_through(num_samples=n, per_sample=True),
-                  frozenset({"bernoulli"}), "relaxed"),
-    # Measure-valued: n // 4 samples, i.e. n evaluations of f for ONE Gaussian
-    # coordinate (2 for ∂μ, 2 for ∂σ); with d coordinates it uses 4·d per
-    # sample (Bernoulli 2·d, Categorical K·d + 1, Poisson d + 1). Not "gamma":
-    # it differentiates only the rate. Control variates (delta method, exact
-    # for quadratic f) and pathwise sampling use n evaluations; the fitted
-    # coefficient needs n >= 3. Exact variances: benchmarks/exact_variance_reduction.py.
-    EstimatorSpec("measure_valued",
-                  lambda n: sg.measure_valued(num_samples=max(1, n // 4), per_sample=True),
-                  frozenset({"normal", "bernoulli", "categorical", "poisson"}), "measure_valued"),
-    EstimatorSpec("score_function+delta_method",
-                  lambda n: sg.score_function(num_samples=n, per_sample=True,
-                                              control_variate=sg.control_variates.delta_method()),
-                  REPARAMETERIZED, "score_function"),
-    EstimatorSpec("score_function+delta_method(per_coordinate)",
-                  lambda n: sg.score_function(
-                      num_samples=max(3, n), per_sample=True,
-                      control_variate=sg.control_variates.delta_method(
-                          coefficient="per_coordinate")),
-                  REPARAMETERIZED, "score_function"),
-    EstimatorSpec("pathwise+delta_method",
-                  lambda n: sg.pathwise(num_samples=n, per_sample=True,
-                                        control_variate=sg.control_variates.delta_method()),
-                  REPARAMETERIZED, "pathwise"),
-    EstimatorSpec("pathwise+antithetic",
-                  lambda n: sg.pathwise(num_samples=max(2, n - n % 2), per_sample=True,
-                                        sampling="antithetic"),
-                  frozenset({"normal", "mvn"}), "pathwise"),
-    EstimatorSpec("pathwise+qmc",
-                  lambda n: sg.pathwise(num_samples=n, per_sample=True, sampling="qmc"),
-                  frozenset({"normal", "mvn"}), "pathwise"),
+  EstimatorSpec(
+    "score_function",
+    lambda n: sg.score_function(num_samples=n, per_sample=True),
+    ALL_FAMILIES,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "score_function+leave_one_out",
+    lambda n: sg.score_function(
+      num_samples=n, per_sample=True, baseline=sg.baselines.leave_one_out()
+    ),
+    ALL_FAMILIES,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "score_function+moving_average",
+    lambda n: sg.score_function(
+      num_samples=n, per_sample=True, baseline=sg.baselines.moving_average(decay=0.9)
+    ),
+    ALL_FAMILIES,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "score_function+optimal",
+    lambda n: sg.score_function(num_samples=n, per_sample=True, baseline=sg.baselines.optimal()),
+    ALL_FAMILIES,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "pathwise", lambda n: sg.pathwise(num_samples=n, per_sample=True), REPARAMETERIZED, "pathwise"
+  ),
+  # Discrete estimators (scoregrad.discrete). n evaluations of f per estimate:
+  # ARM/DisARM use n/2 antithetic pairs; rao_blackwell sums n/2 configurations
+  # and samples n/2 (at least 2, for the leave-one-out baseline); REBAR/RELAX/Gumbel-softmax/straight-through use n draws
+  # (REBAR/RELAX also evaluate f and its gradient at 2 relaxed points per draw).
+  # The relaxation-based ones differentiate f at relaxed inputs, which for
+  # Categorical means one-hot inputs, so they are listed for "bernoulli" only
+  # (f of float bits accepts values in [0, 1]); Gumbel-softmax and
+  # straight-through are biased (kind "relaxed").
+  EstimatorSpec(
+    "arm",
+    lambda n: sg.arm(num_samples=max(1, n // 2), per_sample=True),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "disarm",
+    lambda n: sg.disarm(num_pairs=max(1, n // 2), per_sample=True),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "rao_blackwell+leave_one_out",
+    lambda n: sg.rao_blackwell(
+      num_summed=max(1, n // 2),
+      num_samples=max(2, n - n // 2),
+      per_sample=True,
+      baseline=sg.baselines.leave_one_out(),
+    ),
+    frozenset({"bernoulli", "categorical"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "rebar",
+    lambda n: sg.rebar(num_samples=n, per_sample=True),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "relax",
+    lambda n: sg.relax(num_samples=n, per_sample=True),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "gumbel_softmax(0.5)",
+    lambda n: sg.gumbel_softmax(num_samples=n, temperature=0.5, per_sample=True),
+    frozenset({"bernoulli"}),
+    "relaxed",
+  ),
+  EstimatorSpec(
+    "gumbel_softmax_st(0.5)",
+    lambda n: sg.gumbel_softmax(
+      num_samples=n, temperature=0.5, straight_through=True, per_sample=True
+    ),
+    frozenset({"bernoulli"}),
+    "relaxed",
+  ),
+  EstimatorSpec(
+    "straight_through",
+    lambda n: sg.straight_through(num_samples=n, per_sample=True),
+    frozenset({"bernoulli"}),
+    "relaxed",
+  ),
+  # Measure-valued: n // 4 samples, i.e. n evaluations of f for ONE Gaussian
+  # coordinate (2 for ∂μ, 2 for ∂σ); with d coordinates it uses 4·d per
+  # sample (Bernoulli 2·d, Categorical K·d + 1, Poisson d + 1). Not "gamma":
+  # it differentiates only the rate. Control variates (delta method, exact
+  # for quadratic f) and pathwise sampling use n evaluations; the fitted
+  # coefficient needs n >= 3. Exact variances: benchmarks/exact_variance_reduction.py.
+  EstimatorSpec(
+    "measure_valued",
+    lambda n: sg.measure_valued(num_samples=max(1, n // 4), per_sample=True),
+    frozenset({"normal", "bernoulli", "categorical", "poisson"}),
+    "measure_valued",
+  ),
+  EstimatorSpec(
+    "score_function+delta_method",
+    lambda n: sg.score_function(
+      num_samples=n, per_sample=True, control_variate=sg.control_variates.delta_method()
+    ),
+    REPARAMETERIZED,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "score_function+delta_method(per_coordinate)",
+    lambda n: sg.score_function(
+      num_samples=max(3, n),
+      per_sample=True,
+      control_variate=sg.control_variates.delta_method(coefficient="per_coordinate"),
+    ),
+    REPARAMETERIZED,
+    "score_function",
+  ),
+  EstimatorSpec(
+    "pathwise+delta_method",
+    lambda n: sg.pathwise(
+      num_samples=n, per_sample=True, control_variate=sg.control_variates.delta_method()
+    ),
+    REPARAMETERIZED,
+    "pathwise",
+  ),
+  EstimatorSpec(
+    "pathwise+antithetic",
+    lambda n: sg.pathwise(num_samples=max(2, n - n % 2), per_sample=True, sampling="antithetic"),
+    frozenset({"normal", "mvn"}),
+    "pathwise",
+  ),
+  EstimatorSpec(
+    "pathwise+qmc",
+    lambda n: sg.pathwise(num_samples=n, per_sample=True, sampling="qmc"),
+    frozenset({"normal", "mvn"}),
+    "pathwise",
+  ),
 ]
 
 

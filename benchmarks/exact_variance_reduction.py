@@ -27,6 +27,7 @@ import numpy as np
 from scipy import special
 
 import scoregrad as sg
+
 from benchmarks import quadrature as q
 
 #: f evaluations per sample of the "measure_valued" row for one Gaussian
@@ -59,8 +60,10 @@ def _maxwell_pdf(m):
 
 
 # Gauss–Legendre nodes on [0, 1] for the inner integral over U (smooth integrand).
-_GL = {k: ((np.polynomial.legendre.leggauss(k)[0] + 1) / 2, np.polynomial.legendre.leggauss(k)[1] / 2)
-       for k in (96, 192)}
+_GL = {
+  k: ((np.polynomial.legendre.leggauss(k)[0] + 1) / 2, np.polynomial.legendre.leggauss(k)[1] / 2)
+  for k in (96, 192)
+}
 
 
 def _inner_uniform(h, m):
@@ -85,8 +88,13 @@ def _measure_valued_per_term(problem: q.Problem) -> q.Exact:
   c = sigma * _SQRT_2PI
   loc_term = lambda w: (f(mu + sigma * w) - f(mu - sigma * w)) / c
   m_loc = q.expect(loc_term, _rayleigh_pdf, 0.0, math.inf, breakpoints=(1.0, 2.0, 4.0, 8.0))
-  v_loc = q.expect(lambda w: (loc_term(w) - m_loc.value) ** 2, _rayleigh_pdf, 0.0, math.inf,
-                   breakpoints=(1.0, 2.0, 4.0, 8.0))
+  v_loc = q.expect(
+    lambda w: (loc_term(w) - m_loc.value) ** 2,
+    _rayleigh_pdf,
+    0.0,
+    math.inf,
+    breakpoints=(1.0, 2.0, 4.0, 8.0),
+  )
 
   b = lambda t: f(mu + sigma * np.asarray(t)) / sigma
   plus = q.expect(b, _maxwell_pdf, -math.inf, math.inf, breakpoints=_EDGES)
@@ -101,21 +109,28 @@ def _measure_valued_per_term(problem: q.Problem) -> q.Exact:
     inner_err[0] = max(inner_err[0], e2 + 2 * abs(a) * e1)
     return a * a - 2 * a * i1 + i2
 
-  v_scale = q.expect(conditional_second_moment, _maxwell_pdf, -math.inf, math.inf,
-                     breakpoints=_EDGES)
-  return q.Exact(mean={"loc": m_loc.value, "scale": mean_scale},
-                 variance={"loc": v_loc.value, "scale": v_scale.value},
-                 abserr={"loc": v_loc.abserr + m_loc.abserr**2,
-                         "scale": v_scale.abserr + inner_err[0]
-                         + 2 * abs(mean_scale) * (plus.abserr + minus.abserr)})
+  v_scale = q.expect(
+    conditional_second_moment, _maxwell_pdf, -math.inf, math.inf, breakpoints=_EDGES
+  )
+  return q.Exact(
+    mean={"loc": m_loc.value, "scale": mean_scale},
+    variance={"loc": v_loc.value, "scale": v_scale.value},
+    abserr={
+      "loc": v_loc.abserr + m_loc.abserr**2,
+      "scale": v_scale.abserr + inner_err[0] + 2 * abs(mean_scale) * (plus.abserr + minus.abserr),
+    },
+  )
 
 
 def measure_valued_exact(problem: q.Problem, run: q.RunSettings) -> q.Exact:
   """n·Var of the "measure_valued" row: m = n // 4 i.i.d. coupled terms, n·V/m."""
   per = _measure_valued_per_term(problem)
   scale = run.num_samples / measure_valued_samples(run.num_samples)
-  return q.Exact(per.mean, {p: scale * v for p, v in per.variance.items()},
-                 {p: scale * e for p, e in per.abserr.items()})
+  return q.Exact(
+    per.mean,
+    {p: scale * v for p, v in per.variance.items()},
+    {p: scale * e for p, e in per.abserr.items()},
+  )
 
 
 # -- the delta method -----------------------------------------------------------
@@ -146,8 +161,7 @@ def pathwise_delta_integrand(problem: q.Problem, x: float) -> dict:
   mu, sigma = problem.mu, problem.sigma
   z = (x - mu) / sigma
   dfx = problem.df(x)
-  return {"loc": dfx - f2 * (x - mu),
-          "scale": (dfx - f1 - f2 * (x - mu)) * z + sigma * f2}
+  return {"loc": dfx - f2 * (x - mu), "scale": (dfx - f1 - f2 * (x - mu)) * z + sigma * f2}
 
 
 # -- antithetic and randomised-QMC sampling ---------------------------------------
@@ -159,8 +173,9 @@ def _antithetic_pair_moments(problem: q.Problem) -> q.Exact:
   mu = problem.mu
   mean, var, err = {}, {}, {}
   for p in q.PARAMS:
-    pair = lambda x, p=p: 0.5 * (q.pathwise_integrand(problem, x)[p]
-                                 + q.pathwise_integrand(problem, 2 * mu - x)[p])
+    pair = lambda x, p=p: (
+      0.5 * (q.pathwise_integrand(problem, x)[p] + q.pathwise_integrand(problem, 2 * mu - x)[p])
+    )
     m = q.expect_normal(pair, mu, problem.sigma)
     v = q.expect_normal(lambda x: (pair(x) - m.value) ** 2, mu, problem.sigma)
     mean[p], var[p], err[p] = m.value, v.value, v.abserr + m.abserr**2
@@ -171,8 +186,11 @@ def antithetic_exact(problem: q.Problem, run: q.RunSettings) -> q.Exact:
   """m antithetic samples are m/2 i.i.d. pair means: Var ĝ = Var q/(m/2), times n."""
   pair = _antithetic_pair_moments(problem)
   factor = run.num_samples / (antithetic_samples(run.num_samples) / 2)
-  return q.Exact(pair.mean, {p: factor * v for p, v in pair.variance.items()},
-                 {p: factor * e for p, e in pair.abserr.items()})
+  return q.Exact(
+    pair.mean,
+    {p: factor * v for p, v in pair.variance.items()},
+    {p: factor * e for p, e in pair.abserr.items()},
+  )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,6 +211,7 @@ def _qmc_exact(problem: q.Problem, n: int) -> q.Exact:
   truth = q.true_gradient(problem)
   mean, var, err = {}, {}, {}
   for p in q.PARAMS:
+
     def estimate(d, p=p):
       x = problem.mu + problem.sigma * special.ndtri(np.mod(points + d, 1.0))
       return np.mean(q.pathwise_integrand(problem, x)[p])
@@ -200,8 +219,9 @@ def _qmc_exact(problem: q.Problem, n: int) -> q.Exact:
     g = truth[p].value
     total, abserr = 0.0, 0.0
     for a, b in itertools.pairwise(edges):
-      piece = q.expect(lambda d: (estimate(d) - g) ** 2, lambda d: 1.0, a, b,
-                       rel_tol=1e-8, abs_tol=1e-14)
+      piece = q.expect(
+        lambda d: (estimate(d) - g) ** 2, lambda d: 1.0, a, b, rel_tol=1e-8, abs_tol=1e-14
+      )
       total += piece.value * (n if lattice else 1)
       abserr += piece.abserr * (n if lattice else 1)
     mean[p], var[p], err[p] = g, total, abserr + 2 * truth[p].abserr * math.sqrt(total)
@@ -212,16 +232,17 @@ def qmc_exact(problem: q.Problem, run: q.RunSettings) -> q.Exact:
   """n·Var of the "pathwise+qmc" row (one-dimensional Gaussian)."""
   n = run.num_samples
   e = _qmc_exact(problem, n)
-  return q.Exact(e.mean, {p: n * v for p, v in e.variance.items()},
-                 {p: n * v for p, v in e.abserr.items()})
+  return q.Exact(
+    e.mean, {p: n * v for p, v in e.variance.items()}, {p: n * v for p, v in e.abserr.items()}
+  )
 
 
 EXACT_FORMS = {
-    "measure_valued": measure_valued_exact,
-    "score_function+delta_method": q.from_integrand(score_function_delta_integrand),
-    "pathwise+delta_method": q.from_integrand(pathwise_delta_integrand),
-    "pathwise+antithetic": antithetic_exact,
-    "pathwise+qmc": qmc_exact,
+  "measure_valued": measure_valued_exact,
+  "score_function+delta_method": q.from_integrand(score_function_delta_integrand),
+  "pathwise+delta_method": q.from_integrand(pathwise_delta_integrand),
+  "pathwise+antithetic": antithetic_exact,
+  "pathwise+qmc": qmc_exact,
 }
 
 for _name, _exact in EXACT_FORMS.items():

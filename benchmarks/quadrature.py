@@ -33,8 +33,8 @@ import dataclasses
 import functools
 import itertools
 import math
-import warnings
 from typing import Callable, Mapping, NamedTuple, Optional
+import warnings
 
 import numpy as np
 from scipy import integrate
@@ -130,9 +130,17 @@ class Exact(NamedTuple):
 ExactFn = Callable[[Problem, RunSettings], Exact]
 
 
-def expect(h: Callable[[float], float], pdf: Callable[[float], float],
-           lower: float, upper: float, *, breakpoints=(), rel_tol: float = REL_TOL,
-           abs_tol: float = ABS_TOL, limit: int = 500) -> Integral:
+def expect(
+  h: Callable[[float], float],
+  pdf: Callable[[float], float],
+  lower: float,
+  upper: float,
+  *,
+  breakpoints=(),
+  rel_tol: float = REL_TOL,
+  abs_tol: float = ABS_TOL,
+  limit: int = 500,
+) -> Integral:
   """∫ h(x) pdf(x) dx over [lower, upper] (infinite bounds allowed).
 
   Finite intervals are split at ``breakpoints`` (put them where the integrand
@@ -145,11 +153,13 @@ def expect(h: Callable[[float], float], pdf: Callable[[float], float],
     with warnings.catch_warnings():
       warnings.simplefilter("error", integrate.IntegrationWarning)
       try:
-        value, abserr = integrate.quad(lambda x: h(x) * pdf(x), a, b,
-                                       epsabs=abs_tol, epsrel=rel_tol, limit=limit)
+        value, abserr = integrate.quad(
+          lambda x: h(x) * pdf(x), a, b, epsabs=abs_tol, epsrel=rel_tol, limit=limit
+        )
       except integrate.IntegrationWarning as w:
         raise QuadratureError(
-            f"adaptive quadrature over [{a}, {b}] did not converge: {w}") from None
+          f"adaptive quadrature over [{a}, {b}] did not converge: {w}"
+        ) from None
     if not np.isfinite(value):
       raise QuadratureError(f"quadrature over [{a}, {b}] gave {value}.")
     total += value
@@ -172,8 +182,9 @@ def expect_normal(h: Callable[[float], float], mu: float, sigma: float, **kw) ->
   stepping over the mass of the density; the tails use QUADPACK's infinite
   interval transform.
   """
-  return expect(lambda z: h(mu + sigma * z), _std_normal_pdf, -math.inf, math.inf,
-                breakpoints=_Z_EDGES, **kw)
+  return expect(
+    lambda z: h(mu + sigma * z), _std_normal_pdf, -math.inf, math.inf, breakpoints=_Z_EDGES, **kw
+  )
 
 
 # -- the true gradient -------------------------------------------------------
@@ -182,8 +193,10 @@ def expect_normal(h: Callable[[float], float], mu: float, sigma: float, **kw) ->
 @functools.lru_cache(maxsize=4096)
 def true_gradient(problem: Problem) -> dict:
   """∇_{μ,σ} E[f] = E[f(x) ∇ log p(x)] (score identity), as ``Integral`` per parameter."""
-  return {p: expect_normal(lambda x, p=p: problem.f(x) * problem.score(x)[p],
-                           problem.mu, problem.sigma) for p in PARAMS}
+  return {
+    p: expect_normal(lambda x, p=p: problem.f(x) * problem.score(x)[p], problem.mu, problem.sigma)
+    for p in PARAMS
+  }
 
 
 # -- estimators whose per-sample term is a function of one Gaussian draw -------
@@ -206,8 +219,9 @@ def from_integrand(integrand: Integrand) -> ExactFn:
     mean, var, err = {}, {}, {}
     for p in PARAMS:
       m = expect_normal(lambda x: integrand(problem, x)[p], problem.mu, problem.sigma)
-      v = expect_normal(lambda x: (integrand(problem, x)[p] - m.value) ** 2,
-                        problem.mu, problem.sigma)
+      v = expect_normal(
+        lambda x: (integrand(problem, x)[p] - m.value) ** 2, problem.mu, problem.sigma
+      )
       mean[p], var[p] = m.value, v.value
       err[p] = v.abserr + m.abserr**2  # the mean's error enters at second order
     return Exact(mean, var, err)
@@ -262,13 +276,24 @@ def moments(problem: Problem, param: str) -> Moments:
   F = expect_normal(problem.f, mu, sigma)
   V = expect_normal(lambda x: (problem.f(x) - F.value) ** 2, mu, sigma)
   G = true_gradient(problem)[param]
-  A = expect_normal(lambda x: (problem.f(x) - F.value) ** 2 * problem.score(x)[param] ** 2,
-                    mu, sigma)
-  B = expect_normal(lambda x: (problem.f(x) - F.value) * problem.score(x)[param] ** 2,
-                    mu, sigma)
+  A = expect_normal(
+    lambda x: (problem.f(x) - F.value) ** 2 * problem.score(x)[param] ** 2, mu, sigma
+  )
+  B = expect_normal(lambda x: (problem.f(x) - F.value) * problem.score(x)[param] ** 2, mu, sigma)
   S2 = (1.0 if param == "loc" else 2.0) / sigma**2
-  return Moments(F.value, V.value, G.value, A.value, B.value, S2,
-                 F.abserr, V.abserr, G.abserr, A.abserr, B.abserr)
+  return Moments(
+    F.value,
+    V.value,
+    G.value,
+    A.value,
+    B.value,
+    S2,
+    F.abserr,
+    V.abserr,
+    G.abserr,
+    A.abserr,
+    B.abserr,
+  )
 
 
 def leave_one_out_exact(problem: Problem, run: RunSettings) -> Exact:
@@ -302,8 +327,9 @@ def leave_one_out_exact(problem: Problem, run: RunSettings) -> Exact:
   return Exact(mean, var, err)
 
 
-def random_baseline_variance(problem: Problem, baseline_mean: float,
-                             baseline_variance_over_V: float) -> Exact:
+def random_baseline_variance(
+  problem: Problem, baseline_mean: float, baseline_variance_over_V: float
+) -> Exact:
   r"""n·Var of (1/n) Σ (f_i − b) s_i for a random b independent of the x_i.
 
   Given b the terms are i.i.d. and E[ĝ | b] = G, so n·Var ĝ = E_b Var[(f − b) s]
@@ -317,8 +343,12 @@ def random_baseline_variance(problem: Problem, baseline_mean: float,
     vb = baseline_variance_over_V * m.V
     mean[p] = m.G
     var[p] = m.A + 2 * c * m.B + (c * c + vb) * m.S2 - m.G**2
-    err[p] = (m.err_A + 2 * abs(c) * m.err_B + 2 * abs(m.G) * m.err_G
-              + (2 * abs(c) * m.err_F + baseline_variance_over_V * m.err_V) * m.S2)
+    err[p] = (
+      m.err_A
+      + 2 * abs(c) * m.err_B
+      + 2 * abs(m.G) * m.err_G
+      + (2 * abs(c) * m.err_F + baseline_variance_over_V * m.err_V) * m.S2
+    )
   return Exact(mean, var, err)
 
 
@@ -365,10 +395,10 @@ MOVING_AVERAGE_DECAY = 0.9
 #: ratio of sums over the other samples, whose exact finite-n variance has no
 #: one-dimensional integral form).
 EXACT: dict[str, ExactFn] = {
-    "score_function": from_integrand(score_function_integrand),
-    "pathwise": from_integrand(pathwise_integrand),
-    "score_function+leave_one_out": leave_one_out_exact,
-    "score_function+moving_average": moving_average_exact(MOVING_AVERAGE_DECAY),
+  "score_function": from_integrand(score_function_integrand),
+  "pathwise": from_integrand(pathwise_integrand),
+  "score_function+leave_one_out": leave_one_out_exact,
+  "score_function+moving_average": moving_average_exact(MOVING_AVERAGE_DECAY),
 }
 
 

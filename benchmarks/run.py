@@ -29,35 +29,37 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from pathlib import Path
 import sys
 import time
 import traceback
-from pathlib import Path
 
-from benchmarks import common
-from benchmarks import compat
-from benchmarks import discrete_toy
-from benchmarks import discrete_vae
-from benchmarks import discrete_vae_mnist
-from benchmarks import logreg
-from benchmarks import mohamed
-from benchmarks import policy_gradient
-from benchmarks import scale
-from benchmarks import scaling
-from benchmarks import throughput
+from benchmarks import (
+  common,
+  compat,
+  discrete_toy,
+  discrete_vae,
+  discrete_vae_mnist,
+  logreg,
+  mohamed,
+  policy_gradient,
+  scale,
+  scaling,
+  throughput,
+)
 
 # The suite, in default run order.
 SUITE = (
-    throughput.BENCHMARK,
-    mohamed.BENCHMARK,
-    scaling.BENCHMARK,
-    scale.BENCHMARK,
-    logreg.BENCHMARK,
-    discrete_toy.BENCHMARK,
-    discrete_vae.BENCHMARK,
-    discrete_vae_mnist.BENCHMARK,
-    compat.BENCHMARK,
-    policy_gradient.BENCHMARK,
+  throughput.BENCHMARK,
+  mohamed.BENCHMARK,
+  scaling.BENCHMARK,
+  scale.BENCHMARK,
+  logreg.BENCHMARK,
+  discrete_toy.BENCHMARK,
+  discrete_vae.BENCHMARK,
+  discrete_vae_mnist.BENCHMARK,
+  compat.BENCHMARK,
+  policy_gradient.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).
@@ -71,18 +73,34 @@ class UsageError(Exception):
 
 
 def _parse(argv):
-  p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+  p = argparse.ArgumentParser(
+    prog="python -m benchmarks.run",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+  )
   size = p.add_mutually_exclusive_group()
   size.add_argument("--full", action="store_true", help="paper-scale sizes (slow)")
-  size.add_argument("--tiny", action="store_true",
-                    help="smoke-test sizes (seconds; numbers are not meaningful)")
-  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[BENCH.]KEY=VALUE",
-                 help="override one size, e.g. --set replicates=500 or --set scaling.dims=1,10 "
-                      "(see --list for each benchmark's sizes); repeatable")
-  p.add_argument("--estimators", default=None, metavar="NAME[,NAME...]",
-                 help="only these rows of benchmarks/estimators.py (benchmarks that iterate over it)")
+  size.add_argument(
+    "--tiny", action="store_true", help="smoke-test sizes (seconds; numbers are not meaningful)"
+  )
+  p.add_argument(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    metavar="[BENCH.]KEY=VALUE",
+    help="override one size, e.g. --set replicates=500 or --set scaling.dims=1,10 "
+    "(see --list for each benchmark's sizes); repeatable",
+  )
+  p.add_argument(
+    "--estimators",
+    default=None,
+    metavar="NAME[,NAME...]",
+    help="only these rows of benchmarks/estimators.py (benchmarks that iterate over it)",
+  )
   p.add_argument("--seed", type=int, default=0, help="base PRNG seed (default 0)")
   p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
   p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
@@ -115,8 +133,10 @@ def _split_overrides(items: list[str], names: list[str]) -> dict[str, dict]:
       continue
     takers = [n for n in names if target in (BENCHMARKS[n].sizes or {}).get("default", {})]
     if not takers:
-      raise UsageError(f"--set {item}: no selected benchmark has a size {target!r} "
-                       "(see `python -m benchmarks.run --list`).")
+      raise UsageError(
+        f"--set {item}: no selected benchmark has a size {target!r} "
+        "(see `python -m benchmarks.run --list`)."
+      )
     for n in takers:
       per[n][target] = value
   return per
@@ -129,8 +149,9 @@ def _plan(args) -> list[tuple[common.Benchmark, dict]]:
   names = args.names or list(BENCHMARKS)
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:
-    raise UsageError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} "
-                     "(or none for all).")
+    raise UsageError(
+      f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)} (or none for all)."
+    )
   if len(set(names)) != len(names):
     raise UsageError(f"benchmark names repeated: {names}.")
   if args.seed < 0:
@@ -161,20 +182,26 @@ def _plan(args) -> list[tuple[common.Benchmark, dict]]:
       if bench.takes_tiny:
         kwargs["tiny"] = True
       elif "sizes" not in kwargs:
-        raise UsageError(f"--tiny: {name} has no tiny sizes (neither SIZES['tiny'] nor "
-                         "run(..., tiny=True)); run it without --tiny.")
+        raise UsageError(
+          f"--tiny: {name} has no tiny sizes (neither SIZES['tiny'] nor "
+          "run(..., tiny=True)); run it without --tiny."
+        )
     if estimator_names is not None:
       if bench.takes_estimators:
         family = bench.family
         if family is not None and not estimators_table.select(estimator_names, family=family):
           raise UsageError(
-              f"--estimators: none of {estimator_names} applies to {name}'s distribution "
-              f"family {family!r}; those that do: "
-              f"{[s.name for s in estimators_table.for_family(family)]}.")
+            f"--estimators: none of {estimator_names} applies to {name}'s distribution "
+            f"family {family!r}; those that do: "
+            f"{[s.name for s in estimators_table.for_family(family)]}."
+          )
         kwargs["estimators"] = estimator_names
       else:
-        print(f"note: {name} does not iterate over benchmarks/estimators.py; "
-              "--estimators does not apply to it.", file=sys.stderr)
+        print(
+          f"note: {name} does not iterate over benchmarks/estimators.py; "
+          "--estimators does not apply to it.",
+          file=sys.stderr,
+        )
     plan.append((bench, kwargs))
   return plan
 
@@ -186,12 +213,20 @@ def _check_out(out: Path) -> None:
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
-    raise UsageError(f"results folder {str(out)!r} cannot be written ({e}). Pass a "
-                     "writable folder with --out DIR.") from None
+    raise UsageError(
+      f"results folder {str(out)!r} cannot be written ({e}). Pass a writable folder with --out DIR."
+    ) from None
 
 
-def run_one(bench: common.Benchmark, kwargs: dict, out: Path, *, preset: str = "default",
-            plots: bool = True, command: str = "") -> dict:
+def run_one(
+  bench: common.Benchmark,
+  kwargs: dict,
+  out: Path,
+  *,
+  preset: str = "default",
+  plots: bool = True,
+  command: str = "",
+) -> dict:
   """Runs one benchmark and writes <name>.md, PNGs, and last <name>.json.
 
   A stale <name>.json from an earlier run is removed first, so after a crash
@@ -205,10 +240,17 @@ def run_one(bench: common.Benchmark, kwargs: dict, out: Path, *, preset: str = "
   t0 = time.perf_counter()
   results = bench.run(**kwargs)
   elapsed = time.perf_counter() - t0
-  results = {"benchmark": name, "seed": kwargs["seed"], "full": kwargs["full"],
-             "preset": preset, "command": command,
-             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "elapsed_s": elapsed, "environment": common.environment(), **results}
+  results = {
+    "benchmark": name,
+    "seed": kwargs["seed"],
+    "full": kwargs["full"],
+    "preset": preset,
+    "command": command,
+    "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "elapsed_s": elapsed,
+    "environment": common.environment(),
+    **results,
+  }
   plotted = bench.plot(results, out) if plots else []
   results["plots"] = [Path(p).name for p in plotted]
   md = f"# {name}\n\n{bench.description}\n\n" + bench.report(results) + "\n"
@@ -234,6 +276,7 @@ def main(argv=None) -> int:
     return _fail(str(e))
 
   import jax
+
   # Variance studies need full float32 matrix products: GPUs' default TF32
   # adds ~1e-3 relative noise that would masquerade as estimator variance.
   jax.config.update("jax_default_matmul_precision", "highest")
@@ -244,20 +287,24 @@ def main(argv=None) -> int:
   for bench, kwargs in plan:
     name = bench.name
     try:
-      results = run_one(bench, kwargs, out, preset=preset, plots=not args.no_plots,
-                        command=command)
+      results = run_one(bench, kwargs, out, preset=preset, plots=not args.no_plots, command=command)
     except Exception:  # one broken benchmark must not hide the others' results
       traceback.print_exc()
-      print(f"error: benchmark {name!r} failed (above); no {name}.json written.",
-            file=sys.stderr, flush=True)
+      print(
+        f"error: benchmark {name!r} failed (above); no {name}.json written.",
+        file=sys.stderr,
+        flush=True,
+      )
       failed.append(name)
       continue
     headlines.append(f"## {name}\n\n{bench.headline(results)}\n")
 
   env = common.environment()
-  summary = (f"# scoregrad benchmark summary\n\n`{command.strip()}` on {env['device']} "
-             f"({env['cpu_count']} CPUs, jax {env['jax']}), seed {args.seed}, {preset} sizes.\n\n"
-             + "\n".join(headlines))
+  summary = (
+    f"# scoregrad benchmark summary\n\n`{command.strip()}` on {env['device']} "
+    f"({env['cpu_count']} CPUs, jax {env['jax']}), seed {args.seed}, {preset} sizes.\n\n"
+    + "\n".join(headlines)
+  )
   if failed:
     summary += f"\n**Failed:** {', '.join(failed)} (see the errors above).\n"
   elif [bench.name for bench, _ in plan] == list(BENCHMARKS):

@@ -34,39 +34,61 @@ import jax.numpy as jnp
 import numpy as np
 
 import scoregrad as sg
-from benchmarks import common
-from benchmarks import mohamed
-from benchmarks import quadrature
-from benchmarks import style
 
-DESCRIPTION = ("Dimension scaling d ∈ {1,10,100,1000}: variance ratio score function / "
-               "pathwise, time per estimate against hand-written JAX, work-normalised variance.")
+from benchmarks import common, mohamed, quadrature, style
+
+DESCRIPTION = (
+  "Dimension scaling d ∈ {1,10,100,1000}: variance ratio score function / "
+  "pathwise, time per estimate against hand-written JAX, work-normalised variance."
+)
 
 MU = 1.0
 SIGMA = 1.0
 FAMILY = "normal"
 
 SIZES = {
-    "tiny": {"dims": (1, 4), "num_samples": 8, "replicates": 32, "warmup_steps": 3,
-             "timing_repeats": 3},
-    "default": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 1000,
-                "warmup_steps": 30, "timing_repeats": 100},
-    "full": {"dims": (1, 10, 100, 1000), "num_samples": 32, "replicates": 10000,
-             "warmup_steps": 30, "timing_repeats": 300},
+  "tiny": {
+    "dims": (1, 4),
+    "num_samples": 8,
+    "replicates": 32,
+    "warmup_steps": 3,
+    "timing_repeats": 3,
+  },
+  "default": {
+    "dims": (1, 10, 100, 1000),
+    "num_samples": 32,
+    "replicates": 1000,
+    "warmup_steps": 30,
+    "timing_repeats": 100,
+  },
+  "full": {
+    "dims": (1, 10, 100, 1000),
+    "num_samples": 32,
+    "replicates": 10000,
+    "warmup_steps": 30,
+    "timing_repeats": 300,
+  },
 }
-SIZE_MINIMUM = {"dims": 1, "num_samples": 2, "replicates": 8, "warmup_steps": 0,
-                "timing_repeats": 1}
+SIZE_MINIMUM = {
+  "dims": 1,
+  "num_samples": 2,
+  "replicates": 8,
+  "warmup_steps": 0,
+  "timing_repeats": 1,
+}
 
 #: Hand-written references: name -> (kind, per_sample).
 REFERENCES = {
-    "hand-written score_function (per-sample)": ("score_function", True),
-    "hand-written score_function (batched)": ("score_function", False),
-    "hand-written pathwise (per-sample)": ("pathwise", True),
-    "hand-written pathwise (batched)": ("pathwise", False),
+  "hand-written score_function (per-sample)": ("score_function", True),
+  "hand-written score_function (batched)": ("score_function", False),
+  "hand-written pathwise (per-sample)": ("pathwise", True),
+  "hand-written pathwise (batched)": ("pathwise", False),
 }
 #: The reference each estimator kind's time is divided by.
-REFERENCE_FOR_KIND = {"score_function": "hand-written score_function (per-sample)",
-                      "pathwise": "hand-written pathwise (per-sample)"}
+REFERENCE_FOR_KIND = {
+  "score_function": "hand-written score_function (per-sample)",
+  "pathwise": "hand-written pathwise (per-sample)",
+}
 
 
 def cost(x):
@@ -111,16 +133,30 @@ def _flat(grad):
   return jnp.concatenate([grad["loc"], grad["scale"]])
 
 
-def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
-        estimators: list[str] | None = None) -> dict:
+def run(
+  *,
+  full: bool,
+  seed: int,
+  tiny: bool = False,
+  sizes: dict | None = None,
+  estimators: list[str] | None = None,
+) -> dict:
   """Runs the benchmark at the preset sizes (or ``sizes``); see the module docstring."""
   sizes = common.sizes_for(SIZES, full, sizes, tiny)
   n, r = sizes["num_samples"], sizes["replicates"]
   specs = common.select_estimators(estimators, FAMILY)
   base = jax.random.key(seed)
-  results = {"sizes": sizes, "mu": MU, "sigma": SIGMA, "cost": "f(x) = mean_j x_j²",
-             "family": FAMILY, "estimators": [s.name for s in specs],
-             "references": list(REFERENCES), "ci_level": 0.95, "dims": {}}
+  results = {
+    "sizes": sizes,
+    "mu": MU,
+    "sigma": SIGMA,
+    "cost": "f(x) = mean_j x_j²",
+    "family": FAMILY,
+    "estimators": [s.name for s in specs],
+    "references": list(REFERENCES),
+    "ci_level": 0.95,
+    "dims": {},
+  }
 
   total = len(sizes["dims"]) * (len(specs) + len(REFERENCES) + 1)
   bar = iter(common.progress(range(total), desc="scaling", total=total))
@@ -133,21 +169,33 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None,
       est = spec.make(n)
       stateful = common.is_stateful(est, params)
       warmup = sizes["warmup_steps"] if stateful else 0
-      fn = common.jit(lambda k, s, est=est: _flat_estimate(
-          est.estimate(k, cost, _dist_fn, params, s)), fast_compile=tiny)
-      grads, state = _draws(fn, est.init(params), common.name_key(base, f"{spec.name}/{d}"),
-                            r, warmup, stateful)
-      rows[spec.name] = {"kind": spec.kind, "stateful": stateful, "warmup_steps": warmup,
-                         "draws": "one chain" if stateful else "independent",
-                         **_variance(grads)}
+      fn = common.jit(
+        lambda k, s, est=est: _flat_estimate(est.estimate(k, cost, _dist_fn, params, s)),
+        fast_compile=tiny,
+      )
+      grads, state = _draws(
+        fn, est.init(params), common.name_key(base, f"{spec.name}/{d}"), r, warmup, stateful
+      )
+      rows[spec.name] = {
+        "kind": spec.kind,
+        "stateful": stateful,
+        "warmup_steps": warmup,
+        "draws": "one chain" if stateful else "independent",
+        **_variance(grads),
+      }
       timed[spec.name] = lambda fn=fn, s=state: fn(k0, s)
     for name, (kind, per_sample) in REFERENCES.items():
       next(bar, None)
       ref = reference_estimator(kind, per_sample, n)
       fn = common.jit(lambda k, s, ref=ref: (_flat(ref(k, params)), s), fast_compile=tiny)
       grads, _ = _draws(fn, (), common.name_key(base, f"{name}/{d}"), r, 0, False)
-      rows[name] = {"kind": kind, "stateful": False, "warmup_steps": 0,
-                    "draws": "independent", **_variance(grads)}
+      rows[name] = {
+        "kind": kind,
+        "stateful": False,
+        "warmup_steps": 0,
+        "draws": "independent",
+        **_variance(grads),
+      }
       timed[name] = lambda fn=fn: fn(k0, ())
     next(bar, None)
     times = common.interleaved_times(timed, repeats=sizes["timing_repeats"])
@@ -169,10 +217,12 @@ def _exact_d1(rows: dict, num_samples: int) -> None:
   """
   problem = quadrature.Problem(mohamed.COSTS[0], 0.0, MU, SIGMA)
   for name, row in rows.items():
-    key = {"hand-written score_function (per-sample)": "score_function",
-           "hand-written score_function (batched)": "score_function",
-           "hand-written pathwise (per-sample)": "pathwise",
-           "hand-written pathwise (batched)": "pathwise"}.get(name, name)
+    key = {
+      "hand-written score_function (per-sample)": "score_function",
+      "hand-written score_function (batched)": "score_function",
+      "hand-written pathwise (per-sample)": "pathwise",
+      "hand-written pathwise (batched)": "pathwise",
+    }.get(name, name)
     exact_fn = quadrature.exact_for(key)
     if exact_fn is None:
       continue
@@ -214,8 +264,12 @@ def _draws(fn, state, key, replicates: int, warmup: int, stateful: bool):
 def _variance(grads) -> dict:
   g = np.asarray(grads, dtype=np.float64)  # (R, 2d)
   ci = common.variance_ci(g, reduce="sum")
-  return {"trace_variance": float(ci["variance"]), "trace_variance_se": float(ci["se"]),
-          "lower": float(ci["lower"]), "upper": float(ci["upper"])}
+  return {
+    "trace_variance": float(ci["variance"]),
+    "trace_variance_se": float(ci["se"]),
+    "lower": float(ci["lower"]),
+    "upper": float(ci["upper"]),
+  }
 
 
 def _ratios(rows: dict) -> None:
@@ -228,8 +282,10 @@ def _ratios(rows: dict) -> None:
     if row["trace_variance"] == 0:  # e.g. the delta method on this quadratic cost
       row["variance_ratio_ci"] = [0.0, 0.0]
     else:
-      rel = math.hypot(row["trace_variance_se"] / row["trace_variance"],
-                       pw["trace_variance_se"] / pw["trace_variance"])
+      rel = math.hypot(
+        row["trace_variance_se"] / row["trace_variance"],
+        pw["trace_variance_se"] / pw["trace_variance"],
+      )
       row["variance_ratio_ci"] = [ratio * math.exp(-z * rel), ratio * math.exp(z * rel)]
     row["work_ratio_to_pathwise"] = row["work"] / pw["work"]
     ref = REFERENCE_FOR_KIND.get(row["kind"])
@@ -257,9 +313,14 @@ def headline(results: dict) -> str:
   names = results["estimators"]
   var_rows, time_rows = [], []
   for name in names:
-    var_rows.append([name] + [
+    var_rows.append(
+      [name]
+      + [
         f"{_g(results['dims'][d][name]['variance_ratio_to_pathwise'])} "
-        f"({_g(results['dims'][d][name]['work_ratio_to_pathwise'])})" for d in dims])
+        f"({_g(results['dims'][d][name]['work_ratio_to_pathwise'])})"
+        for d in dims
+      ]
+    )
   for name in names + list(results["references"]):
     cells = []
     for d in dims:
@@ -270,7 +331,8 @@ def headline(results: dict) -> str:
       cells.append(cell)
     time_rows.append([name] + cells)
   s = results["sizes"]
-  return "\n".join([
+  return "\n".join(
+    [
       f"f(x) = mean_j x_j², x ~ N(1, I_d), n = {s['num_samples']} samples per estimate, "
       f"{s['replicates']} replicates. Variance ratio tr Var / tr Var(pathwise) "
       "(work-normalised ratio, variance × time, in parentheses):",
@@ -280,51 +342,72 @@ def headline(results: dict) -> str:
       "Time per jitted estimate in µs (× its hand-written per-sample JAX equivalent, same run):",
       "",
       common.markdown_table(["estimator"] + [f"d={d}" for d in dims], time_rows),
-  ])
+    ]
+  )
 
 
 def report(results: dict) -> str:
   s = results["sizes"]
   out = [
-      f"x ~ N({results['mu']}·1, {results['sigma']}²·I_d), cost {results['cost']}, "
-      f"gradient in all 2d parameters. Each estimator: {s['replicates']} independent "
-      f"estimates of n = {s['num_samples']} samples; **tr Var** = trace of the covariance "
-      "of one n-sample estimate with a 95% CI; time = median of "
-      f"{s['timing_repeats']} interleaved repeats (IQR in brackets) of one jitted "
-      "estimate; work = tr Var × time. Stateful estimators (moving-average baseline) "
-      f"run one chain at fixed parameters: {s['warmup_steps']} warm-up estimates (not "
-      "used), then consecutive estimates whose errors are uncorrelated; their timed "
-      "call also returns the new state, as a user threading it would. Timings are "
-      "noisy when the machine is shared; compare ratios within one run. At d = 1 "
-      "the cost is Mohamed's (x − k)² with k = 0, so the exact tr Var(ĝ_n) comes "
-      "from `benchmarks/quadrature.py` where registered (166/n for the score "
-      "function, 16/n for pathwise).",
-      "",
+    f"x ~ N({results['mu']}·1, {results['sigma']}²·I_d), cost {results['cost']}, "
+    f"gradient in all 2d parameters. Each estimator: {s['replicates']} independent "
+    f"estimates of n = {s['num_samples']} samples; **tr Var** = trace of the covariance "
+    "of one n-sample estimate with a 95% CI; time = median of "
+    f"{s['timing_repeats']} interleaved repeats (IQR in brackets) of one jitted "
+    "estimate; work = tr Var × time. Stateful estimators (moving-average baseline) "
+    f"run one chain at fixed parameters: {s['warmup_steps']} warm-up estimates (not "
+    "used), then consecutive estimates whose errors are uncorrelated; their timed "
+    "call also returns the new state, as a user threading it would. Timings are "
+    "noisy when the machine is shared; compare ratios within one run. At d = 1 "
+    "the cost is Mohamed's (x − k)² with k = 0, so the exact tr Var(ĝ_n) comes "
+    "from `benchmarks/quadrature.py` where registered (166/n for the score "
+    "function, 16/n for pathwise).",
+    "",
   ]
   for d, rows in results["dims"].items():
     out += [f"## d = {d}", ""]
     table = []
     for name, row in rows.items():
       t = row["time"]
-      table.append([
-          name, f"{_g(row['trace_variance'])} [{_g(row['lower'])}, {_g(row['upper'])}]",
+      table.append(
+        [
+          name,
+          f"{_g(row['trace_variance'])} [{_g(row['lower'])}, {_g(row['upper'])}]",
           f"{_g(row['variance_ratio_to_pathwise'])} [{_g(row['variance_ratio_ci'][0])}, "
           f"{_g(row['variance_ratio_ci'][1])}]",
           f"{_us(t['median_s'])} [{_us(t['q25_s'])}, {_us(t['q75_s'])}]",
           _g(row["time_ratio_to_reference"]),
-          f"{row['work']:.3g}", _g(row["work_ratio_to_pathwise"]),
-          (f"{_g(row['exact_trace_variance'])} (z {row['z_exact']:+.1f})"
-           if "exact_trace_variance" in row else ""),
-      ])
-    out += [common.markdown_table(
-        ["estimator", "tr Var [95% CI]", "ratio to pathwise [95% CI]", "time µs [IQR]",
-         "time / hand-written", "work (var·s)", "work ratio to pathwise", "exact tr Var"],
-        table), ""]
+          f"{row['work']:.3g}",
+          _g(row["work_ratio_to_pathwise"]),
+          (
+            f"{_g(row['exact_trace_variance'])} (z {row['z_exact']:+.1f})"
+            if "exact_trace_variance" in row
+            else ""
+          ),
+        ]
+      )
+    out += [
+      common.markdown_table(
+        [
+          "estimator",
+          "tr Var [95% CI]",
+          "ratio to pathwise [95% CI]",
+          "time µs [IQR]",
+          "time / hand-written",
+          "work (var·s)",
+          "work ratio to pathwise",
+          "exact tr Var",
+        ],
+        table,
+      ),
+      "",
+    ]
   return "\n".join(out)
 
 
 def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -340,13 +423,26 @@ def plot(results: dict, outdir: Path) -> list[Path]:
       ratio = np.array([r["variance_ratio_to_pathwise"] for r in rows])
       lo = np.array([r["variance_ratio_ci"][0] for r in rows])
       hi = np.array([r["variance_ratio_ci"][1] for r in rows])
-      axes[0].errorbar(dims, ratio, yerr=[ratio - lo, hi - ratio], marker=marker, ls=ls,
-                       color=color, capsize=2, label=name)
-    axes[1].plot(dims, [1e6 * r["time"]["median_s"] for r in rows], marker=marker, ls=ls,
-                 color=color, label=name)
+      axes[0].errorbar(
+        dims,
+        ratio,
+        yerr=[ratio - lo, hi - ratio],
+        marker=marker,
+        ls=ls,
+        color=color,
+        capsize=2,
+        label=name,
+      )
+    axes[1].plot(
+      dims,
+      [1e6 * r["time"]["median_s"] for r in rows],
+      marker=marker,
+      ls=ls,
+      color=color,
+      label=name,
+    )
     if name in estimators:
-      axes[2].plot(dims, [r["work"] for r in rows], marker=marker, ls=ls, color=color,
-                   label=name)
+      axes[2].plot(dims, [r["work"] for r in rows], marker=marker, ls=ls, color=color, label=name)
   axes[0].set_title("variance relative to pathwise")
   axes[0].set_ylabel("tr Var(ĝ) / tr Var(pathwise)")
   axes[1].set_title("time per jitted estimate (grey: hand-written JAX)")
@@ -361,8 +457,11 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   handles, labels = axes[1].get_legend_handles_labels()
   fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
   s = results["sizes"]
-  fig.suptitle(f"f(x) = mean x², x ~ N(1, I_d); n = {s['num_samples']} samples per estimate, "
-               f"{s['replicates']} replicates, 95% CIs", fontsize=10)
+  fig.suptitle(
+    f"f(x) = mean x², x ~ N(1, I_d); n = {s['num_samples']} samples per estimate, "
+    f"{s['replicates']} replicates, 95% CIs",
+    fontsize=10,
+  )
   fig.tight_layout(rect=(0, 0.1, 1, 1))
   path = common.save_figure(fig, Path(outdir) / "scaling.png", dpi=110)
   plt.close(fig)
@@ -370,6 +469,15 @@ def plot(results: dict, outdir: Path) -> list[Path]:
 
 
 BENCHMARK = common.Benchmark(
-    name="scaling", description=DESCRIPTION, run=run, report=report, headline=headline,
-    plot=plot, sizes=SIZES, size_minimum=SIZE_MINIMUM, family=FAMILY, takes_tiny=True,
-    takes_estimators=True)
+  name="scaling",
+  description=DESCRIPTION,
+  run=run,
+  report=report,
+  headline=headline,
+  plot=plot,
+  sizes=SIZES,
+  size_minimum=SIZE_MINIMUM,
+  family=FAMILY,
+  takes_tiny=True,
+  takes_estimators=True,
+)

@@ -23,8 +23,8 @@ so it still differs from every listed estimator.
 
 from __future__ import annotations
 
-import zlib
 from typing import NamedTuple
+import zlib
 
 
 class Style(NamedTuple):
@@ -38,53 +38,77 @@ class Style(NamedTuple):
 
 
 SCORE, PATHWISE, MEASURE, DISCRETE = "-", "--", "-.", ":"
-RELAXED = (0, (6, 2, 1, 2, 1, 2))   # dash-dot-dot
+RELAXED = (0, (6, 2, 1, 2, 1, 2))  # dash-dot-dot
 
-# tab10, Dark2 and two dark extras: 19 colours, one per estimator; with distinct
+# tab10, Dark2 and seven extras: 24 colours, one per estimator; with distinct
 # markers and line styles they stay apart in print and for common colour
 # vision deficiencies.
-TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+TAB10 = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+  "#17becf",
+]
 DARK2 = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
-EXTRA = ["#000075", "#800000"]   # navy, maroon
+# navy, maroon, teal, magenta, olive, purple, crimson
+EXTRA = ["#000075", "#800000", "#469990", "#f032e6", "#808000", "#911eb4", "#e6194b"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d", "H", "8"]
 
 ESTIMATOR_STYLES: dict[str, Style] = {
-    "score_function": Style(TAB10[0], "o", SCORE),
-    "score_function+leave_one_out": Style(TAB10[1], "s", SCORE),
-    "score_function+moving_average": Style(TAB10[2], "^", SCORE),
-    "score_function+optimal": Style(TAB10[3], "D", SCORE),
-    "score_function+delta_method": Style(TAB10[4], "v", SCORE),
-    "score_function+delta_method(per_coordinate)": Style(TAB10[5], "P", SCORE),
-    "pathwise": Style(TAB10[9], "o", PATHWISE),
-    "pathwise+delta_method": Style(TAB10[8], "s", PATHWISE),
-    "pathwise+antithetic": Style(TAB10[6], "^", PATHWISE),
-    "pathwise+qmc": Style(EXTRA[0], "X", PATHWISE),
-    "measure_valued": Style(TAB10[7], "h", MEASURE),
-    "arm": Style(DARK2[0], "<", DISCRETE),
-    "disarm": Style(DARK2[1], ">", DISCRETE),
-    "rao_blackwell+leave_one_out": Style(DARK2[2], "p", DISCRETE),
-    "rebar": Style(DARK2[3], "*", DISCRETE),
-    "relax": Style(DARK2[4], "d", DISCRETE),
-    "gumbel_softmax(0.5)": Style(DARK2[5], "H", RELAXED),
-    "gumbel_softmax_st(0.5)": Style(DARK2[6], "8", RELAXED),
-    "straight_through": Style(EXTRA[1], "X", RELAXED),
+  "score_function": Style(TAB10[0], "o", SCORE),
+  "score_function+leave_one_out": Style(TAB10[1], "s", SCORE),
+  "score_function+moving_average": Style(TAB10[2], "^", SCORE),
+  "score_function+optimal": Style(TAB10[3], "D", SCORE),
+  "score_function+delta_method": Style(TAB10[4], "v", SCORE),
+  "score_function+delta_method(per_coordinate)": Style(TAB10[5], "P", SCORE),
+  "pathwise": Style(TAB10[9], "o", PATHWISE),
+  "pathwise+delta_method": Style(TAB10[8], "s", PATHWISE),
+  "pathwise+antithetic": Style(TAB10[6], "^", PATHWISE),
+  "pathwise+qmc": Style(EXTRA[0], "X", PATHWISE),
+  "measure_valued": Style(TAB10[7], "h", MEASURE),
+  "arm": Style(DARK2[0], "<", DISCRETE),
+  "disarm": Style(DARK2[1], ">", DISCRETE),
+  "rao_blackwell+leave_one_out": Style(DARK2[2], "p", DISCRETE),
+  "rebar": Style(DARK2[3], "*", DISCRETE),
+  "relax": Style(DARK2[4], "d", DISCRETE),
+  "double_cv": Style(EXTRA[2], "o", DISCRETE),
+  "rodeo": Style(EXTRA[3], "s", DISCRETE),
+  "gumbel_softmax(0.5)": Style(DARK2[5], "H", RELAXED),
+  "gumbel_softmax_st(0.5)": Style(DARK2[6], "8", RELAXED),
+  "straight_through": Style(EXTRA[1], "X", RELAXED),
+  # Policy gradients (benchmarks/policy_gradient.py): score-function
+  # estimators on whole episodes (sequences of T actions).
+  "per_episode": Style(EXTRA[4], "o", SCORE),
+  "per_step": Style(EXTRA[5], "^", SCORE),
+  "per_step+leave_one_out": Style(EXTRA[6], "s", SCORE),
 }
 
 # Reference series (not estimators from the table).
 EXACT = Style("black", "", "--")
 REFERENCE_STYLES: dict[str, Style] = {
-    "exact gradient": EXACT,
-    "exact": EXACT,
-    "hand-written score_function (per-sample)": Style("0.35", "s", ":"),
-    "hand-written score_function (batched)": Style("0.35", "s", "--"),
-    "hand-written pathwise (per-sample)": Style("0.6", "D", ":"),
-    "hand-written pathwise (batched)": Style("0.6", "D", "--"),
-    "jacfwd (optax 0.1.8)": Style("0.35", "s", "--"),
+  "exact gradient": EXACT,
+  "exact": EXACT,
+  "hand-written score_function (per-sample)": Style("0.35", "s", ":"),
+  "hand-written score_function (batched)": Style("0.35", "s", "--"),
+  "hand-written pathwise (per-sample)": Style("0.6", "D", ":"),
+  "hand-written pathwise (batched)": Style("0.6", "D", "--"),
+  "jacfwd (optax 0.1.8)": Style("0.35", "s", "--"),
+  "hand_written": Style("0.35", "D", "--"),  # policy_gradient's hand-written JAX
 }
 
-_KIND_LINESTYLE = {"score_function": SCORE, "pathwise": PATHWISE,
-                   "measure_valued": MEASURE, "discrete": DISCRETE, "relaxed": RELAXED}
+_KIND_LINESTYLE = {
+  "score_function": SCORE,
+  "pathwise": PATHWISE,
+  "measure_valued": MEASURE,
+  "discrete": DISCRETE,
+  "relaxed": RELAXED,
+}
 
 
 def _free_pairs() -> list[tuple[str, str]]:
@@ -99,6 +123,7 @@ def style(name: str) -> Style:
   if name in REFERENCE_STYLES:
     return REFERENCE_STYLES[name]
   from benchmarks.estimators import ESTIMATORS
+
   free = _free_pairs()
   names = [e.name for e in ESTIMATORS if e.name not in ESTIMATOR_STYLES]
   kinds = {e.name: e.kind for e in ESTIMATORS}
@@ -109,8 +134,9 @@ def style(name: str) -> Style:
   return Style(color, marker, _KIND_LINESTYLE.get(kinds.get(name, ""), "-"))
 
 
-def legend_outside(fig, ax_or_handles=None, *, where: str = "right", ncol: int = 1,
-                   fontsize: float = 8, **kwargs):
+def legend_outside(
+  fig, ax_or_handles=None, *, where: str = "right", ncol: int = 1, fontsize: float = 8, **kwargs
+):
   """A figure legend outside every panel: to the right of them or below them.
 
   ``ax_or_handles``: an Axes whose handles to use, a list of handles, or None
@@ -128,7 +154,23 @@ def legend_outside(fig, ax_or_handles=None, *, where: str = "right", ncol: int =
   else:
     handles, labels = ax_or_handles.get_legend_handles_labels()
   if where == "right":
-    return fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
-                      ncol=ncol, fontsize=fontsize, frameon=False, **kwargs)
-  return fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                    ncol=ncol, fontsize=fontsize, frameon=False, **kwargs)
+    return fig.legend(
+      handles,
+      labels,
+      loc="center left",
+      bbox_to_anchor=(1.0, 0.5),
+      ncol=ncol,
+      fontsize=fontsize,
+      frameon=False,
+      **kwargs,
+    )
+  return fig.legend(
+    handles,
+    labels,
+    loc="upper center",
+    bbox_to_anchor=(0.5, 0.0),
+    ncol=ncol,
+    fontsize=fontsize,
+    frameon=False,
+    **kwargs,
+  )

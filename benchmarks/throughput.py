@@ -23,14 +23,23 @@ import jax
 import jax.numpy as jnp
 
 import scoregrad as sg
-from benchmarks import common
-from benchmarks import style
 
-DESCRIPTION = "score_function vs hand-written fused JAX, and vmap(grad) per-sample vs jacfwd (optax 0.1.8)"
+from benchmarks import common, style
 
-DEFAULT = {"fused": [(1000, 1000)], "per_sample": [(10, 1000), (100, 1000), (1000, 1000)], "repeats": 15}
-FULL = {"fused": [(10, 1000), (100, 1000), (1000, 1000), (10_000, 1000), (1000, 10_000)],
-        "per_sample": [(10, 1000), (100, 1000), (1000, 1000), (3000, 1000)], "repeats": 40}
+DESCRIPTION = (
+  "score_function vs hand-written fused JAX, and vmap(grad) per-sample vs jacfwd (optax 0.1.8)"
+)
+
+DEFAULT = {
+  "fused": [(1000, 1000)],
+  "per_sample": [(10, 1000), (100, 1000), (1000, 1000)],
+  "repeats": 15,
+}
+FULL = {
+  "fused": [(10, 1000), (100, 1000), (1000, 1000), (10_000, 1000), (1000, 10_000)],
+  "per_sample": [(10, 1000), (100, 1000), (1000, 1000), (3000, 1000)],
+  "repeats": 40,
+}
 TINY = {"fused": [(10, 16)], "per_sample": [(10, 16)], "repeats": 2}
 
 
@@ -47,7 +56,9 @@ def _params(d):
 
 
 def _normal_log_prob(x, loc, scale):
-  return jnp.sum(-0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+  return jnp.sum(
+    -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi), axis=-1
+  )
 
 
 def _hand_fused(n):
@@ -119,42 +130,69 @@ def run(*, full: bool, seed: int, tiny: bool = False) -> dict:
     fns = {"scoregrad": _scoregrad(n, False), "hand_written": _hand_fused(n)}
     # Same key, same samples: the two must agree before timing means anything.
     a, b = fns["scoregrad"](key, params), fns["hand_written"](key, params)
-    max_rel = max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
-                  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-    t = common.interleaved_times({k: (lambda f=f: f(key, params)) for k, f in fns.items()},
-                                 repeats=sizes["repeats"])
-    fused_rows.append({
-        "d": d, "n": n, "scoregrad_s": t["scoregrad"]["median_s"],
+    max_rel = max(
+      float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
+      for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
+    t = common.interleaved_times(
+      {k: (lambda f=f: f(key, params)) for k, f in fns.items()}, repeats=sizes["repeats"]
+    )
+    fused_rows.append(
+      {
+        "d": d,
+        "n": n,
+        "scoregrad_s": t["scoregrad"]["median_s"],
         "hand_written_s": t["hand_written"]["median_s"],
         "ratio": t["scoregrad"]["median_s"] / t["hand_written"]["median_s"],
         "max_relative_difference": max_rel,
         "scoregrad_temp_bytes": _temp_bytes(fns["scoregrad"], key, params),
         "hand_written_temp_bytes": _temp_bytes(fns["hand_written"], key, params),
-        "timings": t})
+        "timings": t,
+      }
+    )
   per_rows = []
   for d, n in common.progress(sizes["per_sample"], "throughput: per-sample"):
     params = _params(d)
-    fns = {"vmap_grad": _scoregrad(n, True), "jacfwd": _jacfwd_per_sample(n),
-           "closed_form": _closed_form_per_sample(n)}
+    fns = {
+      "vmap_grad": _scoregrad(n, True),
+      "jacfwd": _jacfwd_per_sample(n),
+      "closed_form": _closed_form_per_sample(n),
+    }
     _, per = fns["vmap_grad"](key, params)
     jac = fns["jacfwd"](key, params)
-    max_rel = max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
-                  for x, y in zip(jax.tree_util.tree_leaves(per), jax.tree_util.tree_leaves(jac)))
-    t = common.interleaved_times({k: (lambda f=f: f(key, params)) for k, f in fns.items()},
-                                 repeats=max(3, sizes["repeats"] // 2))
-    per_rows.append({
-        "d": d, "n": n, "vmap_grad_s": t["vmap_grad"]["median_s"], "jacfwd_s": t["jacfwd"]["median_s"],
+    max_rel = max(
+      float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-30))
+      for x, y in zip(jax.tree_util.tree_leaves(per), jax.tree_util.tree_leaves(jac))
+    )
+    t = common.interleaved_times(
+      {k: (lambda f=f: f(key, params)) for k, f in fns.items()},
+      repeats=max(3, sizes["repeats"] // 2),
+    )
+    per_rows.append(
+      {
+        "d": d,
+        "n": n,
+        "vmap_grad_s": t["vmap_grad"]["median_s"],
+        "jacfwd_s": t["jacfwd"]["median_s"],
         "speedup": t["jacfwd"]["median_s"] / t["vmap_grad"]["median_s"],
         "closed_form_s": t["closed_form"]["median_s"],
         "ratio_to_closed_form": t["vmap_grad"]["median_s"] / t["closed_form"]["median_s"],
         "max_relative_difference": max_rel,
         "vmap_grad_temp_bytes": _temp_bytes(fns["vmap_grad"], key, params),
         "jacfwd_temp_bytes": _temp_bytes(fns["jacfwd"], key, params),
-        "timings": t})
-  return {"sizes": {"fused": sizes["fused"], "per_sample": sizes["per_sample"],
-                    "repeats": sizes["repeats"]},
-          "targets": {"fused_ratio_max": 1.10, "per_sample_speedup_min_at_d1000": 100.0},
-          "fused": fused_rows, "per_sample": per_rows}
+        "timings": t,
+      }
+    )
+  return {
+    "sizes": {
+      "fused": sizes["fused"],
+      "per_sample": sizes["per_sample"],
+      "repeats": sizes["repeats"],
+    },
+    "targets": {"fused_ratio_max": 1.10, "per_sample_speedup_min_at_d1000": 100.0},
+    "fused": fused_rows,
+    "per_sample": per_rows,
+  }
 
 
 def _mib(b):
@@ -163,58 +201,132 @@ def _mib(b):
 
 def report(results: dict) -> str:
   fused = common.markdown_table(
-      ["d", "n", "scoregrad (ms)", "hand-written (ms)", "ratio (target ≤ 1.10)", "temp MiB sg / hand", "max rel. diff"],
-      [[r["d"], r["n"], r["scoregrad_s"] * 1e3, r["hand_written_s"] * 1e3, r["ratio"],
+    [
+      "d",
+      "n",
+      "scoregrad (ms)",
+      "hand-written (ms)",
+      "ratio (target ≤ 1.10)",
+      "temp MiB sg / hand",
+      "max rel. diff",
+    ],
+    [
+      [
+        r["d"],
+        r["n"],
+        r["scoregrad_s"] * 1e3,
+        r["hand_written_s"] * 1e3,
+        r["ratio"],
         f"{_mib(r['scoregrad_temp_bytes'])} / {_mib(r['hand_written_temp_bytes'])}",
-        r["max_relative_difference"]] for r in results["fused"]])
+        r["max_relative_difference"],
+      ]
+      for r in results["fused"]
+    ],
+  )
   per = common.markdown_table(
-      ["d", "n", "vmap(grad) (ms)", "jacfwd (ms)", "speedup (target ≥ 100 at d=1000)",
-       "closed-form floor (ms)", "vmap(grad) / floor", "temp MiB vmap / jacfwd", "max rel. diff"],
-      [[r["d"], r["n"], r["vmap_grad_s"] * 1e3, r["jacfwd_s"] * 1e3, r["speedup"],
-        r["closed_form_s"] * 1e3, r["ratio_to_closed_form"],
+    [
+      "d",
+      "n",
+      "vmap(grad) (ms)",
+      "jacfwd (ms)",
+      "speedup (target ≥ 100 at d=1000)",
+      "closed-form floor (ms)",
+      "vmap(grad) / floor",
+      "temp MiB vmap / jacfwd",
+      "max rel. diff",
+    ],
+    [
+      [
+        r["d"],
+        r["n"],
+        r["vmap_grad_s"] * 1e3,
+        r["jacfwd_s"] * 1e3,
+        r["speedup"],
+        r["closed_form_s"] * 1e3,
+        r["ratio_to_closed_form"],
         f"{_mib(r['vmap_grad_temp_bytes'])} / {_mib(r['jacfwd_temp_bytes'])}",
-        r["max_relative_difference"]] for r in results["per_sample"]])
-  return ("## score_function vs hand-written fused REINFORCE\n\n" + fused +
-          "\n\n## Per-sample gradients: vmap(grad) vs jacfwd (optax 0.1.8)\n\n" + per +
-          "\n\nMedians of interleaved repeats after compilation; d parameters per leaf "
-          "(loc and scale), so 2d parameters in all. The closed-form floor writes the "
-          "Gaussian per-sample scores out by hand (no autodiff): the per-sample path "
-          "cannot beat it, so the jacfwd speedup is bounded by jacfwd's own cost.\n")
+        r["max_relative_difference"],
+      ]
+      for r in results["per_sample"]
+    ],
+  )
+  return (
+    "## score_function vs hand-written fused REINFORCE\n\n"
+    + fused
+    + "\n\n## Per-sample gradients: vmap(grad) vs jacfwd (optax 0.1.8)\n\n"
+    + per
+    + "\n\nMedians of interleaved repeats after compilation; d parameters per leaf "
+    "(loc and scale), so 2d parameters in all. The closed-form floor writes the "
+    "Gaussian per-sample scores out by hand (no autodiff): the per-sample path "
+    "cannot beat it, so the jacfwd speedup is bounded by jacfwd's own cost.\n"
+  )
 
 
 def headline(results: dict) -> str:
-  rows = [[f"score_function / hand-written (d={r['d']}, n={r['n']})", f"{r['ratio']:.3f}", "≤ 1.10"]
-          for r in results["fused"]]
-  rows += [[f"jacfwd / vmap(grad) per-sample (d={r['d']}, n={r['n']})", f"{r['speedup']:.1f}×",
-            "≥ 100× at d=1000" if r["d"] == 1000 else ""] for r in results["per_sample"]]
-  rows += [[f"vmap(grad) / closed-form per-sample scores (d={r['d']})", f"{r['ratio_to_closed_form']:.2f}", "≈ 1"]
-           for r in results["per_sample"] if r["d"] == 1000]
+  rows = [
+    [f"score_function / hand-written (d={r['d']}, n={r['n']})", f"{r['ratio']:.3f}", "≤ 1.10"]
+    for r in results["fused"]
+  ]
+  rows += [
+    [
+      f"jacfwd / vmap(grad) per-sample (d={r['d']}, n={r['n']})",
+      f"{r['speedup']:.1f}×",
+      "≥ 100× at d=1000" if r["d"] == 1000 else "",
+    ]
+    for r in results["per_sample"]
+  ]
+  rows += [
+    [
+      f"vmap(grad) / closed-form per-sample scores (d={r['d']})",
+      f"{r['ratio_to_closed_form']:.2f}",
+      "≈ 1",
+    ]
+    for r in results["per_sample"]
+    if r["d"] == 1000
+  ]
   return common.markdown_table(["measure", "value", "target"], rows)
 
 
 def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   rows = results["per_sample"]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ds = [r["d"] for r in rows]
-  ax.loglog(ds, [r["vmap_grad_s"] * 1e3 for r in rows], **style.style("score_function").kwargs(),
-            label="score_function (scoregrad, vmap(grad))")
-  ax.loglog(ds, [r["jacfwd_s"] * 1e3 for r in rows], **style.style("jacfwd (optax 0.1.8)").kwargs(),
-            label="jacfwd (optax 0.1.8)")
+  ax.loglog(
+    ds,
+    [r["vmap_grad_s"] * 1e3 for r in rows],
+    **style.style("score_function").kwargs(),
+    label="score_function (scoregrad, vmap(grad))",
+  )
+  ax.loglog(
+    ds,
+    [r["jacfwd_s"] * 1e3 for r in rows],
+    **style.style("jacfwd (optax 0.1.8)").kwargs(),
+    label="jacfwd (optax 0.1.8)",
+  )
   ax.set_xlabel("d (parameters per leaf)")
   ax.set_ylabel("time per estimate (ms)")
   ax.set_title(f"Per-sample gradients, n = {rows[0]['n']}")
   ax.grid(True, which="major", alpha=0.3)
   fig.tight_layout()
   style.legend_outside(fig, ax)
-  path = common.save_figure(fig, Path(outdir) / "throughput_per_sample.png", dpi=120,
-                            bbox_inches="tight")
+  path = common.save_figure(
+    fig, Path(outdir) / "throughput_per_sample.png", dpi=120, bbox_inches="tight"
+  )
   plt.close(fig)
   return [path]
 
 
 BENCHMARK = common.Benchmark(
-    name="throughput", description=DESCRIPTION, run=run, report=report, headline=headline,
-    plot=plot, takes_tiny=True)
+  name="throughput",
+  description=DESCRIPTION,
+  run=run,
+  report=report,
+  headline=headline,
+  plot=plot,
+  takes_tiny=True,
+)

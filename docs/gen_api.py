@@ -13,19 +13,37 @@ from pathlib import Path
 
 # (module, page title, one-line description), in the order of the API index.
 PUBLIC_MODULES = [
-    ("scoregrad", "scoregrad", "Estimators, the differentiable front door, surrogates and core types."),
-    ("scoregrad.dists", "scoregrad.dists", "Distributions and the distribution protocol."),
-    ("scoregrad.baselines", "scoregrad.baselines", "Baselines for score-function estimators."),
-    ("scoregrad.control_variates", "scoregrad.control_variates",
-     "Control variates, composable with any estimator."),
-    ("scoregrad.discrete", "scoregrad.discrete", "Estimators for discrete latent variables."),
-    ("scoregrad.diagnostics", "scoregrad.diagnostics", "Variance, standard error, SNR and bias."),
-    ("scoregrad.testing", "scoregrad.testing",
-     "Statistical assertions with standard-error tolerances."),
-    ("scoregrad.sampling", "scoregrad.sampling", "Antithetic and randomised-QMC sampling."),
-    ("scoregrad.compat", "scoregrad.compat", "Compatibility layers."),
-    ("scoregrad.compat.optax_monte_carlo", "scoregrad.compat.optax_monte_carlo",
-     "Drop-in replacement for the removed optax.monte_carlo."),
+  (
+    "scoregrad",
+    "scoregrad",
+    "Estimators, the differentiable front door, surrogates and core types.",
+  ),
+  ("scoregrad.dists", "scoregrad.dists", "Distributions and the distribution protocol."),
+  ("scoregrad.baselines", "scoregrad.baselines", "Baselines for score-function estimators."),
+  (
+    "scoregrad.control_variates",
+    "scoregrad.control_variates",
+    "Control variates, composable with any estimator.",
+  ),
+  ("scoregrad.discrete", "scoregrad.discrete", "Estimators for discrete latent variables."),
+  ("scoregrad.diagnostics", "scoregrad.diagnostics", "Variance, standard error, SNR and bias."),
+  (
+    "scoregrad.rl",
+    "scoregrad.rl",
+    "Returns, lambda-returns and advantages for policy-gradient losses.",
+  ),
+  (
+    "scoregrad.testing",
+    "scoregrad.testing",
+    "Statistical assertions with standard-error tolerances.",
+  ),
+  ("scoregrad.sampling", "scoregrad.sampling", "Antithetic and randomised-QMC sampling."),
+  ("scoregrad.compat", "scoregrad.compat", "Compatibility layers."),
+  (
+    "scoregrad.compat.optax_monte_carlo",
+    "scoregrad.compat.optax_monte_carlo",
+    "Drop-in replacement for the removed optax.monte_carlo.",
+  ),
 ]
 
 
@@ -55,8 +73,18 @@ def _entry(module: str, name: str, obj, seen: dict) -> str:
 
 def page(module: str, title: str, description: str, seen: dict) -> str:
   mod = importlib.import_module(module)
-  lines = [title, "=" * len(title), "", description, "",
-           f".. module:: {module}", "", ".. contents:: On this page", "   :local:", ""]
+  lines = [
+    title,
+    "=" * len(title),
+    "",
+    description,
+    "",
+    f".. module:: {module}",
+    "",
+    ".. contents:: On this page",
+    "   :local:",
+    "",
+  ]
   for name in mod.__all__:
     lines.append(_entry(module, name, getattr(mod, name), seen))
   return "\n".join(lines)
@@ -69,12 +97,14 @@ def write(outdir: Path) -> list[Path]:
   for module, title, description in PUBLIC_MODULES:
     path = outdir / f"{module.replace('.', '_')}.rst"
     text = page(module, title, description, seen)
-    if not path.exists() or path.read_text() != text:   # keep mtimes: incremental builds
+    if not path.exists() or path.read_text() != text:  # keep mtimes: incremental builds
       path.write_text(text)
     written.append(path)
   toc = "\n".join(f"   {m.replace('.', '_')}" for m, _, _ in PUBLIC_MODULES)
-  index = ("API reference\n=============\n\nGenerated from the docstrings of every name in "
-           "the public modules' ``__all__``.\n\n.. toctree::\n   :maxdepth: 1\n\n" + toc + "\n")
+  index = (
+    "API reference\n=============\n\nGenerated from the docstrings of every name in "
+    "the public modules' ``__all__``.\n\n.. toctree::\n   :maxdepth: 1\n\n" + toc + "\n"
+  )
   path = outdir / "index.rst"
   if not path.exists() or path.read_text() != index:
     path.write_text(index)

@@ -8,24 +8,26 @@ baseline=...)``, ``rao_blackwell(..., baseline=...)`` or
 state inside the estimator state.
 """
 
-from scoregrad._src.baselines import Baseline
-from scoregrad._src.baselines import LearnedState
-from scoregrad._src.baselines import MovingAverageState
-from scoregrad._src.baselines import constant
-from scoregrad._src.baselines import leave_one_out
-from scoregrad._src.baselines import learned
-from scoregrad._src.baselines import moving_average
-from scoregrad._src.baselines import none
-from scoregrad._src.baselines import optimal
+from scoregrad._src.baselines import (
+  Baseline,
+  LearnedState,
+  MovingAverageState,
+  constant,
+  learned,
+  leave_one_out,
+  moving_average,
+  none,
+  optimal,
+)
 
 __all__ = (
-    "Baseline",
-    "LearnedState",
-    "MovingAverageState",
-    "constant",
-    "learned",
-    "leave_one_out",
-    "moving_average",
-    "none",
-    "optimal",
+  "Baseline",
+  "LearnedState",
+  "MovingAverageState",
+  "constant",
+  "learned",
+  "leave_one_out",
+  "moving_average",
+  "none",
+  "optimal",
 )

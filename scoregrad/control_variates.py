@@ -7,18 +7,20 @@ applies that identity to ANY :class:`scoregrad.GradientEstimator`; the
 ``measure_valued`` is a shorthand for it.
 """
 
-from scoregrad._src.control_variates import ControlVariate
-from scoregrad._src.control_variates import ControlVariateState
-from scoregrad._src.control_variates import delta_method
-from scoregrad._src.control_variates import from_functions
-from scoregrad._src.control_variates import leave_one_out_coefficients
+from scoregrad._src.control_variates import (
+  ControlVariate,
+  ControlVariateState,
+  delta_method,
+  from_functions,
+  leave_one_out_coefficients,
+)
 from scoregrad._src.variance_reduction import with_control_variate
 
 __all__ = (
-    "ControlVariate",
-    "ControlVariateState",
-    "delta_method",
-    "from_functions",
-    "leave_one_out_coefficients",
-    "with_control_variate",
+  "ControlVariate",
+  "ControlVariateState",
+  "delta_method",
+  "from_functions",
+  "leave_one_out_coefficients",
+  "with_control_variate",
 )

@@ -6,12 +6,10 @@ action with; ``lambda_returns`` and ``generalized_advantage_estimation`` give
 actor-critic targets and advantages. Names follow rlax.
 """
 
-from scoregrad._src.rl import discounted_returns
-from scoregrad._src.rl import generalized_advantage_estimation
-from scoregrad._src.rl import lambda_returns
+from scoregrad._src.rl import discounted_returns, generalized_advantage_estimation, lambda_returns
 
 __all__ = (
-    "discounted_returns",
-    "generalized_advantage_estimation",
-    "lambda_returns",
+  "discounted_returns",
+  "generalized_advantage_estimation",
+  "lambda_returns",
 )

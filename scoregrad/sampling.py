@@ -4,18 +4,20 @@ Used through ``scoregrad.pathwise(sampling="antithetic" | "qmc")``; the point
 sets are public for inspection and reuse.
 """
 
-from scoregrad._src.sampling import SAMPLING_METHODS
-from scoregrad._src.sampling import antithetic_normal
-from scoregrad._src.sampling import halton_points
-from scoregrad._src.sampling import korobov_generator
-from scoregrad._src.sampling import lattice_points
-from scoregrad._src.sampling import randomized_qmc_normal
+from scoregrad._src.sampling import (
+  SAMPLING_METHODS,
+  antithetic_normal,
+  halton_points,
+  korobov_generator,
+  lattice_points,
+  randomized_qmc_normal,
+)
 
 __all__ = (
-    "SAMPLING_METHODS",
-    "antithetic_normal",
-    "halton_points",
-    "korobov_generator",
-    "lattice_points",
-    "randomized_qmc_normal",
+  "SAMPLING_METHODS",
+  "antithetic_normal",
+  "halton_points",
+  "korobov_generator",
+  "lattice_points",
+  "randomized_qmc_normal",
 )

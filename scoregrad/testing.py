@@ -5,12 +5,10 @@ helpers derive their tolerance from the standard error and a chosen
 false-failure rate α (two-sided, Bonferroni-corrected over all coordinates).
 """
 
-from scoregrad._src.testing import assert_unbiased
-from scoregrad._src.testing import assert_variance
-from scoregrad._src.testing import z_threshold
+from scoregrad._src.testing import assert_unbiased, assert_variance, z_threshold
 
 __all__ = (
-    "assert_unbiased",
-    "assert_variance",
-    "z_threshold",
+  "assert_unbiased",
+  "assert_variance",
+  "z_threshold",
 )

@@ -47,16 +47,18 @@ def sigmoid(x):
 class BernoulliProblem(NamedTuple):
   name: str
   logits: np.ndarray
-  f_np: Callable          # numpy, one configuration (D,) -> float
-  f: Callable             # jax, one sample -> scalar (works on relaxed floats)
+  f_np: Callable  # numpy, one configuration (D,) -> float
+  f: Callable  # jax, one sample -> scalar (works on relaxed floats)
 
 
 def separable_problem(target=0.45, logits=(0.3, -0.7, 1.2)):
   """D = 3, f(b) = mean_i (b_i − t)² (the REBAR toy in three dimensions)."""
   return BernoulliProblem(
-      "separable", np.asarray(logits, np.float64),
-      lambda b: float(np.mean((b - target) ** 2)),
-      lambda b: jnp.mean((b - target) ** 2))
+    "separable",
+    np.asarray(logits, np.float64),
+    lambda b: float(np.mean((b - target) ** 2)),
+    lambda b: jnp.mean((b - target) ** 2),
+  )
 
 
 _W = np.array([0.8, -0.5, 1.3])
@@ -66,9 +68,11 @@ def coupled_problem(logits=(0.9, -0.4, 0.2)):
   """D = 3, f(b) = sin(2 w·b + 0.3) + b_0 b_2: coordinates interact."""
   w = jnp.asarray(_W)
   return BernoulliProblem(
-      "coupled", np.asarray(logits, np.float64),
-      lambda b: float(np.sin(2 * _W @ b + 0.3) + b[0] * b[2]),
-      lambda b: jnp.sin(2 * jnp.dot(w.astype(b.dtype), b) + 0.3) + b[0] * b[2])
+    "coupled",
+    np.asarray(logits, np.float64),
+    lambda b: float(np.sin(2 * _W @ b + 0.3) + b[0] * b[2]),
+    lambda b: jnp.sin(2 * jnp.dot(w.astype(b.dtype), b) + 0.3) + b[0] * b[2],
+  )
 
 
 BERNOULLI_PROBLEMS = {p.name: p for p in (separable_problem(), coupled_problem())}
@@ -121,8 +125,8 @@ def arm_moments(prob: BernoulliProblem, reached=None):
     if prob_cell <= 0:
       continue
     mid = np.array([(a + b) / 2 for a, b in bounds])
-    first_point = (mid > 1 - p).astype(float)   # 1[u > σ(−α)]
-    second_point = (mid < p).astype(float)      # 1[u < σ(α)]
+    first_point = (mid > 1 - p).astype(float)  # 1[u > σ(−α)]
+    second_point = (mid < p).astype(float)  # 1[u < σ(α)]
     delta = prob.f_np(first_point) - prob.f_np(second_point)
     keep = np.ones(d) if reached is None else reached(second_point, first_point)
     for i, (a, b) in enumerate(bounds):
@@ -137,8 +141,12 @@ def disarm_moments(prob: BernoulliProblem, reached=None):
   ``reached`` as in :func:`arm_moments`."""
   p = sigmoid(prob.logits)
   d = len(p)
-  outcomes = [((1, 1), np.maximum(0, 2 * p - 1)), ((1, 0), np.minimum(p, 1 - p)),
-              ((0, 1), np.minimum(p, 1 - p)), ((0, 0), np.maximum(0, 1 - 2 * p))]
+  outcomes = [
+    ((1, 1), np.maximum(0, 2 * p - 1)),
+    ((1, 0), np.minimum(p, 1 - p)),
+    ((0, 1), np.minimum(p, 1 - p)),
+    ((0, 0), np.maximum(0, 1 - 2 * p)),
+  ]
   mean, second = np.zeros(d), np.zeros(d)
   for choice in itertools.product(range(4), repeat=d):
     w = np.prod([outcomes[c][1][i] for i, c in enumerate(choice)])
@@ -146,8 +154,9 @@ def disarm_moments(prob: BernoulliProblem, reached=None):
       continue
     b = np.array([outcomes[c][0][0] for c in choice], float)
     bt = np.array([outcomes[c][0][1] for c in choice], float)
-    g = 0.5 * (prob.f_np(b) - prob.f_np(bt)) * (-1.0) ** bt * (b != bt) * sigmoid(
-        np.abs(prob.logits))
+    g = (
+      0.5 * (prob.f_np(b) - prob.f_np(bt)) * (-1.0) ** bt * (b != bt) * sigmoid(np.abs(prob.logits))
+    )
     if reached is not None:
       g = g * reached(b, bt)
     mean += w * g
@@ -157,10 +166,10 @@ def disarm_moments(prob: BernoulliProblem, reached=None):
 
 class CategoricalProblem(NamedTuple):
   name: str
-  logits: np.ndarray      # (V, K)
-  table: np.ndarray       # f value of every configuration, shape (K,)*V
-  f: Callable             # jax, int indices (V,) -> scalar
-  f_onehot: Callable      # jax, one-hot (V, K) floats -> scalar (multilinear)
+  logits: np.ndarray  # (V, K)
+  table: np.ndarray  # f value of every configuration, shape (K,)*V
+  f: Callable  # jax, int indices (V,) -> scalar
+  f_onehot: Callable  # jax, one-hot (V, K) floats -> scalar (multilinear)
 
 
 def categorical_problem():
@@ -172,9 +181,12 @@ def categorical_problem():
   t = jnp.asarray(v**2)
   vj = jnp.asarray(v)
   return CategoricalProblem(
-      "categorical", logits, v**2,
-      lambda x: t.astype(jnp.result_type(float))[x[0], x[1]],
-      lambda y: (y[0] @ vj.astype(y.dtype) @ y[1]) ** 2)
+    "categorical",
+    logits,
+    v**2,
+    lambda x: t.astype(jnp.result_type(float))[x[0], x[1]],
+    lambda y: (y[0] @ vj.astype(y.dtype) @ y[1]) ** 2,
+  )
 
 
 def categorical_dist(logits):
@@ -199,27 +211,32 @@ def categorical_exact(prob: CategoricalProblem):
 
 # --- generic finite distributions (used for n-tuple enumerations) ----------
 
+
 class Finite(NamedTuple):
   """A finite distribution: outcomes, probabilities, f values and scores."""
-  probs: np.ndarray    # (M,)
-  costs: np.ndarray    # (M,)
-  scores: np.ndarray   # (M, P) ∂ log p / ∂ logits, flattened
+
+  probs: np.ndarray  # (M,)
+  costs: np.ndarray  # (M,)
+  scores: np.ndarray  # (M, P) ∂ log p / ∂ logits, flattened
 
 
 def finite_bernoulli(prob: BernoulliProblem) -> Finite:
   p = sigmoid(prob.logits)
   bits = all_bits(len(p))
-  return Finite(np.array([bernoulli_prob(b, p) for b in bits]),
-                np.array([prob.f_np(b) for b in bits]), bits - p)
+  return Finite(
+    np.array([bernoulli_prob(b, p) for b in bits]), np.array([prob.f_np(b) for b in bits]), bits - p
+  )
 
 
 def finite_categorical(prob: CategoricalProblem) -> Finite:
   p = special.softmax(prob.logits, axis=-1)
   configs = categorical_configs(prob)
   k = p.shape[1]
-  return Finite(np.array([np.prod(p[np.arange(len(x)), x]) for x in configs]),
-                np.array([prob.table[tuple(x)] for x in configs]),
-                np.array([(np.eye(k)[x] - p).ravel() for x in configs]))
+  return Finite(
+    np.array([np.prod(p[np.arange(len(x)), x]) for x in configs]),
+    np.array([prob.table[tuple(x)] for x in configs]),
+    np.array([(np.eye(k)[x] - p).ravel() for x in configs]),
+  )
 
 
 def leave_one_out_moments(fin: Finite, n: int):
@@ -334,8 +351,7 @@ def straight_through_moments_categorical(prob: CategoricalProblem):
   return mean, second - mean**2
 
 
-def gumbel_softmax_moments_categorical(logits, f_onehot, temperature: float,
-                                       nodes: int = 40):
+def gumbel_softmax_moments_categorical(logits, f_onehot, temperature: float, nodes: int = 40):
   """Exact (quadrature) mean and variance of ONE Gumbel-softmax draw for a
   single categorical variable with K = 3: y = softmax((α + G(u))/λ),
   G(u) = −log(−log u), ĝ = J_yᵀ ∇f(y), by a 3-D Gauss-Legendre rule over u."""
@@ -346,9 +362,12 @@ def gumbel_softmax_moments_categorical(logits, f_onehot, temperature: float,
   u = np.stack([g.ravel() for g in grids], axis=-1)
   weights = np.einsum("i,j,k->ijk", w, w, w).ravel()
   with jax.enable_x64(True):
+
     def g_of(ui):
-      return jax.grad(lambda l: f_onehot(jax.nn.softmax((l - jnp.log(-jnp.log(ui))) / temperature)))(
-          jnp.asarray(logits))
+      return jax.grad(
+        lambda l: f_onehot(jax.nn.softmax((l - jnp.log(-jnp.log(ui))) / temperature))
+      )(jnp.asarray(logits))
+
     g = np.asarray(jax.jit(jax.vmap(g_of))(jnp.asarray(u)))
   mean = weights @ g
   return mean, weights @ g**2 - mean**2
@@ -376,8 +395,9 @@ def _panels(p_i, n):
   return np.concatenate([xa, xb]), np.concatenate([wa, wb])
 
 
-def gumbel_softmax_moments_bernoulli(prob: BernoulliProblem, temperature: float,
-                                     straight_through: bool, nodes: int = 48):
+def gumbel_softmax_moments_bernoulli(
+  prob: BernoulliProblem, temperature: float, straight_through: bool, nodes: int = 48
+):
   """Exact (quadrature) mean and variance of ONE Gumbel-softmax draw.
 
   ĝ_i(u) = ∂f/∂y_i(y or hard) · y_i (1 − y_i) / λ, y = σ((α + logit u)/λ);
@@ -405,8 +425,9 @@ def gumbel_softmax_moments_bernoulli(prob: BernoulliProblem, temperature: float,
   return mean, w @ g**2 - mean**2
 
 
-def rebar_one_bit_moments(logit: float, target: float, temperature: float,
-                          scale: float, nodes: int = 200):
+def rebar_one_bit_moments(
+  logit: float, target: float, temperature: float, scale: float, nodes: int = 200
+):
   """Exact (quadrature) mean and variance of ONE REBAR draw for one bit and
   f(b) = (b − t)², written out by hand:
 
@@ -434,8 +455,7 @@ def rebar_one_bit_moments(logit: float, target: float, temperature: float,
   b = (z > 0).astype(float)
   t = np.log(V) - np.log1p(-V)
   zt = np.where(b == 1, softplus(t + softplus(logit)), -softplus(t + softplus(-logit)))
-  dzt = np.where(b == 1, sigmoid(t + softplus(logit)) * p,
-                 sigmoid(t + softplus(-logit)) * (1 - p))
+  dzt = np.where(b == 1, sigmoid(t + softplus(logit)) * p, sigmoid(t + softplus(-logit)) * (1 - p))
   _, dc_z = c_and_slope(z)
   c_zt, dc_zt = c_and_slope(zt)
   g = (f(b) - c_zt) * (b - p) + dc_z - dc_zt * dzt
@@ -449,6 +469,7 @@ def rebar_one_bit_moments(logit: float, target: float, temperature: float,
 # variate's parameters), so their exact mean and variance follow from
 # enumerating the (2^D)^K tuples. Written from the papers' formulas with
 # explicit loops over samples and neighbours (independent of stein.py).
+
 
 def cost_gradient_np(prob: BernoulliProblem):
   """∇f at a binary point (f extended to floats), in closed form."""
@@ -485,6 +506,7 @@ def double_cv_moments(prob: BernoulliProblem, k: int, alpha: float):
       baseline = np.mean([f[j] + c[j] for j in others])
       total += (f[i] + c[i] - baseline) * s[i]
     return total / k - alpha * p * (1 - p) * np.mean(g, 0)
+
   return _tuple_moments(prob, k, estimate)
 
 
@@ -494,6 +516,7 @@ def stein_network_np(rho):
   def apply(t, v):
     pre = t * rho["w_t"] + v * rho["w_v"] + rho["c"]
     return np.where(pre > 0, pre, 0.3 * pre) @ rho["w_out"] + rho["b_out"]
+
   return apply
 
 
@@ -503,10 +526,10 @@ def rodeo_moments(prob: BernoulliProblem, k: int, control):
   d = len(prob.logits)
 
   def estimate(b, f, g, p):
-    def h(i, y):   # mean over j ≠ i of the network at the Taylor increment around b_j
+    def h(i, y):  # mean over j ≠ i of the network at the Taylor increment around b_j
       return np.mean([net(np.dot(g[j], y - b[j]), f[j]) for j in range(k) if j != i], 0)
 
-    def stein(i, fn):   # Gibbs Stein operator at b_i applied to fn(y)
+    def stein(i, fn):  # Gibbs Stein operator at b_i applied to fn(y)
       x = b[i]
       out = 0.0
       for m in range(d):
@@ -523,16 +546,18 @@ def rodeo_moments(prob: BernoulliProblem, k: int, control):
       total += (f[i] - baseline) * (b[i] - p)
       total += beta * stein(i, lambda y, i=i: h(i, y)[1] * (y - p))
     return total / k
+
   return _tuple_moments(prob, k, estimate)
 
 
 # --- categorical variables as stick-breaking bits (categorical ARM/DisARM) ---
 
+
 class StickBreaking(NamedTuple):
-  bits_problem: BernoulliProblem   # f as a function of the V(K−1) bits, logits η
-  eta: np.ndarray                  # (V, K − 1)
-  to_x: Callable                   # bits (V(K−1),) -> categorical indices (V,)
-  reached: Callable                # (b, b̃) -> (V(K−1),) 1 where either path reaches the bit
+  bits_problem: BernoulliProblem  # f as a function of the V(K−1) bits, logits η
+  eta: np.ndarray  # (V, K − 1)
+  to_x: Callable  # bits (V(K−1),) -> categorical indices (V,)
+  reached: Callable  # (b, b̃) -> (V(K−1),) 1 where either path reaches the bit
 
 
 def stick_breaking(prob: CategoricalProblem) -> StickBreaking:
@@ -553,6 +578,7 @@ def stick_breaking(prob: CategoricalProblem) -> StickBreaking:
         out.append(float(not row[:c].any() or not row_t[:c].any()))
     return np.array(out)
 
-  problem = BernoulliProblem("stick_breaking", eta.ravel(),
-                             lambda bits: float(prob.table[tuple(to_x(bits))]), None)
+  problem = BernoulliProblem(
+    "stick_breaking", eta.ravel(), lambda bits: float(prob.table[tuple(to_x(bits))]), None
+  )
   return StickBreaking(problem, eta, to_x, reached)

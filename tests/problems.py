@@ -41,8 +41,14 @@ class Problem(NamedTuple):
 
 def _gauss_expect(h, mu, sigma):
   """E[h(x)], x ~ N(mu, sigma^2), by adaptive quadrature."""
-  val, err = integrate.quad(lambda x: h(x) * stats.norm.pdf(x, mu, sigma),
-                            -np.inf, np.inf, epsabs=1e-11, epsrel=1e-11, limit=500)
+  val, err = integrate.quad(
+    lambda x: h(x) * stats.norm.pdf(x, mu, sigma),
+    -np.inf,
+    np.inf,
+    epsabs=1e-11,
+    epsrel=1e-11,
+    limit=500,
+  )
   return val
 
 
@@ -54,12 +60,12 @@ def gaussian_problem(name, f_np, f_jnp, mu=1.0, sigma=1.0):
   v_mu = _gauss_expect(lambda x: (f_np(x) * s_mu(x)) ** 2, mu, sigma) - g_mu**2
   v_sigma = _gauss_expect(lambda x: (f_np(x) * s_sigma(x)) ** 2, mu, sigma) - g_sigma**2
   return Problem(
-      name=name,
-      dist_fn=lambda p: sg.dists.Normal(p["loc"], p["scale"]),
-      f=f_jnp,
-      params={"loc": jnp.asarray(mu), "scale": jnp.asarray(sigma)},
-      exact_grad={"loc": np.float64(g_mu), "scale": np.float64(g_sigma)},
-      score_variance={"loc": np.float64(v_mu), "scale": np.float64(v_sigma)},
+    name=name,
+    dist_fn=lambda p: sg.dists.Normal(p["loc"], p["scale"]),
+    f=f_jnp,
+    params={"loc": jnp.asarray(mu), "scale": jnp.asarray(sigma)},
+    exact_grad={"loc": np.float64(g_mu), "scale": np.float64(g_sigma)},
+    score_variance={"loc": np.float64(v_mu), "scale": np.float64(v_sigma)},
   )
 
 
@@ -77,12 +83,12 @@ def bernoulli_problem(logits=(0.3, -0.7, 1.2), target=0.45):
     grad += prob * fb * score
     second += prob * (fb * score) ** 2
   return Problem(
-      name="bernoulli",
-      dist_fn=lambda l: sg.dists.Bernoulli(logits=l),
-      f=lambda b: jnp.mean((b - target) ** 2),
-      params=jnp.asarray(logits, jnp.float32),
-      exact_grad=grad,
-      score_variance=second - grad**2,
+    name="bernoulli",
+    dist_fn=lambda l: sg.dists.Bernoulli(logits=l),
+    f=lambda b: jnp.mean((b - target) ** 2),
+    params=jnp.asarray(logits, jnp.float32),
+    exact_grad=grad,
+    score_variance=second - grad**2,
   )
 
 
@@ -98,12 +104,12 @@ def categorical_problem(logits=(0.5, -1.0, 0.0, 1.5), values=(2.0, -1.0, 0.5, 3.
     second += p[k] * (values_np[k] * score) ** 2
   vals = jnp.asarray(values)
   return Problem(
-      name="categorical",
-      dist_fn=lambda l: sg.dists.Categorical(logits=l),
-      f=lambda x: vals[x],
-      params=jnp.asarray(logits, jnp.float32),
-      exact_grad=grad,
-      score_variance=second - grad**2,
+    name="categorical",
+    dist_fn=lambda l: sg.dists.Categorical(logits=l),
+    f=lambda x: vals[x],
+    params=jnp.asarray(logits, jnp.float32),
+    exact_grad=grad,
+    score_variance=second - grad**2,
   )
 
 
@@ -115,12 +121,12 @@ def poisson_problem(rate=2.5):
   mean = np.sum(pmf * g)
   assert abs(mean - (1 + 2 * rate)) < 1e-9
   return Problem(
-      name="poisson",
-      dist_fn=lambda r: sg.dists.Poisson(r),
-      f=lambda x: x**2,
-      params=jnp.asarray(rate),
-      exact_grad=np.float64(1 + 2 * rate),
-      score_variance=np.float64(np.sum(pmf * g**2) - mean**2),
+    name="poisson",
+    dist_fn=lambda r: sg.dists.Poisson(r),
+    f=lambda x: x**2,
+    params=jnp.asarray(rate),
+    exact_grad=np.float64(1 + 2 * rate),
+    score_variance=np.float64(np.sum(pmf * g**2) - mean**2),
   )
 
 
@@ -140,26 +146,27 @@ def exponential_user_problem(theta=0.3):
     return jax.random.exponential(key, dtype=jnp.result_type(t)) / jnp.exp(t)
 
   return Problem(
-      name="user_exponential",
-      dist_fn=sg.dists.from_log_prob(log_prob, sample),
-      f=lambda x: x**2,
-      params=jnp.asarray(theta),
-      exact_grad=np.float64(-4 * math.exp(-2 * theta)),
-      score_variance=np.float64(488 / lam**4),
+    name="user_exponential",
+    dist_fn=sg.dists.from_log_prob(log_prob, sample),
+    f=lambda x: x**2,
+    params=jnp.asarray(theta),
+    exact_grad=np.float64(-4 * math.exp(-2 * theta)),
+    score_variance=np.float64(488 / lam**4),
   )
 
 
 def all_problems():
   return [
-      gaussian_problem("gaussian_quadratic", lambda x: (x - 2.0) ** 2, lambda x: (x - 2.0) ** 2),
-      gaussian_problem("gaussian_cubic", lambda x: x**3 - x, lambda x: x**3 - x, mu=0.5, sigma=0.8),
-      gaussian_problem("gaussian_cos", np.cos, jnp.cos),
-      gaussian_problem("gaussian_sin3", lambda x: np.sin(3 * x), lambda x: jnp.sin(3 * x),
-                       mu=-0.4, sigma=1.3),
-      bernoulli_problem(),
-      categorical_problem(),
-      poisson_problem(),
-      exponential_user_problem(),
+    gaussian_problem("gaussian_quadratic", lambda x: (x - 2.0) ** 2, lambda x: (x - 2.0) ** 2),
+    gaussian_problem("gaussian_cubic", lambda x: x**3 - x, lambda x: x**3 - x, mu=0.5, sigma=0.8),
+    gaussian_problem("gaussian_cos", np.cos, jnp.cos),
+    gaussian_problem(
+      "gaussian_sin3", lambda x: np.sin(3 * x), lambda x: jnp.sin(3 * x), mu=-0.4, sigma=1.3
+    ),
+    bernoulli_problem(),
+    categorical_problem(),
+    poisson_problem(),
+    exponential_user_problem(),
   ]
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import scoregrad as sg
-from benchmarks import common
+
+from benchmarks import common, mohamed
 from benchmarks import estimators as estimators_table
-from benchmarks import mohamed
 from benchmarks import quadrature as q
 from benchmarks import run as runner
 
@@ -55,8 +55,10 @@ def test_quadratic_cost_exact_variances(k, mu, sigma):
   pw = q.EXACT["pathwise"](problem, run)
   grad = q.true_gradient(problem)
   want_grad = {"loc": 2 * c, "scale": 2 * sigma}
-  want_sf = {"loc": (c**4 + 18 * c**2 * sigma**2 + 15 * sigma**4) / sigma**2 - 4 * c**2,
-             "scale": (2 * c**4 + 60 * c**2 * sigma**2 + 78 * sigma**4) / sigma**2 - 4 * sigma**2}
+  want_sf = {
+    "loc": (c**4 + 18 * c**2 * sigma**2 + 15 * sigma**4) / sigma**2 - 4 * c**2,
+    "scale": (2 * c**4 + 60 * c**2 * sigma**2 + 78 * sigma**4) / sigma**2 - 4 * sigma**2,
+  }
   want_pw = {"loc": 4 * sigma**2, "scale": 4 * c**2 + 8 * sigma**2}
   for p in q.PARAMS:
     np.testing.assert_allclose(grad[p].value, want_grad[p], rtol=1e-9, atol=1e-12)
@@ -82,16 +84,25 @@ def test_cos_cost_exact_variances(w, mu, sigma):
   grad = q.true_gradient(problem)
   damp = math.exp(-0.5 * w * w * sigma * sigma)
   np.testing.assert_allclose(grad["loc"].value, -w * math.sin(w * mu) * damp, rtol=1e-8, atol=1e-12)
-  np.testing.assert_allclose(grad["scale"].value, -w * w * sigma * math.cos(w * mu) * damp,
-                             rtol=1e-8, atol=1e-12)
+  np.testing.assert_allclose(
+    grad["scale"].value, -w * w * sigma * math.cos(w * mu) * damp, rtol=1e-8, atol=1e-12
+  )
   pw = q.EXACT["pathwise"](problem, q.RunSettings(4))
-  want_pw = w * w * (0.5 * (1 - math.cos(2 * w * mu) * math.exp(-2 * w * w * sigma**2))
-                     - math.sin(w * mu) ** 2 * damp**2)
+  want_pw = (
+    w
+    * w
+    * (
+      0.5 * (1 - math.cos(2 * w * mu) * math.exp(-2 * w * w * sigma**2))
+      - math.sin(w * mu) ** 2 * damp**2
+    )
+  )
   np.testing.assert_allclose(pw.variance["loc"], want_pw, rtol=1e-8)
   sf = q.EXACT["score_function"](problem, q.RunSettings(4))
   b2 = 4 * w * w * sigma**2
-  want_sf = (0.5 * (1 + math.cos(2 * w * mu) * (1 - b2) * math.exp(-0.5 * b2)) / sigma**2
-             - (w * math.sin(w * mu) * damp) ** 2)
+  want_sf = (
+    0.5 * (1 + math.cos(2 * w * mu) * (1 - b2) * math.exp(-0.5 * b2)) / sigma**2
+    - (w * math.sin(w * mu) * damp) ** 2
+  )
   np.testing.assert_allclose(sf.variance["loc"], want_sf, rtol=1e-8)
 
 
@@ -107,9 +118,12 @@ def test_exp_cost_exact_gradient(w, mu, sigma):
   value = math.exp(-w * mu * mu / a) / math.sqrt(a)
   grad = q.true_gradient(problem)
   np.testing.assert_allclose(grad["loc"].value, -2 * w * mu / a * value, rtol=1e-8, atol=1e-13)
-  np.testing.assert_allclose(grad["scale"].value,
-                             (-2 * w * sigma / a + 4 * w * w * mu * mu * sigma / a**2) * value,
-                             rtol=1e-8, atol=1e-13)
+  np.testing.assert_allclose(
+    grad["scale"].value,
+    (-2 * w * sigma / a + 4 * w * w * mu * mu * sigma / a**2) * value,
+    rtol=1e-8,
+    atol=1e-13,
+  )
   # Both per-sample integrands are unbiased, so their means are the gradient too.
   for name in ("score_function", "pathwise"):
     exact = q.EXACT[name](problem, q.RunSettings(4))
@@ -152,8 +166,9 @@ def test_leave_one_out_exact_variance_matches_simulation(x64):
   grads = _replicated_grads("score_function+leave_one_out", problem, n, 0, reps, seed=11)
   exact_var = {p: exact.variance[p] / n for p in q.PARAMS}  # Var of the n-sample mean
   sg.testing.assert_variance(grads, exact_var, false_failure_rate=1e-6)
-  sg.testing.assert_unbiased(grads, {p: q.true_gradient(problem)[p].value for p in q.PARAMS},
-                             false_failure_rate=1e-6)
+  sg.testing.assert_unbiased(
+    grads, {p: q.true_gradient(problem)[p].value for p in q.PARAMS}, false_failure_rate=1e-6
+  )
   for p in q.PARAMS:
     m = q.moments(problem, p)
     assert exact.variance[p] > 2 * (m.A - m.G**2)  # the n → ∞ value would fail
@@ -171,15 +186,17 @@ def test_moving_average_exact_variance_matches_simulation(x64):
   n, warmup, reps = 2, 2, 200_000
   exact = q.EXACT["score_function+moving_average"](problem, q.RunSettings(n, warmup))
   d = q.MOVING_AVERAGE_DECAY
-  by_hand = q.random_baseline_variance(problem, q.moments(problem, "loc").F,
-                                       (1 + d * d) / (1 + d) ** 2 / n)
+  by_hand = q.random_baseline_variance(
+    problem, q.moments(problem, "loc").F, (1 + d * d) / (1 + d) ** 2 / n
+  )
   grads = _replicated_grads("score_function+moving_average", problem, n, warmup, reps, seed=12)
   for p in q.PARAMS:
     np.testing.assert_allclose(exact.variance[p], by_hand.variance[p], rtol=1e-12)
     m = q.moments(problem, p)
     assert exact.variance[p] > 1.2 * (m.A - m.G**2)  # dropping Var b would fail
-  sg.testing.assert_variance(grads, {p: exact.variance[p] / n for p in q.PARAMS},
-                             false_failure_rate=1e-6)
+  sg.testing.assert_variance(
+    grads, {p: exact.variance[p] / n for p in q.PARAMS}, false_failure_rate=1e-6
+  )
 
 
 def test_moving_average_decay_matches_the_estimators_table():
@@ -190,8 +207,13 @@ def test_moving_average_decay_matches_the_estimators_table():
   """
   est = estimators_table.by_name()["score_function+moving_average"].make(4)
   params = {"loc": jnp.asarray(1.0), "scale": jnp.asarray(1.0)}
-  out = est.estimate(jax.random.key(0), lambda x: jnp.ones(()), lambda p: sg.dists.Normal(
-      p["loc"], p["scale"]), params, est.init(params))
+  out = est.estimate(
+    jax.random.key(0),
+    lambda x: jnp.ones(()),
+    lambda p: sg.dists.Normal(p["loc"], p["scale"]),
+    params,
+    est.init(params),
+  )
   decay = 1.0 - float(out.state.baseline.value)
   assert decay == pytest.approx(q.MOVING_AVERAGE_DECAY, abs=1e-6)
 
@@ -237,8 +259,17 @@ def _finite_or_none(obj, path="results"):
 
 
 def _check_common_schema(name, results, out):
-  for key in ("benchmark", "seed", "full", "preset", "command", "finished", "elapsed_s",
-              "environment", "plots"):
+  for key in (
+    "benchmark",
+    "seed",
+    "full",
+    "preset",
+    "command",
+    "finished",
+    "elapsed_s",
+    "environment",
+    "plots",
+  ):
     assert key in results, key
   assert results["benchmark"] == name and results["seed"] == 0 and results["preset"] == "tiny"
   for key in ("jax", "jaxlib", "device", "platform", "python", "cpu_count"):
@@ -262,7 +293,16 @@ def _check_mohamed(results):
     for name, row in cost["rows"].items():
       for p in ("loc", "scale"):
         e = row[p]
-        for key in ("variance", "lower", "upper", "variance_se", "mean", "bias", "bias_se", "bias_z"):
+        for key in (
+          "variance",
+          "lower",
+          "upper",
+          "variance_se",
+          "mean",
+          "bias",
+          "bias_se",
+          "bias_z",
+        ):
           assert len(e[key]) == g, (name, key)
         assert all(lo <= v <= hi for lo, v, hi in zip(e["lower"], e["variance"], e["upper"]))
         if q.exact_for(name) is not None:
@@ -313,30 +353,42 @@ def _check_discrete_vae_mnist(results):
   K = 2 form, the checkpoints, the ratio to DisARM; the bundled digits were
   found and verified (4000/1000)."""
   from benchmarks import discrete_vae_mnist
+
   assert results["data"]["train"] == 4000 and results["data"]["held_out"] == 1000
   n = results["sizes"]["checkpoints"] + 1
   assert len(results["eval_steps"]) == n
-  assert set(results["runs"]) == {f"linear/K=2/{name}" for name, e in
-                                  discrete_vae_mnist.ESTIMATORS.items() if e.make(2) is not None}
+  assert set(results["runs"]) == {
+    f"linear/K=2/{name}"
+    for name, e in discrete_vae_mnist.ESTIMATORS.items()
+    if e.make(2) is not None
+  }
   for run in results["runs"].values():
     for column in ("variance_mean", "train_elbo", "test_elbo"):
       assert len(run[column]) == n
     assert all(v > 0 for v in run["variance_mean"]) and run["steps_per_s"] > 0
-    assert all(e < 0 for e in run["train_elbo"])   # 784 Bernoulli pixels: ELBO < 0
+    assert all(e < 0 for e in run["train_elbo"])  # 784 Bernoulli pixels: ELBO < 0
   assert results["runs"]["linear/K=2/disarm"]["variance_ratio_to_disarm"] == [1.0] * n
 
 
-SCHEMA = {"mohamed": _check_mohamed, "scaling": _check_scaling, "logreg": _check_logreg,
-          "policy_gradient": _check_policy_gradient, "discrete_vae_mnist": _check_discrete_vae_mnist}
+SCHEMA = {
+  "mohamed": _check_mohamed,
+  "scaling": _check_scaling,
+  "logreg": _check_logreg,
+  "policy_gradient": _check_policy_gradient,
+  "discrete_vae_mnist": _check_discrete_vae_mnist,
+}
 
 # Compilation dominates tiny runs (one per estimator); these benchmarks are
 # smoke-tested with a stateful and a pathwise row only, to stay in the test
 # budget. `mohamed` runs every row, so every estimator and exact form is exercised.
 EXTRA_ARGS = {
-    "scaling": ["--estimators", "score_function+moving_average,pathwise"],
-    "logreg": ["--estimators", "score_function+moving_average,pathwise"],
-    "discrete_toy": ["--estimators", "score_function+moving_average,disarm,rebar,gumbel_softmax(0.5)"],
-    "discrete_vae": ["--estimators", "score_function+moving_average,relax"],
+  "scaling": ["--estimators", "score_function+moving_average,pathwise"],
+  "logreg": ["--estimators", "score_function+moving_average,pathwise"],
+  "discrete_toy": [
+    "--estimators",
+    "score_function+moving_average,disarm,rebar,gumbel_softmax(0.5)",
+  ],
+  "discrete_vae": ["--estimators", "score_function+moving_average,relax"],
 }
 
 
@@ -365,7 +417,8 @@ def test_every_benchmark_runs_at_tiny_size(name, tmp_path, capsys):
   """`python -m benchmarks.run NAME --tiny`: exit 0, JSON/Markdown/PNGs, schema, headline printed."""
   bench = runner.BENCHMARKS[name]
   assert bench.sizes is not None or bench.takes_tiny, (
-      f"{name} has no tiny sizes: give it sizes['tiny'] or run(..., tiny=True)")
+    f"{name} has no tiny sizes: give it sizes['tiny'] or run(..., tiny=True)"
+  )
   rc = runner.main([name, "--tiny", "--out", str(tmp_path)] + EXTRA_ARGS.get(name, []))
   captured = capsys.readouterr()
   assert rc == 0, captured.err[-3000:]
@@ -380,7 +433,9 @@ def test_every_benchmark_runs_at_tiny_size(name, tmp_path, capsys):
 # -- bad input: clear message, exit status 2, nothing written ---------------------------
 
 
-@pytest.mark.parametrize("argv,message", [
+@pytest.mark.parametrize(
+  "argv,message",
+  [
     (["nope"], "unknown benchmark(s) ['nope']"),
     (["mohamed", "--estimators", "score_function,bogus"], "unknown estimator(s) ['bogus']"),
     (["mohamed", "--estimators", ","], "--estimators needs at least one name"),
@@ -394,7 +449,8 @@ def test_every_benchmark_runs_at_tiny_size(name, tmp_path, capsys):
     (["scaling", "--set", "logreg.steps=3"], "benchmark 'logreg' is not selected"),
     (["logreg", "--set", "learning_rate=-0.1"], "learning_rate must be > 0.0"),
     (["mohamed", "--seed", "-1"], "--seed must be >= 0"),
-])
+  ],
+)
 def test_bad_input_exits_2_without_writing(argv, message, tmp_path, capsys):
   rc = runner.main(argv + ["--out", str(tmp_path)])
   err = capsys.readouterr().err
@@ -420,11 +476,13 @@ def test_full_and_tiny_exclude_each_other(tmp_path, capsys):
 
 def test_failing_benchmark_leaves_no_json(tmp_path, capsys, monkeypatch):
   """A benchmark that raises: exit 1, its stale JSON removed, no new JSON, others still run."""
+
   def run(*, full, seed):
     raise RuntimeError("boom in the middle of a run")
 
-  fake = common.Benchmark(name="fake", description="always fails", run=run, report=str,
-                          headline=str, plot=lambda r, o: [])
+  fake = common.Benchmark(
+    name="fake", description="always fails", run=run, report=str, headline=str, plot=lambda r, o: []
+  )
   monkeypatch.setitem(runner.BENCHMARKS, "fake", fake)
   (tmp_path / "fake.json").write_text('{"benchmark": "fake", "stale": true}')
   rc = runner.main(["fake", "--out", str(tmp_path)])

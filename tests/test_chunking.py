@@ -16,7 +16,7 @@ import pytest
 
 import scoregrad as sg
 
-FALSE_FAILURE_RATE = 1e-6   # per test, over all coordinates (Bonferroni inside)
+FALSE_FAILURE_RATE = 1e-6  # per test, over all coordinates (Bonferroni inside)
 
 PARAMS = {"loc": jnp.array([1.0, -0.5, 0.3]), "log_scale": jnp.array([0.0, 0.2, -0.3])}
 dist_fn = lambda p: sg.dists.Normal(p["loc"], jnp.exp(p["log_scale"]))
@@ -28,7 +28,8 @@ def exact_grad(params):
   return {"loc": 2 * (params["loc"] - 0.2), "log_scale": 2 * jnp.exp(2 * params["log_scale"])}
 
 
-def estimate(est, key=jax.random.key(0), params=PARAMS, cost=f):
+def estimate(est, key=None, params=PARAMS, cost=f):
+  key = jax.random.key(0) if key is None else key
   return jax.jit(lambda k, p: est.estimate(k, cost, dist_fn, p, est.init(p)))(key, params)
 
 
@@ -38,12 +39,13 @@ def close(a, b, rtol=2e-5, atol=1e-5):
 
 
 FACTORIES = {
-    "score_function": lambda **kw: sg.score_function(**kw),
-    "score_function_constant": lambda **kw: sg.score_function(
-        baseline=sg.baselines.constant(2.0), **kw),
-    "pathwise": lambda **kw: sg.pathwise(**kw),
-    "pathwise_antithetic": lambda **kw: sg.pathwise(sampling="antithetic", **kw),
-    "measure_valued": lambda **kw: sg.measure_valued(**kw),
+  "score_function": lambda **kw: sg.score_function(**kw),
+  "score_function_constant": lambda **kw: sg.score_function(
+    baseline=sg.baselines.constant(2.0), **kw
+  ),
+  "pathwise": lambda **kw: sg.pathwise(**kw),
+  "pathwise_antithetic": lambda **kw: sg.pathwise(sampling="antithetic", **kw),
+  "measure_valued": lambda **kw: sg.measure_valued(**kw),
 }
 
 
@@ -55,8 +57,7 @@ def test_chunked_is_the_mean_of_per_chunk_estimates(name):
   one = make(num_samples=m)
   parts = [estimate(one, jax.random.fold_in(key, c)) for c in range(n // m)]
   close(out.value, np.mean([p.value for p in parts]))
-  close(out.grad, jax.tree_util.tree_map(lambda *g: np.mean(g, axis=0),
-                                         *[p.grad for p in parts]))
+  close(out.grad, jax.tree_util.tree_map(lambda *g: np.mean(g, axis=0), *[p.grad for p in parts]))
 
 
 class _Chunks:
@@ -65,6 +66,7 @@ class _Chunks:
   ``sample(key, (n,))`` concatenates ``base.sample(fold_in(key, c), (m,))``,
   so the UNCHUNKED estimator sees exactly the chunked estimator's samples.
   """
+
   reparameterized = False
 
   def __init__(self, base, m):
@@ -74,8 +76,9 @@ class _Chunks:
     (n,) = sample_shape
     if n == self.m:
       return self.base.sample(key, (n,))
-    return jnp.concatenate([self.base.sample(jax.random.fold_in(key, c), (self.m,))
-                            for c in range(n // self.m)])
+    return jnp.concatenate(
+      [self.base.sample(jax.random.fold_in(key, c), (self.m,)) for c in range(n // self.m)]
+    )
 
   def log_prob(self, x):
     return self.base.log_prob(x)
@@ -85,21 +88,25 @@ def test_leave_one_out_two_pass_is_the_unchunked_estimate_on_the_same_samples():
   n, m, key = 512, 128, jax.random.key(2)
   loo = sg.baselines.leave_one_out()
   chunked = sg.score_function(num_samples=n, chunk_size=m, baseline=loo, moments=True)
-  out = jax.jit(lambda k, p: chunked.estimate(k, f, lambda q: _Chunks(dist_fn(q), m), p,
-                                              chunked.init(p)))(key, PARAMS)
+  out = jax.jit(
+    lambda k, p: chunked.estimate(k, f, lambda q: _Chunks(dist_fn(q), m), p, chunked.init(p))
+  )(key, PARAMS)
   plain = sg.score_function(num_samples=n, baseline=loo, per_sample=True)
-  ref = jax.jit(lambda k, p: plain.estimate(k, f, lambda q: _Chunks(dist_fn(q), m), p,
-                                            plain.init(p)))(key, PARAMS)
+  ref = jax.jit(
+    lambda k, p: plain.estimate(k, f, lambda q: _Chunks(dist_fn(q), m), p, plain.init(p))
+  )(key, PARAMS)
   close(out.value, ref.value)
   close(out.grad, ref.grad)
   # The streamed moments are those of the unchunked per-sample rows.
   assert int(out.moments.count) == n
   close(out.moments.mean, ref.grad)
-  close(sg.diagnostics.variance(out.moments), sg.diagnostics.variance(ref.per_sample),
-        rtol=1e-4)
+  close(sg.diagnostics.variance(out.moments), sg.diagnostics.variance(ref.per_sample), rtol=1e-4)
   close(sg.diagnostics.snr(out.moments), sg.diagnostics.snr(ref.per_sample), rtol=1e-4)
-  close(sg.diagnostics.total_variance(out.moments),
-        sg.diagnostics.total_variance(ref.per_sample), rtol=1e-4)
+  close(
+    sg.diagnostics.total_variance(out.moments),
+    sg.diagnostics.total_variance(ref.per_sample),
+    rtol=1e-4,
+  )
 
 
 @pytest.mark.parametrize("name", ["score_function_loo", "pathwise", "measure_valued"])
@@ -107,16 +114,21 @@ def test_chunked_is_unbiased(name):
   # The tolerance is z·SE with SE from the streamed moments of the same
   # 2^14 per-sample gradients (leave-one-out rows are exchangeable and
   # their mean is unbiased; its SE is estimated the same way).
-  make = {"score_function_loo": lambda **kw: sg.score_function(
-      baseline=sg.baselines.leave_one_out(), **kw),
-          "pathwise": sg.pathwise, "measure_valued": sg.measure_valued}[name]
-  out = estimate(make(num_samples=1 << 14, chunk_size=1 << 11, moments=True),
-                 jax.random.key(3))
+  make = {
+    "score_function_loo": lambda **kw: sg.score_function(
+      baseline=sg.baselines.leave_one_out(), **kw
+    ),
+    "pathwise": sg.pathwise,
+    "measure_valued": sg.measure_valued,
+  }[name]
+  out = estimate(make(num_samples=1 << 14, chunk_size=1 << 11, moments=True), jax.random.key(3))
   z = sg.testing.z_threshold(FALSE_FAILURE_RATE, 6)
   se = sg.diagnostics.standard_error(out.moments)
-  for g, e, s in zip(jax.tree_util.tree_leaves(out.grad),
-                     jax.tree_util.tree_leaves(exact_grad(PARAMS)),
-                     jax.tree_util.tree_leaves(se)):
+  for g, e, s in zip(
+    jax.tree_util.tree_leaves(out.grad),
+    jax.tree_util.tree_leaves(exact_grad(PARAMS)),
+    jax.tree_util.tree_leaves(se),
+  ):
     assert np.all(np.abs(np.asarray(g) - np.asarray(e)) <= z * np.asarray(s) + 1e-6), (g, e, s)
 
 
@@ -127,16 +139,14 @@ def test_moments_without_chunks_match_the_rows(dtype):
   out, ref = estimate(est, params=params), estimate(rows, params=params)
   assert out.per_sample is None and out.moments.mean["loc"].dtype == dtype
   close(out.grad, ref.grad)
-  close(sg.diagnostics.variance(out.moments), sg.diagnostics.variance(ref.per_sample),
-        rtol=1e-4)
+  close(sg.diagnostics.variance(out.moments), sg.diagnostics.variance(ref.per_sample), rtol=1e-4)
   bias = sg.diagnostics.bias(out.moments, exact_grad(params))
   close(bias.bias, sg.diagnostics.bias(ref.per_sample, exact_grad(params)).bias)
 
 
 def test_chunked_float64(x64):
   params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), PARAMS)
-  out = estimate(sg.score_function(num_samples=256, chunk_size=64, moments=True),
-                 params=params)
+  out = estimate(sg.score_function(num_samples=256, chunk_size=64, moments=True), params=params)
   assert out.grad["loc"].dtype == jnp.float64 and out.moments.m2["loc"].dtype == jnp.float64
 
 
@@ -149,13 +159,17 @@ def test_derivatives_of_the_chunked_value():
   plain = sg.score_function(num_samples=n, chunk_size=m)
   one = sg.score_function(num_samples=m)
   hess = jax.jit(jax.hessian(lambda p: plain.estimate(key, f, dist_fn, p, plain.init(p)).value))
-  parts = [jax.hessian(lambda p, c=c: one.estimate(jax.random.fold_in(key, c), f, dist_fn, p,
-                                                   one.init(p)).value)(PARAMS)
-           for c in range(n // m)]
+  parts = [
+    jax.hessian(
+      lambda p, c=c: one.estimate(jax.random.fold_in(key, c), f, dist_fn, p, one.init(p)).value
+    )(PARAMS)
+    for c in range(n // m)
+  ]
   expected = jax.tree_util.tree_map(lambda *h: np.mean(h, axis=0), *parts)
   close(hess(PARAMS), expected, rtol=1e-4, atol=1e-4)
-  grad_of_grad = jax.jit(jax.jacrev(jax.grad(
-      lambda p: plain.estimate(key, f, dist_fn, p, plain.init(p)).value)))
+  grad_of_grad = jax.jit(
+    jax.jacrev(jax.grad(lambda p: plain.estimate(key, f, dist_fn, p, plain.init(p)).value))
+  )
   close(grad_of_grad(PARAMS), expected, rtol=1e-4, atol=1e-4)
   # measure_valued stays first-order only under chunking.
   mv = sg.measure_valued(num_samples=n, chunk_size=m)
@@ -167,8 +181,9 @@ def test_memory_does_not_grow_with_num_samples_and_no_recompilation():
   key = jax.random.key(0)
   temps = {}
   for n in (1 << 12, 1 << 20):
-    est = sg.score_function(num_samples=n, chunk_size=1 << 10,
-                            baseline=sg.baselines.leave_one_out())
+    est = sg.score_function(
+      num_samples=n, chunk_size=1 << 10, baseline=sg.baselines.leave_one_out()
+    )
     fn = jax.jit(lambda k, p, est=est: est.estimate(k, f, dist_fn, p, est.init(p)))
     temps[n] = fn.lower(key, PARAMS).compile().memory_analysis().temp_size_in_bytes
   assert temps[1 << 20] <= 1.1 * temps[1 << 12] + 4096, temps
@@ -189,13 +204,15 @@ def test_chunk_errors_name_the_argument():
   with pytest.raises(ValueError, match="per_sample=True.*moments=True"):
     sg.score_function(num_samples=100, chunk_size=10, per_sample=True)
   with pytest.raises(ValueError, match="keeps state across steps"):
-    sg.score_function(num_samples=100, chunk_size=10,
-                      baseline=sg.baselines.moving_average(decay=0.9))
+    sg.score_function(
+      num_samples=100, chunk_size=10, baseline=sg.baselines.moving_average(decay=0.9)
+    )
   with pytest.raises(ValueError, match="optimal.*cannot stream"):
     sg.score_function(num_samples=100, chunk_size=10, baseline=sg.baselines.optimal())
-  with pytest.raises(ValueError, match="`chunk_size` is not supported together with `control_variate`"):
-    sg.pathwise(num_samples=100, chunk_size=10,
-                control_variate=sg.control_variates.delta_method())
+  with pytest.raises(
+    ValueError, match="`chunk_size` is not supported together with `control_variate`"
+  ):
+    sg.pathwise(num_samples=100, chunk_size=10, control_variate=sg.control_variates.delta_method())
   with pytest.raises(ValueError, match="sampling='qmc'"):
     sg.pathwise(num_samples=100, chunk_size=10, sampling="qmc")
   with pytest.raises(ValueError, match="must be even"):

@@ -36,68 +36,85 @@ import scoregrad as sg
 from scoregrad.testing import assert_unbiased
 
 hypothesis.settings.register_profile(
-    "default", max_examples=6, deadline=None, derandomize=True, database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+  "default",
+  max_examples=6,
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 hypothesis.settings.register_profile(
-    "deep", max_examples=60, deadline=None, derandomize=True, database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+  "deep",
+  max_examples=60,
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 RATE = 1e-7
 # Rounding slack relative to |exact| (zero-variance cases, e.g. the delta
 # method on a linear cost, would otherwise test float rounding, not bias).
 ROUNDING = {"float32": 1e-5, "float64": 1e-12}
-KEYS = 512      # independent estimates per unbiasedness check
-N = 16          # samples per estimate
+KEYS = 512  # independent estimates per unbiasedness check
+N = 16  # samples per estimate
 
 # -- families: how two raw leaves (a, b) parameterise them ----------------------
 
 CONTINUOUS = {
-    "Normal": lambda a, b: sg.dists.Normal(a, jnp.exp(b)),
-    "Laplace": lambda a, b: sg.dists.Laplace(a, jnp.exp(b)),
-    "MultivariateNormalTriL": lambda a, b: sg.dists.MultivariateNormalTriL(a, jnp.diag(jnp.exp(b))),
-    "Exponential": lambda a, b: sg.dists.Exponential(jnp.exp(a)),
-    "Gamma": lambda a, b: sg.dists.Gamma(jnp.full_like(a, 2.5), jnp.exp(a)),
-    "Poisson": lambda a, b: sg.dists.Poisson(jnp.exp(a)),
+  "Normal": lambda a, b: sg.dists.Normal(a, jnp.exp(b)),
+  "Laplace": lambda a, b: sg.dists.Laplace(a, jnp.exp(b)),
+  "MultivariateNormalTriL": lambda a, b: sg.dists.MultivariateNormalTriL(a, jnp.diag(jnp.exp(b))),
+  "Exponential": lambda a, b: sg.dists.Exponential(jnp.exp(a)),
+  "Gamma": lambda a, b: sg.dists.Gamma(jnp.full_like(a, 2.5), jnp.exp(a)),
+  "Poisson": lambda a, b: sg.dists.Poisson(jnp.exp(a)),
 }
 USES_B = {"Normal", "Laplace", "MultivariateNormalTriL"}
 REPARAMETERIZED = {"Normal", "Laplace", "MultivariateNormalTriL", "Exponential", "Gamma"}
 WEAK_DERIVATIVE = {"Normal", "Laplace", "Exponential", "Gamma", "Poisson"}
 
 CONTINUOUS_ESTIMATORS = {
-    "score_function": (lambda: sg.score_function(num_samples=N), set(CONTINUOUS)),
-    "score_function+leave_one_out": (lambda: sg.score_function(
-        num_samples=N, baseline=sg.baselines.leave_one_out()), set(CONTINUOUS)),
-    "score_function+delta_method": (lambda: sg.score_function(
-        num_samples=N, control_variate=sg.control_variates.delta_method()), set(CONTINUOUS)),
-    "pathwise": (lambda: sg.pathwise(num_samples=N), REPARAMETERIZED),
-    "measure_valued": (lambda: sg.measure_valued(num_samples=N), WEAK_DERIVATIVE),
+  "score_function": (lambda: sg.score_function(num_samples=N), set(CONTINUOUS)),
+  "score_function+leave_one_out": (
+    lambda: sg.score_function(num_samples=N, baseline=sg.baselines.leave_one_out()),
+    set(CONTINUOUS),
+  ),
+  "score_function+delta_method": (
+    lambda: sg.score_function(num_samples=N, control_variate=sg.control_variates.delta_method()),
+    set(CONTINUOUS),
+  ),
+  "pathwise": (lambda: sg.pathwise(num_samples=N), REPARAMETERIZED),
+  "measure_valued": (lambda: sg.measure_valued(num_samples=N), WEAK_DERIVATIVE),
 }
 EVERY_ORDER = {"score_function", "score_function+leave_one_out", "pathwise", "exact"}
 
 DISCRETE_ESTIMATORS = {
-    "score_function+leave_one_out": lambda: sg.score_function(
-        num_samples=N, baseline=sg.baselines.leave_one_out()),
-    "arm": lambda: sg.arm(num_samples=N),
-    "disarm": lambda: sg.disarm(num_pairs=N),
-    "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=N),
-    "measure_valued": lambda: sg.measure_valued(num_samples=N),
-    "exact": lambda: sg.exact(),
-    "disarm+delta_method": lambda: sg.with_control_variate(
-        sg.disarm(num_pairs=N, per_sample=True), sg.control_variates.delta_method()),
-    "double_cv": lambda: sg.double_cv(num_samples=N),
-    "rodeo": lambda: sg.rodeo(num_samples=N, hidden_size=8),
+  "score_function+leave_one_out": lambda: sg.score_function(
+    num_samples=N, baseline=sg.baselines.leave_one_out()
+  ),
+  "arm": lambda: sg.arm(num_samples=N),
+  "disarm": lambda: sg.disarm(num_pairs=N),
+  "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=N),
+  "measure_valued": lambda: sg.measure_valued(num_samples=N),
+  "exact": lambda: sg.exact(),
+  "disarm+delta_method": lambda: sg.with_control_variate(
+    sg.disarm(num_pairs=N, per_sample=True), sg.control_variates.delta_method()
+  ),
+  "double_cv": lambda: sg.double_cv(num_samples=N),
+  "rodeo": lambda: sg.rodeo(num_samples=N, hidden_size=8),
 }
 BERNOULLI_ONLY = {"disarm+delta_method", "double_cv", "rodeo"}
 
 # -- params pytrees ---------------------------------------------------------------------
 
 STRUCTURES = {
-    "dict": (lambda a, b: {"a": a, "b": b, "unused": jnp.zeros_like(a)},
-             lambda p: (p["a"], p["b"])),
-    "tuple": (lambda a, b: (a, b, jnp.zeros_like(b)), lambda p: (p[0], p[1])),
-    "nested": (lambda a, b: {"outer": {"a": a}, "b": [b], "unused": (jnp.zeros(()),)},
-               lambda p: (p["outer"]["a"], p["b"][0])),
+  "dict": (lambda a, b: {"a": a, "b": b, "unused": jnp.zeros_like(a)}, lambda p: (p["a"], p["b"])),
+  "tuple": (lambda a, b: (a, b, jnp.zeros_like(b)), lambda p: (p[0], p[1])),
+  "nested": (
+    lambda a, b: {"outer": {"a": a}, "b": [b], "unused": (jnp.zeros(()),)},
+    lambda p: (p["outer"]["a"], p["b"][0]),
+  ),
 }
 
 
@@ -109,8 +126,9 @@ def continuous_problems(draw, dtypes=("float32", "float64")):
   b = draw(st.lists(st.floats(-0.4, 0.4), min_size=d, max_size=d))
   structure = draw(st.sampled_from(sorted(STRUCTURES)))
   dtype = draw(st.sampled_from(dtypes))
-  name = draw(st.sampled_from(sorted(n for n, (_, fams) in CONTINUOUS_ESTIMATORS.items()
-                                     if family in fams)))
+  name = draw(
+    st.sampled_from(sorted(n for n, (_, fams) in CONTINUOUS_ESTIMATORS.items() if family in fams))
+  )
   return family, np.array(a), np.array(b), structure, dtype, name
 
 
@@ -124,14 +142,16 @@ def _build(family, a, b, structure, dtype):
 
 def _closed_form(dist_fn):
   """E[Σ x²] as a differentiable function of params, from the family's moments."""
+
   def expectation(p):
     d = dist_fn(p)
     return jnp.sum(jnp.diag(d.covariance())) + jnp.sum(jnp.square(d.mean()))
+
   return expectation
 
 
 def square_cost(x):
-  return jnp.sum(x ** 2)
+  return jnp.sum(x**2)
 
 
 def _x64(dtype):
@@ -145,8 +165,9 @@ def test_unbiased_on_every_family_and_pytree(problem):
     params, dist_fn = _build(family, a, b, structure, dtype)
     est = CONTINUOUS_ESTIMATORS[name][0]()
     keys = jax.random.split(jax.random.key(0), KEYS)
-    grads = jax.jit(jax.vmap(lambda k: est.estimate(k, square_cost, dist_fn, params,
-                                                     est.init(params)).grad))(keys)
+    grads = jax.jit(
+      jax.vmap(lambda k: est.estimate(k, square_cost, dist_fn, params, est.init(params)).grad)
+    )(keys)
     exact = jax.grad(_closed_form(dist_fn))(params)
     for g, e in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(exact)):
       assert g.dtype == jnp.dtype(dtype)
@@ -171,8 +192,11 @@ def test_jit_eager_same_key_and_vmap(problem):
     jitted_run = jax.jit(run)
     eager, jitted, again = run(params, key), jitted_run(params, key), jitted_run(params, key)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(rtol=1e-9, atol=1e-10)
-    for x, y, z in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted),
-                       jax.tree_util.tree_leaves(again)):
+    for x, y, z in zip(
+      jax.tree_util.tree_leaves(eager),
+      jax.tree_util.tree_leaves(jitted),
+      jax.tree_util.tree_leaves(again),
+    ):
       np.testing.assert_allclose(x, y, **tol)
       np.testing.assert_array_equal(y, z)
     # vmap over (params, key) equals a Python loop over them.
@@ -214,8 +238,11 @@ def test_nan_rule_and_no_recompilation(problem):
   with _x64(dtype):
     params, dist_fn = _build(family, a, b, structure, dtype)
     est = CONTINUOUS_ESTIMATORS[name][0]()
-    out = jax.jit(lambda k: est.estimate(k, lambda x: square_cost(x) * jnp.nan, dist_fn,
-                                         params, est.init(params)))(jax.random.key(0))
+    out = jax.jit(
+      lambda k: est.estimate(
+        k, lambda x: square_cost(x) * jnp.nan, dist_fn, params, est.init(params)
+      )
+    )(jax.random.key(0))
     assert np.isnan(out.value)
     assert all(np.all(np.isnan(g)) for g in jax.tree_util.tree_leaves(out.grad))
     traces = []
@@ -237,7 +264,8 @@ def test_bfloat16_runs_and_keeps_its_dtype(problem):
   params, dist_fn = _build(family, a, b, structure, dtype)
   est = CONTINUOUS_ESTIMATORS[name][0]()
   out = jax.jit(lambda k: est.estimate(k, square_cost, dist_fn, params, est.init(params)))(
-      jax.random.key(0))
+    jax.random.key(0)
+  )
   for g in jax.tree_util.tree_leaves(out.grad):
     assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
 
@@ -248,8 +276,11 @@ def test_bfloat16_runs_and_keeps_its_dtype(problem):
 @st.composite
 def discrete_problems(draw):
   family = draw(st.sampled_from(["Bernoulli", "Categorical"]))
-  names = sorted(DISCRETE_ESTIMATORS) if family == "Bernoulli" else sorted(
-      set(DISCRETE_ESTIMATORS) - BERNOULLI_ONLY)
+  names = (
+    sorted(DISCRETE_ESTIMATORS)
+    if family == "Bernoulli"
+    else sorted(set(DISCRETE_ESTIMATORS) - BERNOULLI_ONLY)
+  )
   name = draw(st.sampled_from(names))
   d = draw(st.integers(2, 3))
   logits = draw(st.lists(st.floats(-1.5, 1.5), min_size=d, max_size=d))
@@ -265,14 +296,14 @@ def test_discrete_unbiased_and_rules(problem):
   family, name, logits, weights, c, structure, dtype = problem
   with _x64(dtype):
     pack, unpack = STRUCTURES[structure]
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype),
-                                    pack(jnp.asarray(logits), jnp.asarray(weights)))
+    params = jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, dtype), pack(jnp.asarray(logits), jnp.asarray(weights))
+    )
     w = jnp.asarray(weights, dtype)
     if family == "Bernoulli":
       dist_fn = lambda p: sg.dists.Bernoulli(logits=unpack(p)[0])
       f = lambda bits: jnp.dot(w, bits) + c * bits[0] * bits[1]
-      closed = lambda p: (lambda q: jnp.dot(w, q) + c * q[0] * q[1])(
-          jax.nn.sigmoid(unpack(p)[0]))
+      closed = lambda p: (lambda q: jnp.dot(w, q) + c * q[0] * q[1])(jax.nn.sigmoid(unpack(p)[0]))
     else:
       dist_fn = lambda p: sg.dists.Categorical(logits=unpack(p)[0])
       f = lambda k: w[k]
@@ -296,8 +327,9 @@ def test_discrete_unbiased_and_rules(problem):
     hess = lambda p: jax.jacfwd(lambda q: run(q, key).grad)(p)
     if name == "exact":
       flat = lambda h: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(h)])
-      np.testing.assert_allclose(flat(jax.jit(hess)(params)), flat(jax.hessian(closed)(params)),
-                                 rtol=1e-3, atol=1e-5)
+      np.testing.assert_allclose(
+        flat(jax.jit(hess)(params)), flat(jax.hessian(closed)(params)), rtol=1e-3, atol=1e-5
+      )
     else:
       with pytest.raises(NotImplementedError, match="first derivatives only"):
         jax.jit(hess)(params)

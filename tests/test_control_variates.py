@@ -30,28 +30,35 @@ def _params(dtype=jnp.float32):
 
 def _run(est, f, dist_fn, params, key=0):
   return jax.jit(lambda k, p: est.estimate(k, f, dist_fn, p, est.init(p)))(
-      jax.random.key(key), params)
+    jax.random.key(key), params
+  )
 
 
 def _factories():
   return {
-      "score_function": lambda **kw: sg.score_function(**kw),
-      "score_function+leave_one_out": lambda **kw: sg.score_function(
-          baseline=sg.baselines.leave_one_out(), **kw),
-      "score_function+optimal": lambda **kw: sg.score_function(
-          baseline=sg.baselines.optimal(), **kw),
-      "pathwise": lambda **kw: sg.pathwise(**kw),
-      "pathwise+qmc": lambda **kw: sg.pathwise(sampling="qmc", **kw),
-      "measure_valued": lambda **kw: sg.measure_valued(**kw),
+    "score_function": lambda **kw: sg.score_function(**kw),
+    "score_function+leave_one_out": lambda **kw: sg.score_function(
+      baseline=sg.baselines.leave_one_out(), **kw
+    ),
+    "score_function+optimal": lambda **kw: sg.score_function(baseline=sg.baselines.optimal(), **kw),
+    "pathwise": lambda **kw: sg.pathwise(**kw),
+    "pathwise+qmc": lambda **kw: sg.pathwise(sampling="qmc", **kw),
+    "measure_valued": lambda **kw: sg.measure_valued(**kw),
   }
 
 
 # -- the delta method is exact for quadratic costs ---------------------------------
 
 
-@pytest.mark.parametrize("name, coefficient", [(name, 1.0) for name in sorted(_factories())] + [
-    (name, c) for c in ("per_leaf", "per_coordinate")
-    for name in ("score_function+leave_one_out", "pathwise", "measure_valued")])
+@pytest.mark.parametrize(
+  "name, coefficient",
+  [(name, 1.0) for name in sorted(_factories())]
+  + [
+    (name, c)
+    for c in ("per_leaf", "per_coordinate")
+    for name in ("score_function+leave_one_out", "pathwise", "measure_valued")
+  ],
+)
 def test_delta_method_zero_variance_for_quadratic(name, coefficient):
   """f(x) = xᵀAx + bᵀx + 3 (non-diagonal A) under independent Normals:
   E = μᵀAμ + Σ_j A_jj σ_j² + bᵀμ + 3, so ∇μ = (A + Aᵀ)μ + b and
@@ -65,12 +72,14 @@ def test_delta_method_zero_variance_for_quadratic(name, coefficient):
   params = {"loc": jnp.asarray(mu, jnp.float32), "log_scale": jnp.asarray(log_sigma, jnp.float32)}
   dist_fn = lambda p: sg.dists.Normal(p["loc"], jnp.exp(p["log_scale"]))
   exact = {"loc": (A + A.T) @ mu + b, "log_scale": 2 * np.diag(A) * np.exp(2 * log_sigma)}
-  est = _factories()[name](num_samples=64, per_sample=True,
-                           control_variate=cvs.delta_method(coefficient=coefficient))
+  est = _factories()[name](
+    num_samples=64, per_sample=True, control_variate=cvs.delta_method(coefficient=coefficient)
+  )
   out = _run(est, f, dist_fn, params)
   for k in exact:
-    np.testing.assert_allclose(out.per_sample[k], np.broadcast_to(exact[k], (64, 2)),
-                               rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(
+      out.per_sample[k], np.broadcast_to(exact[k], (64, 2)), rtol=2e-4, atol=2e-4
+    )
     np.testing.assert_allclose(out.grad[k], exact[k], rtol=1e-4, atol=1e-4)
 
 
@@ -86,8 +95,10 @@ def test_delta_method_exact_for_quadratic_under_multivariate_normal():
   params = {"loc": jnp.asarray(mu, jnp.float32), "scale_tril": jnp.asarray(L, jnp.float32)}
   dist_fn = lambda p: sg.dists.MultivariateNormalTriL(p["loc"], p["scale_tril"])
   exact = {"loc": (A + A.T) @ mu + b, "scale_tril": np.tril((A + A.T) @ L)}
-  for est in [sg.score_function(num_samples=32, control_variate=cvs.delta_method()),
-              sg.pathwise(num_samples=32, control_variate=cvs.delta_method(), sampling="antithetic")]:
+  for est in [
+    sg.score_function(num_samples=32, control_variate=cvs.delta_method()),
+    sg.pathwise(num_samples=32, control_variate=cvs.delta_method(), sampling="antithetic"),
+  ]:
     out = _run(est, f, dist_fn, params)
     for k in exact:
       np.testing.assert_allclose(out.grad[k], exact[k], rtol=1e-4, atol=1e-4)
@@ -114,15 +125,21 @@ def _delta_cos_terms(beta):
   dh = lambda x: -math.sin(MU) - math.cos(MU) * (x - MU)
   eh = {"loc": -math.sin(MU), "scale": -SIGMA * math.cos(MU)}
   z = lambda x: (x - MU) / SIGMA
-  score = {"loc": lambda x: (np.cos(x) - beta * h(x)) * z(x) / SIGMA + beta * eh["loc"],
-           "scale": lambda x: (np.cos(x) - beta * h(x)) * (z(x) ** 2 - 1) / SIGMA + beta * eh["scale"]}
-  path = {"loc": lambda x: -np.sin(x) - beta * dh(x) + beta * eh["loc"],
-          "scale": lambda x: (-np.sin(x) - beta * dh(x)) * z(x) + beta * eh["scale"]}
+  score = {
+    "loc": lambda x: (np.cos(x) - beta * h(x)) * z(x) / SIGMA + beta * eh["loc"],
+    "scale": lambda x: (np.cos(x) - beta * h(x)) * (z(x) ** 2 - 1) / SIGMA + beta * eh["scale"],
+  }
+  path = {
+    "loc": lambda x: -np.sin(x) - beta * dh(x) + beta * eh["loc"],
+    "scale": lambda x: (-np.sin(x) - beta * dh(x)) * z(x) + beta * eh["scale"],
+  }
   return score, path
 
 
-EXACT_COS = {"loc": -math.sin(MU) * math.exp(-SIGMA**2 / 2),
-             "scale": -SIGMA * math.cos(MU) * math.exp(-SIGMA**2 / 2)}
+EXACT_COS = {
+  "loc": -math.sin(MU) * math.exp(-(SIGMA**2) / 2),
+  "scale": -SIGMA * math.cos(MU) * math.exp(-(SIGMA**2) / 2),
+}
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.5])
@@ -132,11 +149,12 @@ def test_fixed_coefficient_unbiased_with_exact_variance(which, beta, dtype):
   terms = score if which == "score_function" else path
   mean = {k: _gauss(t) for k, t in terms.items()}
   var = {k: _gauss(lambda x: (t(x) - mean[k]) ** 2) for k, t in terms.items()}
-  for k in EXACT_COS:   # the quadrature reproduces the closed-form gradient
+  for k in EXACT_COS:  # the quadrature reproduces the closed-form gradient
     assert abs(mean[k] - EXACT_COS[k]) < 1e-9
   factory = sg.score_function if which == "score_function" else sg.pathwise
-  est = factory(num_samples=100_000, per_sample=True,
-                control_variate=cvs.delta_method(coefficient=beta))
+  est = factory(
+    num_samples=100_000, per_sample=True, control_variate=cvs.delta_method(coefficient=beta)
+  )
   out = _run(est, jnp.cos, NORMAL, _params(dtype), key=1)
   assert out.per_sample["loc"].dtype == dtype
   assert_unbiased(out.per_sample, EXACT_COS, false_failure_rate=RATE, exact_variance=var)
@@ -144,8 +162,7 @@ def test_fixed_coefficient_unbiased_with_exact_variance(which, beta, dtype):
 
 
 def test_measure_valued_with_delta_method_unbiased():
-  est = sg.measure_valued(num_samples=100_000, per_sample=True,
-                          control_variate=cvs.delta_method())
+  est = sg.measure_valued(num_samples=100_000, per_sample=True, control_variate=cvs.delta_method())
   out = _run(est, jnp.cos, NORMAL, _params(), key=2)
   assert_unbiased(out.per_sample, EXACT_COS, false_failure_rate=RATE)
 
@@ -154,8 +171,10 @@ def test_measure_valued_with_delta_method_unbiased():
 
 F_HARD = lambda x: jnp.cos(2 * x) + x**3
 # E cos 2x = cos 2μ e^{−2σ²}; E x³ = μ³ + 3μσ².
-EXACT_HARD = {"loc": -2 * math.sin(2 * MU) * math.exp(-2 * SIGMA**2) + 3 * MU**2 + 3 * SIGMA**2,
-              "scale": -4 * SIGMA * math.cos(2 * MU) * math.exp(-2 * SIGMA**2) + 6 * MU * SIGMA}
+EXACT_HARD = {
+  "loc": -2 * math.sin(2 * MU) * math.exp(-2 * SIGMA**2) + 3 * MU**2 + 3 * SIGMA**2,
+  "scale": -4 * SIGMA * math.cos(2 * MU) * math.exp(-2 * SIGMA**2) + 6 * MU * SIGMA,
+}
 
 
 @pytest.mark.parametrize("coefficient", ["per_leaf", "per_coordinate"])
@@ -167,8 +186,9 @@ def test_leave_one_out_coefficients_unbiased_at_small_n(name, coefficient):
   est = _factories()[name](num_samples=6, control_variate=cvs.delta_method(coefficient=coefficient))
   keys = jax.random.split(jax.random.key(3), 20_000)
   params = _params()
-  grads = jax.jit(jax.vmap(lambda k: est.estimate(k, F_HARD, NORMAL, params,
-                                                  est.init(params)).grad))(keys)
+  grads = jax.jit(
+    jax.vmap(lambda k: est.estimate(k, F_HARD, NORMAL, params, est.init(params)).grad)
+  )(keys)
   assert_unbiased(grads, EXACT_HARD, false_failure_rate=RATE)
 
 
@@ -184,7 +204,7 @@ def test_same_sample_coefficient_would_be_caught():
     c = with_cv.estimate(k, F_HARD, NORMAL, params, with_cv.init(params)).per_sample
     out = {}
     for name in a:
-      g, h = a[name], a[name] - c[name]   # h = g_h − ∇E[h] (β = 1 subtracts it)
+      g, h = a[name], a[name] - c[name]  # h = g_h − ∇E[h] (β = 1 subtracts it)
       gc, hc = g - g.mean(), h - h.mean()
       beta = jnp.sum(gc * hc) / jnp.sum(hc * hc)
       out[name] = jnp.mean(g - beta * h)
@@ -199,10 +219,10 @@ def test_leave_one_out_coefficients_match_brute_force():
   rng = np.random.default_rng(0)
   a = rng.normal(size=(7, 3)) + 2.0
   b = 0.5 * a + rng.normal(size=(7, 3))
-  beta_leaf = cvs.leave_one_out_coefficients({"x": jnp.asarray(a)}, {"x": jnp.asarray(b)},
-                                             mode="per_leaf")["x"]
-  beta_coord = cvs.leave_one_out_coefficients(jnp.asarray(a), jnp.asarray(b),
-                                              mode="per_coordinate")
+  beta_leaf = cvs.leave_one_out_coefficients(
+    {"x": jnp.asarray(a)}, {"x": jnp.asarray(b)}, mode="per_leaf"
+  )["x"]
+  beta_coord = cvs.leave_one_out_coefficients(jnp.asarray(a), jnp.asarray(b), mode="per_coordinate")
   for i in range(7):
     keep = np.arange(7) != i
     ai, bi = a[keep], b[keep]
@@ -221,11 +241,15 @@ def test_estimated_coefficient_reduces_variance():
   f = lambda x: jnp.exp(0.5 * x)
   keys = jax.random.split(jax.random.key(4), 2000)
   variances = {}
-  for label, cv in [("none", None), ("fixed", cvs.delta_method()),
-                    ("per_coordinate", cvs.delta_method(coefficient="per_coordinate"))]:
+  for label, cv in [
+    ("none", None),
+    ("fixed", cvs.delta_method()),
+    ("per_coordinate", cvs.delta_method(coefficient="per_coordinate")),
+  ]:
     est = sg.score_function(num_samples=1000, control_variate=cv)
-    g = jax.jit(jax.vmap(lambda k: est.estimate(k, f, NORMAL, params,
-                                                est.init(params)).grad["loc"]))(keys)
+    g = jax.jit(
+      jax.vmap(lambda k: est.estimate(k, f, NORMAL, params, est.init(params)).grad["loc"])
+    )(keys)
     variances[label] = float(jnp.var(g))
   assert variances["per_coordinate"] < 0.8 * min(variances["none"], variances["fixed"])
 
@@ -236,6 +260,7 @@ def test_estimated_coefficient_reduces_variance():
 def test_parameter_dependent_control_variate_gets_its_chain_rule_term():
   """h(x; μ) = (x − μ)³ + μx has E[h] = μ², and E[∂μ h] = −3σ² + μ ≠ 0: an
   estimator that forgot the −β E[∇θ h] term would be off by that much."""
+
   def value(f, d, x, state):
     return (x - d.loc) ** 3 + d.loc * x
 
@@ -259,9 +284,13 @@ def test_parameter_dependent_control_variate_gets_its_chain_rule_term():
 def test_stateful_control_variate_threads_state():
   """h = state (a constant with E[h] = state): like a baseline. The state is
   updated to the mean cost; the estimate stays unbiased at any state."""
-  cv = cvs.from_functions(lambda f, d, x, s: s, lambda f, d, s: s,
-                          families=(sg.dists.Normal,), init=lambda: jnp.zeros(()),
-                          update=lambda s, f, d, value: value)
+  cv = cvs.from_functions(
+    lambda f, d, x, s: s,
+    lambda f, d, s: s,
+    families=(sg.dists.Normal,),
+    init=lambda: jnp.zeros(()),
+    update=lambda s, f, d, value: value,
+  )
   est = sg.score_function(num_samples=16, control_variate=cv)
   params = _params()
   state = est.init(params)
@@ -277,9 +306,13 @@ def test_stateful_control_variate_threads_state():
 def test_deprecated_update_signature_still_works():
   """0.1's update(state, f, dist, samples, costs) warns and gets costs=value[None]."""
   with pytest.warns(DeprecationWarning, match=r"update\(state, f, dist, value\)"):
-    cv = cvs.from_functions(lambda f, d, x, s: s, lambda f, d, s: s,
-                            families=(sg.dists.Normal,), init=lambda: jnp.zeros(()),
-                            update=lambda s, f, d, xs, costs: jnp.mean(costs) + 0 * (xs is None))
+    cv = cvs.from_functions(
+      lambda f, d, x, s: s,
+      lambda f, d, s: s,
+      families=(sg.dists.Normal,),
+      init=lambda: jnp.zeros(()),
+      update=lambda s, f, d, xs, costs: jnp.mean(costs) + 0 * (xs is None),
+    )
   est = sg.score_function(num_samples=16, control_variate=cv)
   params = _params()
   out = est.estimate(jax.random.key(0), jnp.cos, NORMAL, params, est.init(params))
@@ -300,24 +333,41 @@ def test_family_mismatch_is_refused():
   est = sg.score_function(num_samples=4, control_variate=cvs.delta_method())
   # The delta method needs the family's mean() and covariance(): Categorical
   # (indices) has none. The message lists the families that do.
-  with pytest.raises(ValueError, match=r"delta_method.*only for Normal, "
-                     r"MultivariateNormalTriL, Bernoulli, Poisson, Exponential, Gamma"
-                     r".*returned Categorical"):
-    est.estimate(jax.random.key(0), lambda x: jnp.sum(x).astype(jnp.float32),
-                 lambda l: sg.dists.Categorical(logits=l), jnp.zeros((2, 3)), est.init(None))
-  mine = cvs.from_functions(lambda f, d, x, s: x, lambda f, d, s: d.loc,
-                            families=(sg.dists.Normal,), name="mine")
+  with pytest.raises(
+    ValueError,
+    match=r"delta_method.*only for Normal, "
+    r"MultivariateNormalTriL, Bernoulli, Poisson, Exponential, Gamma"
+    r".*returned Categorical",
+  ):
+    est.estimate(
+      jax.random.key(0),
+      lambda x: jnp.sum(x).astype(jnp.float32),
+      lambda l: sg.dists.Categorical(logits=l),
+      jnp.zeros((2, 3)),
+      est.init(None),
+    )
+  mine = cvs.from_functions(
+    lambda f, d, x, s: x, lambda f, d, s: d.loc, families=(sg.dists.Normal,), name="mine"
+  )
   est = sg.measure_valued(num_samples=4, control_variate=mine)
   with pytest.raises(ValueError, match="mine.*only for Normal.*returned Poisson"):
-    est.estimate(jax.random.key(0), lambda x: x, lambda r: sg.dists.Poisson(r),
-                 jnp.asarray(2.0), est.init(None))
+    est.estimate(
+      jax.random.key(0),
+      lambda x: x,
+      lambda r: sg.dists.Poisson(r),
+      jnp.asarray(2.0),
+      est.init(None),
+    )
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
+@pytest.mark.parametrize(
+  "kwargs, exc, match",
+  [
     ({"coefficient": "optimal"}, ValueError, r"coefficient='optimal'"),
     ({"coefficient": True}, TypeError, "coefficient=True"),
     ({"coefficient": float("nan")}, ValueError, "finite"),
-])
+  ],
+)
 def test_bad_coefficient(kwargs, exc, match):
   with pytest.raises(exc, match=match):
     cvs.delta_method(**kwargs)

@@ -26,18 +26,26 @@ def test_magic_box_value_and_derivatives():
 def _cos_hessian(mu, sigma):
   """E[cos x] = cos μ e^{−σ²/2}; its Hessian in (μ, σ)."""
   e = np.exp(-(sigma**2) / 2)
-  return np.array([[-np.cos(mu) * e, sigma * np.sin(mu) * e],
-                   [sigma * np.sin(mu) * e, (sigma**2 - 1) * np.cos(mu) * e]])
+  return np.array(
+    [
+      [-np.cos(mu) * e, sigma * np.sin(mu) * e],
+      [sigma * np.sin(mu) * e, (sigma**2 - 1) * np.cos(mu) * e],
+    ]
+  )
 
 
-@pytest.mark.parametrize("baseline", [None, sg.baselines.leave_one_out(), sg.baselines.constant(2.0)],
-                         ids=["none", "leave_one_out", "constant"])
+@pytest.mark.parametrize(
+  "baseline",
+  [None, sg.baselines.leave_one_out(), sg.baselines.constant(2.0)],
+  ids=["none", "leave_one_out", "constant"],
+)
 def test_hessian_unbiased_gaussian(baseline):
   theta = jnp.array([0.7, 1.1])
 
   def value(t, key):
-    return sg.expectation(jnp.cos, sg.dists.Normal(t[0], t[1]), key, num_samples=8,
-                          baseline=baseline)
+    return sg.expectation(
+      jnp.cos, sg.dists.Normal(t[0], t[1]), key, num_samples=8, baseline=baseline
+    )
 
   keys = jax.random.split(jax.random.key(0), 20_000)
   hessians = jax.jit(jax.vmap(lambda k: jax.hessian(value)(theta, k)))(keys)
@@ -52,8 +60,9 @@ def test_hessian_unbiased_bernoulli():
   exact = ((0.8**2 + 1) - (0.2**2 + 1)) * p * (1 - p) * (1 - 2 * p)
 
   def value(t, key):
-    return sg.expectation(f, sg.dists.Bernoulli(logits=t), key, num_samples=16,
-                          baseline=sg.baselines.leave_one_out())
+    return sg.expectation(
+      f, sg.dists.Bernoulli(logits=t), key, num_samples=16, baseline=sg.baselines.leave_one_out()
+    )
 
   keys = jax.random.split(jax.random.key(1), 40_000)
   second = jax.jit(jax.vmap(lambda k: jax.grad(jax.grad(value))(jnp.asarray(l), k)))(keys)
@@ -87,10 +96,11 @@ def test_expectation_pathwise():
   theta = jnp.array([0.7, 1.1])
 
   def value(t, key):
-    return sg.expectation(jnp.cos, sg.dists.Normal(t[0], t[1]), key, num_samples=8,
-                          estimator="pathwise")
+    return sg.expectation(
+      jnp.cos, sg.dists.Normal(t[0], t[1]), key, num_samples=8, estimator="pathwise"
+    )
 
-  e = np.exp(-1.1**2 / 2)
+  e = np.exp(-(1.1**2) / 2)
   exact = np.array([-np.sin(0.7) * e, -1.1 * np.cos(0.7) * e])
   keys = jax.random.split(jax.random.key(4), 20_000)
   grads = jax.jit(jax.vmap(lambda k: jax.grad(value)(theta, k)))(keys)
@@ -124,8 +134,9 @@ def test_score_function_surrogate_moving_average_needs_state():
   v = sg.score_function_surrogate(jnp.zeros(4), jnp.ones(4), baseline=ma, baseline_state=state)
   assert v == 1.0
   state = ma.update(state, jnp.ones(4))
-  g = jax.grad(lambda lp: sg.score_function_surrogate(lp, jnp.ones(4), baseline=ma,
-                                                      baseline_state=state))(jnp.zeros(4))
+  g = jax.grad(
+    lambda lp: sg.score_function_surrogate(lp, jnp.ones(4), baseline=ma, baseline_state=state)
+  )(jnp.zeros(4))
   np.testing.assert_allclose(g, 0.0, atol=1e-6)  # cost 1, baseline 1 ⇒ zero
 
 

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 
 import scoregrad as sg
+
 from benchmarks import discrete_toy, discrete_vae
 from benchmarks import run as runner
-
 import discrete_oracles as oracles
 
 
 def _one_bit(theta, t):
   alpha = np.log(theta / (1 - theta))
-  return oracles.BernoulliProblem("one", np.array([alpha]),
-                                  lambda b: float(np.sum((b - t) ** 2)),
-                                  lambda b: jnp.sum((b - t) ** 2))
+  return oracles.BernoulliProblem(
+    "one", np.array([alpha]), lambda b: float(np.sum((b - t) ** 2)), lambda b: jnp.sum((b - t) ** 2)
+  )
 
 
 @pytest.mark.parametrize("theta", [0.1, 0.37, 0.5, 0.8])
@@ -35,24 +35,22 @@ def test_toy_exact_moments_match_oracles(theta, t):
   sf_var = fin.probs @ (fin.costs[:, None] * fin.scores) ** 2 - grad**2  # one draw
   for n in (2, 4):
     loo_mean, loo_var = oracles.leave_one_out_moments(fin, n)  # Var of the n-sample mean
-    arm_mean, arm_var = oracles.arm_moments(prob)              # one pair
-    disarm_mean, disarm_var = oracles.disarm_moments(prob)     # one pair
+    arm_mean, arm_var = oracles.arm_moments(prob)  # one pair
+    disarm_mean, disarm_var = oracles.disarm_moments(prob)  # one pair
     pairs = n // 2
     expected = {
-        "score_function": (grad, sf_var),
-        "score_function+leave_one_out": (loo_mean, n * loo_var),
-        "arm": (arm_mean, n * arm_var / pairs),
-        "disarm": (disarm_mean, n * disarm_var / pairs),
-        "straight_through": oracles.straight_through_moments_bernoulli(prob),
-        "gumbel_softmax(0.5)": oracles.gumbel_softmax_moments_bernoulli(prob, 0.5, False, 48),
-        "gumbel_softmax_st(0.5)": oracles.gumbel_softmax_moments_bernoulli(prob, 0.5, True, 48),
+      "score_function": (grad, sf_var),
+      "score_function+leave_one_out": (loo_mean, n * loo_var),
+      "arm": (arm_mean, n * arm_var / pairs),
+      "disarm": (disarm_mean, n * disarm_var / pairs),
+      "straight_through": oracles.straight_through_moments_bernoulli(prob),
+      "gumbel_softmax(0.5)": oracles.gumbel_softmax_moments_bernoulli(prob, 0.5, False, 48),
+      "gumbel_softmax_st(0.5)": oracles.gumbel_softmax_moments_bernoulli(prob, 0.5, True, 48),
     }
     for name, (want_mean, want_var) in expected.items():
       mean, var = discrete_toy.exact_moments(name, theta, t, n)
-      np.testing.assert_allclose(mean, np.squeeze(want_mean), rtol=1e-7, atol=1e-12,
-                                 err_msg=name)
-      np.testing.assert_allclose(var, np.squeeze(want_var), rtol=1e-6, atol=1e-15,
-                                 err_msg=name)
+      np.testing.assert_allclose(mean, np.squeeze(want_mean), rtol=1e-7, atol=1e-12, err_msg=name)
+      np.testing.assert_allclose(var, np.squeeze(want_var), rtol=1e-6, atol=1e-15, err_msg=name)
   mean, var = discrete_toy.exact_moments("rao_blackwell+leave_one_out", theta, t, 2)
   assert mean == pytest.approx(grad) and var == 0.0
   assert discrete_toy.exact_moments("rebar", theta, t, 2) is None
@@ -83,10 +81,13 @@ def test_vae_exact_terms_match_scoregrad_exact(x64):
   np.testing.assert_allclose(log_pxs, log_px, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name, rows", [
+@pytest.mark.parametrize(
+  "name, rows",
+  [
     ("discrete_toy", "disarm,gumbel_softmax(0.5)"),
     ("discrete_vae", "score_function+moving_average,straight_through"),
-])
+  ],
+)
 def test_discrete_benchmarks_small_run(name, rows, tmp_path, capsys):
   rc = runner.main([name, "--tiny", "--out", str(tmp_path), "--estimators", rows])
   captured = capsys.readouterr()
@@ -99,8 +100,9 @@ def test_discrete_benchmarks_small_run(name, rows, tmp_path, capsys):
     for row in results["rows"].values():
       for per_t in row["by_target"]:
         assert len(per_t["variance"]) == len(per_t["exact_variance"]) == g
-        assert all(lo <= v <= hi for lo, v, hi in
-                   zip(per_t["lower"], per_t["variance"], per_t["upper"]))
+        assert all(
+          lo <= v <= hi for lo, v, hi in zip(per_t["lower"], per_t["variance"], per_t["upper"])
+        )
     assert results["rows"]["disarm"]["by_target"][0]["exact_bias"][0] == pytest.approx(0, abs=1e-12)
     assert results["rows"]["gumbel_softmax(0.5)"]["by_target"][0]["exact_bias"][0] != 0
   else:
@@ -114,9 +116,11 @@ def test_discrete_benchmarks_small_run(name, rows, tmp_path, capsys):
 def test_bias_table_in_gumbel_softmax_docstring():
   """The one-bit bias table in the docstrings of gumbel_softmax and
   straight_through (3 significant digits) matches the quadrature/closed form."""
-  rows = {"gumbel_softmax(0.5)": (-0.019, 0.021, 0.050),
-          "gumbel_softmax_st(0.5)": (-0.036, 0.021, 0.067),
-          "straight_through": (-0.080, 0.025, 0.112)}
+  rows = {
+    "gumbel_softmax(0.5)": (-0.019, 0.021, 0.050),
+    "gumbel_softmax_st(0.5)": (-0.036, 0.021, 0.067),
+    "straight_through": (-0.080, 0.025, 0.112),
+  }
   for name, values in rows.items():
     for theta, want in zip((0.2, 0.5, 0.8), values):
       mean, _ = discrete_toy.exact_moments(name, theta, 0.45, 2)
@@ -132,6 +136,7 @@ def test_mnist_vae_data_and_cost():
   """The bundled digits are 4000/1000 grey levels in [0, 1]; the per-image cost
   is −log p(x, b) + log q(b | x), checked against a direct computation."""
   from benchmarks import discrete_vae_mnist as m
+
   train, test = m.load_data()
   assert train.shape == (4000, 784) and test.shape == (1000, 784)
   assert train.min() == 0 and train.max() == 1

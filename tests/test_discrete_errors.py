@@ -16,16 +16,16 @@ NORMAL = lambda p: sg.dists.Normal(p, 1.0)
 F = lambda b: jnp.sum((b - 0.45) ** 2)
 
 DISCRETE_ONLY = {
-    "arm": lambda: sg.arm(num_samples=2),
-    "disarm": lambda: sg.disarm(num_pairs=2),
-    "rebar": lambda: sg.rebar(num_samples=2),
-    "relax": lambda: sg.relax(num_samples=2),
-    "gumbel_softmax": lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
-    "straight_through": lambda: sg.straight_through(num_samples=2),
-    "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=2),
-    "exact": lambda: sg.exact(),
-    "double_cv": lambda: sg.double_cv(num_samples=2),
-    "rodeo": lambda: sg.rodeo(num_samples=2, hidden_size=4),
+  "arm": lambda: sg.arm(num_samples=2),
+  "disarm": lambda: sg.disarm(num_pairs=2),
+  "rebar": lambda: sg.rebar(num_samples=2),
+  "relax": lambda: sg.relax(num_samples=2),
+  "gumbel_softmax": lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
+  "straight_through": lambda: sg.straight_through(num_samples=2),
+  "rao_blackwell": lambda: sg.rao_blackwell(num_summed=2, num_samples=2),
+  "exact": lambda: sg.exact(),
+  "double_cv": lambda: sg.double_cv(num_samples=2),
+  "rodeo": lambda: sg.rodeo(num_samples=2, hidden_size=4),
 }
 
 
@@ -36,8 +36,11 @@ def _estimate(est, f, dist_fn, params):
 @pytest.mark.parametrize("name", sorted(DISCRETE_ONLY))
 def test_continuous_distribution_rejected(name):
   est = DISCRETE_ONLY[name]()
-  with pytest.raises(ValueError, match=rf"`{name}` estimates gradients for discrete "
-                     r"distributions.*got Normal.*continuous.*scoregrad\.pathwise"):
+  with pytest.raises(
+    ValueError,
+    match=rf"`{name}` estimates gradients for discrete "
+    r"distributions.*got Normal.*continuous.*scoregrad\.pathwise",
+  ):
     _estimate(est, jnp.sin, NORMAL, jnp.zeros(2))
 
 
@@ -53,20 +56,26 @@ def test_other_discrete_distribution_rejected(name):
 @pytest.mark.parametrize("name", ["double_cv", "rodeo"])
 def test_categorical_rejected_by_bernoulli_only_estimators(name):
   est = DISCRETE_ONLY[name]()
-  with pytest.raises(ValueError, match=rf"`{name}` supports scoregrad\.dists\.Bernoulli.*"
-                     r"Categorical.*disarm.*rao_blackwell"):
+  with pytest.raises(
+    ValueError,
+    match=rf"`{name}` supports scoregrad\.dists\.Bernoulli.*"
+    r"Categorical.*disarm.*rao_blackwell",
+  ):
     _estimate(est, lambda x: jnp.sum(x).astype(jnp.float32), CAT, jnp.zeros((2, 3)))
 
 
 def test_discrete_distribution_rejected_by_pathwise():
   """The reverse: a discrete distribution given to a continuous-only estimator."""
   est = sg.pathwise(num_samples=2)
-  with pytest.raises(ValueError, match="reparameterized distribution.*Bernoulli.*"
-                     "discrete estimators"):
+  with pytest.raises(
+    ValueError, match="reparameterized distribution.*Bernoulli.*discrete estimators"
+  ):
     _estimate(est, F, BERN, jnp.zeros(2))
 
 
-@pytest.mark.parametrize("make, match", [
+@pytest.mark.parametrize(
+  "make, match",
+  [
     (lambda: sg.disarm(num_pairs=0), r"`num_pairs` must be >= 1; got num_pairs=0"),
     (lambda: sg.disarm(num_pairs=-2), "num_pairs=-2"),
     (lambda: sg.disarm(num_pairs=2.0), r"Use num_pairs=2"),
@@ -77,7 +86,8 @@ def test_discrete_distribution_rejected_by_pathwise():
     (lambda: sg.rao_blackwell(num_summed=2, num_samples=0), "num_samples=0"),
     (lambda: sg.vimco(num_samples=1), r"`num_samples` must be >= 2; got num_samples=1.*other"),
     (lambda: sg.exact(max_configurations=0), "max_configurations=0"),
-])
+  ],
+)
 def test_counts_validated(make, match):
   with pytest.raises((ValueError, TypeError), match=match):
     make()
@@ -87,8 +97,11 @@ def test_counts_validated(make, match):
 @pytest.mark.parametrize("factory", ["gumbel_softmax", "rebar", "relax"])
 def test_temperature_must_be_positive(factory, bad):
   kwargs = {"num_samples": 2, "temperature": bad}
-  with pytest.raises(ValueError, match=rf"`temperature` must be a finite number > 0; "
-                     rf"got temperature={bad!r}"):
+  with pytest.raises(
+    ValueError,
+    match=rf"`temperature` must be a finite number > 0; "
+    rf"got temperature={bad!r}",
+  ):
     getattr(sg, factory)(**kwargs)
 
 
@@ -99,9 +112,12 @@ def test_temperature_type():
 
 def test_exact_space_too_large():
   est = sg.exact()
-  with pytest.raises(ValueError, match=r"2\^20 = 1,048,576 configurations of a Bernoulli "
-                     r"with event shape \(20,\), more than max_configurations=65,536.*"
-                     r"rao_blackwell.*disarm.*leave_one_out.*max_configurations=1048576"):
+  with pytest.raises(
+    ValueError,
+    match=r"2\^20 = 1,048,576 configurations of a Bernoulli "
+    r"with event shape \(20,\), more than max_configurations=65,536.*"
+    r"rao_blackwell.*disarm.*leave_one_out.*max_configurations=1048576",
+  ):
     _estimate(est, F, BERN, jnp.zeros(20))
   with pytest.raises(ValueError, match=r"10\^6 = 1,000,000 configurations of a Categorical"):
     _estimate(est, lambda x: jnp.sum(x).astype(jnp.float32), CAT, jnp.zeros((6, 10)))
@@ -176,15 +192,28 @@ def test_bool_settings_checked():
 
 
 def test_settings_keyword_only():
-  for factory in (sg.arm, sg.disarm, sg.rebar, sg.relax, sg.gumbel_softmax,
-                  sg.straight_through, sg.rao_blackwell, sg.exact, sg.vimco):
+  for factory in (
+    sg.arm,
+    sg.disarm,
+    sg.rebar,
+    sg.relax,
+    sg.gumbel_softmax,
+    sg.straight_through,
+    sg.rao_blackwell,
+    sg.exact,
+    sg.vimco,
+  ):
     with pytest.raises(TypeError):
       factory(4)
 
 
 def test_nan_cost_gives_nan_gradient():
   """A NaN cost must not turn into a finite gradient."""
-  for est in (sg.disarm(num_pairs=4), sg.arm(num_samples=4), sg.exact(),
-              sg.rao_blackwell(num_summed=2, num_samples=2)):
+  for est in (
+    sg.disarm(num_pairs=4),
+    sg.arm(num_samples=4),
+    sg.exact(),
+    sg.rao_blackwell(num_summed=2, num_samples=2),
+  ):
     out = _estimate(est, lambda b: jnp.sum(b) * jnp.nan, BERN, jnp.array([0.1, -0.2]))
     assert np.any(np.isnan(np.asarray(out.grad)))

@@ -29,7 +29,8 @@ SETTINGS = [(0.5, 1.0), (0.1, 0.3), (2.0, -1.5)]  # (temperature λ, scale η)
 def _run(est, f, dist_fn, params, state=None, seed=1):
   state = est.init(params) if state is None else state
   return jax.jit(lambda k, p, s: est.estimate(k, f, dist_fn, p, s))(
-      jax.random.key(seed), params, state)
+    jax.random.key(seed), params, state
+  )
 
 
 @pytest.mark.parametrize("logit", [0.0, 1.3, -2.0])
@@ -48,13 +49,16 @@ def test_rebar_one_bit_exact_mean_and_variance(temperature, scale, dtype):
   variance equal the quadrature values (frozen λ, η: learning_rate=0)."""
   logit = 0.7
   mean, var = oracles.rebar_one_bit_moments(logit, 0.45, temperature, scale, nodes=100)
-  est = sg.rebar(num_samples=N, temperature=temperature, scale=scale, learning_rate=0.0,
-                 per_sample=True)
-  out = _run(est, lambda b: jnp.sum((b - 0.45) ** 2), oracles.bernoulli_dist,
-             jnp.full((1,), logit, dtype))
+  est = sg.rebar(
+    num_samples=N, temperature=temperature, scale=scale, learning_rate=0.0, per_sample=True
+  )
+  out = _run(
+    est, lambda b: jnp.sum((b - 0.45) ** 2), oracles.bernoulli_dist, jnp.full((1,), logit, dtype)
+  )
   assert out.per_sample.dtype == dtype
-  assert_unbiased(out.per_sample, np.array([mean]), false_failure_rate=RATE,
-                  exact_variance=np.array([var]))
+  assert_unbiased(
+    out.per_sample, np.array([mean]), false_failure_rate=RATE, exact_variance=np.array([var])
+  )
   assert_variance(out.per_sample, np.array([var]), false_failure_rate=RATE)
 
 
@@ -64,15 +68,22 @@ def test_unbiased_for_any_control_parameters_bernoulli(name, temperature, scale)
   """D = 3, coupled f: unbiased for each (λ, η) and, for RELAX, a network
   with arbitrary (random, non-zero) weights."""
   prob = B["coupled"]
-  est = getattr(sg, name)(num_samples=N, temperature=temperature, scale=scale,
-                          learning_rate=0.0, per_sample=True)
+  est = getattr(sg, name)(
+    num_samples=N, temperature=temperature, scale=scale, learning_rate=0.0, per_sample=True
+  )
   logits = jnp.asarray(prob.logits, jnp.float32)
   state = est.init(logits)
   if name == "relax":
     net = state.control["network"]
     keys = jax.random.split(jax.random.key(7), len(net))
-    state = state._replace(control={**state.control, "network": {
-        k: jax.random.normal(kk, v.shape) for kk, (k, v) in zip(keys, sorted(net.items()))}})
+    state = state._replace(
+      control={
+        **state.control,
+        "network": {
+          k: jax.random.normal(kk, v.shape) for kk, (k, v) in zip(keys, sorted(net.items()))
+        },
+      }
+    )
   out = _run(est, prob.f, oracles.bernoulli_dist, logits, state)
   assert_unbiased(out.per_sample, oracles.bernoulli_exact(prob)[1], false_failure_rate=RATE)
 
@@ -82,8 +93,9 @@ def test_unbiased_categorical(name, dtype):
   """Two categorical variables (K = 3), f at one-hot inputs; Gumbel noise and
   the truncated-Gumbel conditional z̃ | b."""
   prob = oracles.categorical_problem()
-  est = getattr(sg, name)(num_samples=N, temperature=0.3, scale=0.8, learning_rate=0.0,
-                          per_sample=True)
+  est = getattr(sg, name)(
+    num_samples=N, temperature=0.3, scale=0.8, learning_rate=0.0, per_sample=True
+  )
   out = _run(est, prob.f_onehot, oracles.categorical_dist, jnp.asarray(prob.logits, dtype))
   assert out.per_sample.shape == (N, 2, 3) and out.per_sample.dtype == dtype
   assert_unbiased(out.per_sample, oracles.categorical_exact(prob)[1], false_failure_rate=RATE)
@@ -103,15 +115,17 @@ def test_learned_parameters_in_scan_reduce_variance_and_stay_unbiased():
     return est.estimate(key, f, oracles.bernoulli_dist, logits, state).state, None
 
   state, _ = jax.jit(lambda s, ks: jax.lax.scan(step, s, ks))(
-      est.init(logits), jax.random.split(jax.random.key(0), 300))
+    est.init(logits), jax.random.split(jax.random.key(0), 300)
+  )
   lam = float(jnp.exp(state.control["log_temperature"]))
   eta = float(state.control["scale"])
   _, var0 = oracles.rebar_one_bit_moments(logit, t, 0.05, 1.0, nodes=80)
   _, var1 = oracles.rebar_one_bit_moments(logit, t, lam, eta, nodes=80)
   assert var1 < 0.25 * var0, (lam, eta, var0, var1)
   frozen = sg.rebar(num_samples=N, learning_rate=0.0, per_sample=True)
-  out = _run(frozen, f, oracles.bernoulli_dist, logits, frozen.init(logits)._replace(
-      control=state.control))
+  out = _run(
+    frozen, f, oracles.bernoulli_dist, logits, frozen.init(logits)._replace(control=state.control)
+  )
   p = oracles.sigmoid(logit)
   assert_unbiased(out.per_sample, np.array([p * (1 - p) * (1 - 2 * t)]), false_failure_rate=RATE)
 
@@ -130,11 +144,13 @@ def test_relax_default_network_learns_a_far_better_control_variate():
     return est.estimate(key, f, oracles.bernoulli_dist, logits, state).state, None
 
   state, _ = jax.jit(lambda s, ks: jax.lax.scan(step, s, ks))(
-      est.init(logits), jax.random.split(jax.random.key(0), 400))
+    est.init(logits), jax.random.split(jax.random.key(0), 400)
+  )
   frozen = sg.relax(num_samples=N, learning_rate=0.0, per_sample=True)
   before = _run(frozen, f, oracles.bernoulli_dist, logits)
-  after = _run(frozen, f, oracles.bernoulli_dist, logits,
-               frozen.init(logits)._replace(control=state.control))
+  after = _run(
+    frozen, f, oracles.bernoulli_dist, logits, frozen.init(logits)._replace(control=state.control)
+  )
   p = oracles.sigmoid(logit)
   exact = np.array([p * (1 - p) * (1 - 2 * t)])
   _, var_before = oracles.rebar_one_bit_moments(logit, t, 0.5, 1.0, nodes=80)  # a = 0: REBAR
@@ -149,20 +165,32 @@ def test_relax_custom_network_and_learning():
   prob = B["coupled"]
   net = lambda rho, z: rho["a"] * jnp.tanh(jnp.dot(z, rho["w"]) + rho["c"])
   rho0 = {"w": jnp.array([0.3, -0.2, 0.5]), "c": jnp.array(0.1), "a": jnp.array(0.5)}
-  est = sg.relax(num_samples=8, control_variate=net, control_variate_params=rho0,
-                 optimizer=optax.sgd(0.05))
+  est = sg.relax(
+    num_samples=8, control_variate=net, control_variate_params=rho0, optimizer=optax.sgd(0.05)
+  )
   logits = jnp.asarray(prob.logits, jnp.float32)
 
   def step(state, key):
     return est.estimate(key, prob.f, oracles.bernoulli_dist, logits, state).state, None
 
   state, _ = jax.jit(lambda s, ks: jax.lax.scan(step, s, ks))(
-      est.init(logits), jax.random.split(jax.random.key(0), 50))
+    est.init(logits), jax.random.split(jax.random.key(0), 50)
+  )
   assert not np.allclose(state.control["network"]["w"], rho0["w"])
-  frozen = sg.relax(num_samples=N, control_variate=net, control_variate_params=rho0,
-                    learning_rate=0.0, per_sample=True)
-  out = _run(frozen, prob.f, oracles.bernoulli_dist, logits,
-             frozen.init(logits)._replace(control=state.control))
+  frozen = sg.relax(
+    num_samples=N,
+    control_variate=net,
+    control_variate_params=rho0,
+    learning_rate=0.0,
+    per_sample=True,
+  )
+  out = _run(
+    frozen,
+    prob.f,
+    oracles.bernoulli_dist,
+    logits,
+    frozen.init(logits)._replace(control=state.control),
+  )
   assert_unbiased(out.per_sample, oracles.bernoulli_exact(prob)[1], false_failure_rate=RATE)
 
 
@@ -192,11 +220,16 @@ def test_axis_name_shares_learned_parameters():
   grads = jax.vmap(jax.grad(variance), in_axes=(None, 0, 0, 0))(state.control, keys, logits, t)
   mean_grad = jax.tree_util.tree_map(lambda g: jnp.mean(g, 0), grads)
   expected = optax.apply_updates(state.control, opt.update(mean_grad, opt.init(state.control))[0])
-  for a, b in zip(jax.tree_util.tree_leaves(out.state.control),
-                  jax.tree_util.tree_leaves(expected)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(out.state.control), jax.tree_util.tree_leaves(expected)
+  ):
     np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-7)
   # and the estimates are the frozen estimator's (same keys, same φ).
-  ref = jax.vmap(lambda k, l, ti: frozen.estimate(
-      k, lambda b: jnp.sum((b - ti) ** 2), oracles.bernoulli_dist, l, state._replace(opt_state=())
-  ).grad)(keys, logits, t)
+  ref = jax.vmap(
+    lambda k, l, ti: (
+      frozen.estimate(
+        k, lambda b: jnp.sum((b - ti) ** 2), oracles.bernoulli_dist, l, state._replace(opt_state=())
+      ).grad
+    )
+  )(keys, logits, t)
   np.testing.assert_allclose(out.grad, ref, rtol=1e-5, atol=1e-7)

@@ -28,7 +28,8 @@ B = oracles.BERNOULLI_PROBLEMS
 
 def _run(est, f, dist_fn, params, seed=1):
   return jax.jit(lambda k, p: est.estimate(k, f, dist_fn, p, est.init(p)))(
-      jax.random.key(seed), params)
+    jax.random.key(seed), params
+  )
 
 
 def _assert_biased(mean, exact, var):
@@ -43,8 +44,9 @@ def _assert_biased(mean, exact, var):
 def test_gumbel_softmax_bernoulli_expectation_and_bias(problem, straight, dtype):
   prob = B[problem]
   mean, var = oracles.gumbel_softmax_moments_bernoulli(prob, 0.5, straight, nodes=24)
-  est = sg.gumbel_softmax(num_samples=N, temperature=0.5, straight_through=straight,
-                          per_sample=True)
+  est = sg.gumbel_softmax(
+    num_samples=N, temperature=0.5, straight_through=straight, per_sample=True
+  )
   out = _run(est, prob.f, oracles.bernoulli_dist, jnp.asarray(prob.logits, dtype))
   assert out.per_sample.dtype == dtype
   assert_unbiased(out.per_sample, mean, false_failure_rate=RATE, exact_variance=var)
@@ -73,6 +75,7 @@ def test_gumbel_softmax_value_is_the_hard_sample_mean():
   est = sg.gumbel_softmax(num_samples=N, temperature=0.5)
   out = _run(est, prob.f, oracles.bernoulli_dist, jnp.asarray(prob.logits, jnp.float32))
   from scoregrad.testing import z_threshold
+
   assert abs(float(out.value) - value) < z_threshold(RATE) * sd / np.sqrt(N)
 
 
@@ -120,6 +123,8 @@ def test_straight_through_exact_for_multilinear_cost():
   unbiased), so the bias above comes from non-linearity."""
   prob = oracles.categorical_problem()
   table = np.array([[1.0, -0.5, 2.0], [0.3, 1.5, -1.0], [2.5, 0.0, 0.7]])
-  bilinear = prob._replace(table=table, f_onehot=lambda y: y[0] @ jnp.asarray(table, y.dtype) @ y[1])
+  bilinear = prob._replace(
+    table=table, f_onehot=lambda y: y[0] @ jnp.asarray(table, y.dtype) @ y[1]
+  )
   mean, _ = oracles.straight_through_moments_categorical(bilinear)
   np.testing.assert_allclose(mean, oracles.categorical_exact(bilinear)[1], rtol=1e-10)

@@ -39,8 +39,11 @@ def _perturbed_control(name, state):
   leaves, tree = jax.tree_util.tree_flatten(net)
   keys = jax.random.split(jax.random.key(7), len(leaves))
   leaves = [x + 0.7 * jax.random.normal(kk, x.shape, x.dtype) for x, kk in zip(leaves, keys)]
-  return {"alpha": jnp.asarray(0.9), "beta": jnp.asarray(-1.7),
-          "network": jax.tree_util.tree_unflatten(tree, leaves)}
+  return {
+    "alpha": jnp.asarray(0.9),
+    "beta": jnp.asarray(-1.7),
+    "network": jax.tree_util.tree_unflatten(tree, leaves),
+  }
 
 
 def _moments(name, prob, k, control):
@@ -51,8 +54,7 @@ def _moments(name, prob, k, control):
 
 def _draws(est, f, params, state, draws=DRAWS, seed=2):
   keys = jax.random.split(jax.random.key(seed), draws)
-  fn = jax.jit(jax.vmap(lambda kk: est.estimate(kk, f, oracles.bernoulli_dist, params,
-                                                state).grad))
+  fn = jax.jit(jax.vmap(lambda kk: est.estimate(kk, f, oracles.bernoulli_dist, params, state).grad))
   return np.asarray(fn(keys), np.float64)
 
 
@@ -71,8 +73,9 @@ def test_oracle_mean_is_exact_gradient_for_any_control(name, k):
       np.testing.assert_allclose(mean, grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name, k", [("double_cv", 2), ("double_cv", 3), ("rodeo", 2),
-                                     ("rodeo", 3)])
+@pytest.mark.parametrize(
+  "name, k", [("double_cv", 2), ("double_cv", 3), ("rodeo", 2), ("rodeo", 3)]
+)
 def test_unbiased_with_exact_variance(name, k, dtype):
   """Fixed nonzero control parameters (learning off): many independent
   estimates have the enumerated gradient as mean and the enumerated variance."""
@@ -102,18 +105,25 @@ def test_adapted_in_scan_unbiased_and_lower_variance(name):
 
   def step(state, key):
     out = est.estimate(key, prob.f, oracles.bernoulli_dist, logits, state)
-    return out.state, jnp.sum(out.grad ** 2)
+    return out.state, jnp.sum(out.grad**2)
 
   state, _ = jax.jit(lambda s: jax.lax.scan(step, s, jax.random.split(jax.random.key(5), 300)))(
-      state0)
+    state0
+  )
   assert float(state.control["alpha"]) != 0.0
-  print(name, "adapted control:", jax.tree_util.tree_map(
-      lambda x: np.round(np.asarray(x), 3) if np.ndim(x) == 0 else x.shape, state.control))
+  print(
+    name,
+    "adapted control:",
+    jax.tree_util.tree_map(
+      lambda x: np.round(np.asarray(x), 3) if np.ndim(x) == 0 else x.shape, state.control
+    ),
+  )
   _, var0 = _moments(name, prob, k, state0.control)
   _, var = _moments(name, prob, k, state.control)
   print(name, "exact Σ variance, LOO start:", np.sum(var0), "adapted:", np.sum(var))
-  np.testing.assert_allclose(var0, oracles.leave_one_out_moments(oracles.finite_bernoulli(prob),
-                                                                 2)[1], rtol=1e-10)
+  np.testing.assert_allclose(
+    var0, oracles.leave_one_out_moments(oracles.finite_bernoulli(prob), 2)[1], rtol=1e-10
+  )
   if name == "double_cv":
     # ĝ is affine in a, so Σ Var is exactly quadratic in a: its minimum from
     # three values. Learning gets within half of the way from LOO to it.
@@ -123,12 +133,13 @@ def test_adapted_in_scan_unbiased_and_lower_variance(name):
     assert best < np.sum(var0)
     assert np.sum(var) - best < 0.5 * (np.sum(var0) - best)
   else:
-    assert np.sum(var) < 0.75 * np.sum(var0)   # measured: 0.070 vs 0.145
+    assert np.sum(var) < 0.75 * np.sum(var0)  # measured: 0.070 vs 0.145
   frozen = _make(name, k, learning_rate=0.0)
   state = frozen.init(logits)._replace(control=state.control)
   draws = _draws(frozen, prob.f, logits, state)
-  assert_unbiased(draws, oracles.bernoulli_exact(prob)[1], false_failure_rate=RATE,
-                  exact_variance=var)
+  assert_unbiased(
+    draws, oracles.bernoulli_exact(prob)[1], false_failure_rate=RATE, exact_variance=var
+  )
   assert_variance(draws, var, false_failure_rate=RATE)
 
 
@@ -151,10 +162,8 @@ def test_jit_scan_no_retrace_pytree_params_per_sample(name):
   out = run(jax.random.key(1), jax.tree_util.tree_map(lambda x: x + 1.0, params), out.state)
   assert len(traces) == n
   assert out.per_sample["w"].shape == (3, 2, 3)
-  np.testing.assert_allclose(np.mean(out.per_sample["w"], 0), out.grad["w"], rtol=1e-5,
-                             atol=1e-7)
-  assert jax.tree_util.tree_structure(out.state) == jax.tree_util.tree_structure(
-      est.init(params))
+  np.testing.assert_allclose(np.mean(out.per_sample["w"], 0), out.grad["w"], rtol=1e-5, atol=1e-7)
+  assert jax.tree_util.tree_structure(out.state) == jax.tree_util.tree_structure(est.init(params))
 
 
 @pytest.mark.parametrize("name", ["double_cv", "rodeo"])
@@ -167,16 +176,24 @@ def test_value_and_first_order_only(name):
   value, _ = oracles.bernoulli_exact(prob)
 
   def one(kk):
-    return jax.grad(lambda phi: est.estimate(kk, lambda b: phi * prob.f(b),
-                                             oracles.bernoulli_dist, logits,
-                                             est.init(logits)).value)(1.0)
+    return jax.grad(
+      lambda phi: (
+        est.estimate(
+          kk, lambda b: phi * prob.f(b), oracles.bernoulli_dist, logits, est.init(logits)
+        ).value
+      )
+    )(1.0)
 
   draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), 20_000)))
   assert_unbiased(draws, np.float64(value), false_failure_rate=RATE)
   with pytest.raises(NotImplementedError, match="first derivatives only"):
-    jax.jit(jax.jacobian(lambda l: est.estimate(jax.random.key(0), prob.f,
-                                                oracles.bernoulli_dist, l,
-                                                est.init(l)).grad))(logits)
+    jax.jit(
+      jax.jacobian(
+        lambda l: (
+          est.estimate(jax.random.key(0), prob.f, oracles.bernoulli_dist, l, est.init(l)).grad
+        )
+      )
+    )(logits)
 
 
 @pytest.mark.parametrize("name", ["double_cv", "rodeo"])
@@ -194,11 +211,11 @@ def test_bad_inputs(name):
   logits = jnp.zeros((2, 3))
   f = lambda x: jnp.sum(x)
   with pytest.raises(ValueError, match=r"supports scoregrad.dists.Bernoulli.*Categorical"):
-    est.estimate(jax.random.key(0), f, lambda l: sg.dists.Categorical(logits=l), logits,
-                 est.init(logits))
+    est.estimate(
+      jax.random.key(0), f, lambda l: sg.dists.Categorical(logits=l), logits, est.init(logits)
+    )
   with pytest.raises(ValueError, match="Normal"):
-    est.estimate(jax.random.key(0), f, lambda l: sg.dists.Normal(l, 1.0), logits,
-                 est.init(logits))
+    est.estimate(jax.random.key(0), f, lambda l: sg.dists.Normal(l, 1.0), logits, est.init(logits))
   with pytest.raises(TypeError, match="init"):
     est.estimate(jax.random.key(0), f, oracles.bernoulli_dist, logits, ())
   if name == "rodeo":

@@ -37,6 +37,7 @@ def _repeat(est, f, dist_fn, params, draws, seed=2):
 
 # --- oracles agree with each other ----------------------------------------
 
+
 @pytest.mark.parametrize("problem", sorted(B))
 def test_oracle_means_equal_exact_gradient(problem):
   """The derived estimator means equal the enumerated gradient (1e-10): the
@@ -44,9 +45,12 @@ def test_oracle_means_equal_exact_gradient(problem):
   prob = B[problem]
   _, grad = oracles.bernoulli_exact(prob)
   fin = oracles.finite_bernoulli(prob)
-  for mean in (oracles.arm_moments(prob)[0], oracles.disarm_moments(prob)[0],
-               oracles.leave_one_out_moments(fin, 2)[0],
-               oracles.rao_blackwell_moments(fin, 3)[0]):
+  for mean in (
+    oracles.arm_moments(prob)[0],
+    oracles.disarm_moments(prob)[0],
+    oracles.leave_one_out_moments(fin, 2)[0],
+    oracles.rao_blackwell_moments(fin, 3)[0],
+  ):
     np.testing.assert_allclose(mean, grad, rtol=1e-10, atol=1e-13)
 
 
@@ -60,8 +64,7 @@ def test_exact_matches_closed_form_separable(dtype):
   t = 0.45
   tol = 1e-6 if dtype == jnp.float32 else 1e-13
   np.testing.assert_allclose(out.grad, p * (1 - p) * (1 - 2 * t) / 3, rtol=tol, atol=tol)
-  np.testing.assert_allclose(out.value, np.mean(p * (1 - t) ** 2 + (1 - p) * t**2),
-                             rtol=tol)
+  np.testing.assert_allclose(out.value, np.mean(p * (1 - t) ** 2 + (1 - p) * t**2), rtol=tol)
   assert out.grad.dtype == dtype
 
 
@@ -81,8 +84,11 @@ def test_exact_categorical_and_hessian(x64):
     p = jax.nn.softmax(l, axis=-1)
     return jnp.einsum("i,j,ij->", p[0], p[1], table)
 
-  hess = jax.jit(jax.jacobian(lambda l: est.estimate(
-      jax.random.key(0), prob.f, oracles.categorical_dist, l, ()).grad))(logits)
+  hess = jax.jit(
+    jax.jacobian(
+      lambda l: est.estimate(jax.random.key(0), prob.f, oracles.categorical_dist, l, ()).grad
+    )
+  )(logits)
   np.testing.assert_allclose(hess, jax.hessian(closed)(logits), rtol=1e-10, atol=1e-12)
 
 
@@ -95,6 +101,7 @@ def test_exact_chunked_large_space():
 
 
 # --- ARM and DisARM ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("problem", sorted(B))
 @pytest.mark.parametrize("name", ["arm", "disarm"])
@@ -112,8 +119,9 @@ def test_antithetic_unbiased_with_exact_variance(name, problem, dtype):
   assert out.per_sample.shape == (N, 3) and out.per_sample.dtype == dtype
   assert_unbiased(out.per_sample, grad, false_failure_rate=RATE, exact_variance=var)
   assert_variance(out.per_sample, var, false_failure_rate=RATE)
-  np.testing.assert_allclose(out.grad, np.mean(np.asarray(out.per_sample, np.float64), 0),
-                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    out.grad, np.mean(np.asarray(out.per_sample, np.float64), 0), rtol=1e-4, atol=1e-7
+  )
   # value: the mean of a pair has variance ≤ Var f, so |error| ≤ z sqrt(Var f / N).
   fin = oracles.finite_bernoulli(prob)
   var_f = fin.probs @ fin.costs**2 - value**2
@@ -127,6 +135,7 @@ def test_disarm_never_worse_than_arm():
 
 
 # --- leave-one-out baselines compose with the discrete families ------------
+
 
 @pytest.mark.parametrize("family, n", [("bernoulli", 2), ("bernoulli", 3), ("categorical", 2)])
 def test_score_function_leave_one_out_discrete(family, n):
@@ -152,8 +161,10 @@ def test_score_function_leave_one_out_discrete(family, n):
 
 # --- Rao-Blackwellised sum-and-sample ---------------------------------------
 
-@pytest.mark.parametrize("family, num_summed", [("bernoulli", 3), ("bernoulli", 6),
-                                                ("categorical", 4)])
+
+@pytest.mark.parametrize(
+  "family, num_summed", [("bernoulli", 3), ("bernoulli", 6), ("categorical", 4)]
+)
 def test_rao_blackwell_unbiased_with_exact_variance(family, num_summed, dtype):
   """Without a baseline each per-sample term is A + (1 − p(C)) f(x) ∇log p(x),
   x ~ p(· | x ∉ C), i.i.d.: exact mean and variance by enumerating the
@@ -180,8 +191,9 @@ def test_rao_blackwell_with_leave_one_out_unbiased():
   summed part) the estimate stays unbiased: many independent estimates."""
   prob = B["coupled"]
   est = sg.rao_blackwell(num_summed=2, num_samples=3, baseline=sg.baselines.leave_one_out())
-  draws = _repeat(est, prob.f, oracles.bernoulli_dist, jnp.asarray(prob.logits, jnp.float32),
-                  60_000)
+  draws = _repeat(
+    est, prob.f, oracles.bernoulli_dist, jnp.asarray(prob.logits, jnp.float32), 60_000
+  )
   assert_unbiased(draws, oracles.bernoulli_exact(prob)[1], false_failure_rate=RATE)
 
 
@@ -196,6 +208,7 @@ def test_rao_blackwell_whole_space_is_exact():
 
 def test_top_configurations_are_the_most_probable():
   from scoregrad._src.discrete.sum_and_sample import top_configurations
+
   logits = jnp.array([1.5, -0.3, 0.8, -2.0, 0.1])
   configs, joint = top_configurations(sg.dists.Bernoulli.per_variable_log_probs(logits), 7)
   bits = oracles.all_bits(5)
@@ -207,6 +220,7 @@ def test_top_configurations_are_the_most_probable():
 
 
 # --- VIMCO ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family, k", [("bernoulli", 2), ("bernoulli", 3), ("categorical", 2)])
 def test_vimco_unbiased_with_exact_variance(family, k):
@@ -223,8 +237,9 @@ def test_vimco_unbiased_with_exact_variance(family, k):
     fin = fin._replace(costs=0.5 * fin.costs)
   grad, mean, var = oracles.vimco_moments(fin, k)
   np.testing.assert_allclose(mean, grad, rtol=1e-10, atol=1e-13)
-  draws = _repeat(sg.vimco(num_samples=k), f, dist_fn,
-                  jnp.asarray(prob.logits, jnp.float32), 60_000)
+  draws = _repeat(
+    sg.vimco(num_samples=k), f, dist_fn, jnp.asarray(prob.logits, jnp.float32), 60_000
+  )
   draws = np.asarray(draws).reshape(draws.shape[0], -1)
   assert_unbiased(draws, grad, false_failure_rate=RATE, exact_variance=var)
   assert_variance(draws, var, false_failure_rate=RATE)
@@ -239,6 +254,7 @@ def test_vimco_value_gives_pathwise_term(x64):
   k = 2
   exact = 0.0
   import itertools
+
   for idx in itertools.product(range(len(fin.probs)), repeat=k):
     idx = np.array(idx)
     lw = phi * fin.costs[idx]
@@ -248,8 +264,11 @@ def test_vimco_value_gives_pathwise_term(x64):
   logits = jnp.asarray(prob.logits)
 
   def one(key):
-    return jax.grad(lambda ph: est.estimate(key, lambda b: ph * prob.f(b), oracles.bernoulli_dist,
-                                            logits, ()).value)(jnp.asarray(phi))
+    return jax.grad(
+      lambda ph: (
+        est.estimate(key, lambda b: ph * prob.f(b), oracles.bernoulli_dist, logits, ()).value
+      )
+    )(jnp.asarray(phi))
 
   draws = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(3), 50_000))
   assert_unbiased(np.asarray(draws), np.float64(exact), false_failure_rate=RATE)
@@ -257,13 +276,16 @@ def test_vimco_value_gives_pathwise_term(x64):
 
 # --- pytree parameters, pull-back -------------------------------------------
 
+
 def test_pytree_params_pullback(dtype):
   """logits = x W + c from a dict of parameters: DisARM's pulled-back
   per-pair gradients are unbiased for the exact pytree gradient (sg.exact,
   itself checked against autodiff of the closed form)."""
   x = jnp.asarray([0.5, -1.0], dtype)
-  params = {"W": jnp.asarray([[0.3, -0.2, 0.5], [0.1, 0.4, -0.6]], dtype),
-            "c": jnp.asarray([0.2, -0.1, 0.0], dtype)}
+  params = {
+    "W": jnp.asarray([[0.3, -0.2, 0.5], [0.1, 0.4, -0.6]], dtype),
+    "c": jnp.asarray([0.2, -0.1, 0.0], dtype),
+  }
   dist_fn = lambda p: sg.dists.Bernoulli(logits=x @ p["W"] + p["c"])
   prob = B["coupled"]
   exact = _run(sg.exact(), prob.f, dist_fn, params)
@@ -275,8 +297,10 @@ def test_pytree_params_pullback(dtype):
     return jnp.sum(w * jax.vmap(prob.f)(bits))
 
   tol = 1e-5 if dtype == jnp.float32 else 1e-12
-  for a, b in zip(jax.tree_util.tree_leaves(exact.grad),
-                  jax.tree_util.tree_leaves(jax.jit(jax.grad(closed))(params))):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(exact.grad),
+    jax.tree_util.tree_leaves(jax.jit(jax.grad(closed))(params)),
+  ):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
   out = _run(sg.disarm(num_pairs=N, per_sample=True), prob.f, dist_fn, params)
   assert out.per_sample["W"].shape == (N, 2, 3) and out.per_sample["W"].dtype == dtype
@@ -285,15 +309,32 @@ def test_pytree_params_pullback(dtype):
 
 # --- jit: no recompilation ---------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda: sg.arm(num_samples=4), lambda: sg.disarm(num_pairs=4),
-    lambda: sg.rebar(num_samples=2), lambda: sg.relax(num_samples=2),
+
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: sg.arm(num_samples=4),
+    lambda: sg.disarm(num_pairs=4),
+    lambda: sg.rebar(num_samples=2),
+    lambda: sg.relax(num_samples=2),
     lambda: sg.gumbel_softmax(num_samples=4, temperature=0.5),
     lambda: sg.straight_through(num_samples=4),
     lambda: sg.rao_blackwell(num_summed=2, num_samples=3),
-    lambda: sg.exact(), lambda: sg.vimco(num_samples=3)],
-    ids=["arm", "disarm", "rebar", "relax", "gumbel_softmax", "straight_through",
-         "rao_blackwell", "exact", "vimco"])
+    lambda: sg.exact(),
+    lambda: sg.vimco(num_samples=3),
+  ],
+  ids=[
+    "arm",
+    "disarm",
+    "rebar",
+    "relax",
+    "gumbel_softmax",
+    "straight_through",
+    "rao_blackwell",
+    "exact",
+    "vimco",
+  ],
+)
 def test_no_recompilation_with_new_values(make):
   est = make()
   traces = []
@@ -313,14 +354,30 @@ def test_no_recompilation_with_new_values(make):
 
 # --- Estimate.value carries the gradient of what f closes over ----------------
 
-@pytest.mark.parametrize("make", [
-    lambda: sg.arm(num_samples=2), lambda: sg.disarm(num_pairs=2),
-    lambda: sg.rebar(num_samples=2), lambda: sg.relax(num_samples=2),
+
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: sg.arm(num_samples=2),
+    lambda: sg.disarm(num_pairs=2),
+    lambda: sg.rebar(num_samples=2),
+    lambda: sg.relax(num_samples=2),
     lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
     lambda: sg.straight_through(num_samples=2),
-    lambda: sg.rao_blackwell(num_summed=2, num_samples=2), lambda: sg.exact()],
-    ids=["arm", "disarm", "rebar", "relax", "gumbel_softmax", "straight_through",
-         "rao_blackwell", "exact"])
+    lambda: sg.rao_blackwell(num_summed=2, num_samples=2),
+    lambda: sg.exact(),
+  ],
+  ids=[
+    "arm",
+    "disarm",
+    "rebar",
+    "relax",
+    "gumbel_softmax",
+    "straight_through",
+    "rao_blackwell",
+    "exact",
+  ],
+)
 def test_value_differentiable_in_what_f_closes_over(make):
   """With f = φ·h(b), ∂ value/∂φ (samples held fixed) is unbiased for
   ∂E[f]/∂φ = E[h(b)] (enumeration): the pathwise part for parameters of f."""
@@ -330,8 +387,13 @@ def test_value_differentiable_in_what_f_closes_over(make):
   logits = jnp.asarray(prob.logits, jnp.float32)
 
   def one(k):
-    return jax.grad(lambda phi: est.estimate(k, lambda b: phi * prob.f(b), oracles.bernoulli_dist,
-                                             logits, est.init(logits)).value)(1.0)
+    return jax.grad(
+      lambda phi: (
+        est.estimate(
+          k, lambda b: phi * prob.f(b), oracles.bernoulli_dist, logits, est.init(logits)
+        ).value
+      )
+    )(1.0)
 
   draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), 20_000)))
   if np.all(draws == draws[0]):  # exact: no randomness
@@ -341,6 +403,7 @@ def test_value_differentiable_in_what_f_closes_over(make):
 
 
 # --- categorical ARM/DisARM (stick-breaking coupling) -------------------------
+
 
 def _categorical_from_eta(eta):
   """Categorical logits log π from stick-breaking logits η (so η(ℓ(η)) = η)."""
@@ -364,10 +427,12 @@ def test_stick_breaking_representation_is_exact(x64):
     joint[tuple(x)] += oracles.bernoulli_prob(bits, q)
     np.testing.assert_array_equal(np.asarray(cat.from_binary(jnp.asarray(bits.reshape(2, 2)))), x)
   np.testing.assert_allclose(joint, np.outer(p[0], p[1]), rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(cat.binary_logits(jnp.asarray(prob.logits))), sb.eta,
-                             rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(_categorical_from_eta(jnp.asarray(sb.eta))),
-                             np.log(p), rtol=1e-12)
+  np.testing.assert_allclose(
+    np.asarray(cat.binary_logits(jnp.asarray(prob.logits))), sb.eta, rtol=1e-12
+  )
+  np.testing.assert_allclose(
+    np.asarray(_categorical_from_eta(jnp.asarray(sb.eta))), np.log(p), rtol=1e-12
+  )
 
 
 @pytest.mark.parametrize("name", ["arm", "disarm"])
@@ -383,14 +448,22 @@ def test_categorical_antithetic_unbiased_with_exact_variance(name, dtype):
   _, grad = oracles.bernoulli_exact(sb.bits_problem)
   np.testing.assert_allclose(mean, grad, rtol=1e-10, atol=1e-13)
   assert np.all(var <= moments(sb.bits_problem)[1] + 1e-15)
-  est = (sg.arm(num_samples=N, per_sample=True) if name == "arm"
-         else sg.disarm(num_pairs=N, per_sample=True))
+  est = (
+    sg.arm(num_samples=N, per_sample=True)
+    if name == "arm"
+    else sg.disarm(num_pairs=N, per_sample=True)
+  )
   dist_fn = lambda eta: sg.dists.Categorical(logits=_categorical_from_eta(eta))
   out = _run(est, prob.f, dist_fn, jnp.asarray(sb.eta, dtype))
   assert out.per_sample.shape == (N, 2, 2) and out.per_sample.dtype == dtype
   per = np.asarray(out.per_sample, np.float64).reshape(N, -1)
-  assert_unbiased(per, grad, false_failure_rate=RATE, exact_variance=var,
-                  rtol=1e-5 if dtype == jnp.float32 else 0.0)
+  assert_unbiased(
+    per,
+    grad,
+    false_failure_rate=RATE,
+    exact_variance=var,
+    rtol=1e-5 if dtype == jnp.float32 else 0.0,
+  )
   assert_variance(per, var, false_failure_rate=RATE)
   value, _ = oracles.categorical_exact(prob)
   var_f = np.sum(oracles.finite_categorical(prob).probs * prob.table.ravel() ** 2) - value**2
@@ -402,9 +475,16 @@ def test_categorical_antithetic_unbiased_in_logits(name):
   """With the softmax logits ℓ as parameters (pulled back through η(ℓ)), the
   gradient is unbiased for the enumerated ∇ℓ E[f]."""
   prob = oracles.categorical_problem()
-  est = (sg.arm(num_samples=N, per_sample=True) if name == "arm"
-         else sg.disarm(num_pairs=N, per_sample=True))
+  est = (
+    sg.arm(num_samples=N, per_sample=True)
+    if name == "arm"
+    else sg.disarm(num_pairs=N, per_sample=True)
+  )
   out = _run(est, prob.f, oracles.categorical_dist, jnp.asarray(prob.logits, jnp.float32))
   assert out.per_sample.shape == (N, 2, 3)
-  assert_unbiased(np.asarray(out.per_sample, np.float64), oracles.categorical_exact(prob)[1],
-                  false_failure_rate=RATE, rtol=1e-5)
+  assert_unbiased(
+    np.asarray(out.per_sample, np.float64),
+    oracles.categorical_exact(prob)[1],
+    false_failure_rate=RATE,
+    rtol=1e-5,
+  )

@@ -17,6 +17,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "docs"))
 import gen_api  # noqa: E402
+
 from test_layout import PUBLIC_MODULES  # noqa: E402
 
 DIRECTIVE = re.compile(r"^\.\. auto(?:class|function|data):: (\S+)$", re.M)
@@ -58,4 +59,6 @@ def test_every_benchmark_report_has_a_page():
   index = (ROOT / "docs" / "benchmarks" / "index.md").read_text()
   for name in reports:
     assert f"\n{name}\n" in index, name
-    assert f"benchmarks/results/{name}.md" in (ROOT / "docs" / "benchmarks" / f"{name}.md").read_text()
+    assert (
+      f"benchmarks/results/{name}.md" in (ROOT / "docs" / "benchmarks" / f"{name}.md").read_text()
+    )

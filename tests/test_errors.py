@@ -12,14 +12,17 @@ PARAMS = {"loc": jnp.array(0.5), "scale": jnp.array(1.0)}
 
 
 @pytest.mark.parametrize("factory", [sg.score_function, sg.pathwise])
-@pytest.mark.parametrize("bad, exc, match", [
+@pytest.mark.parametrize(
+  "bad, exc, match",
+  [
     (0, ValueError, "num_samples` must be >= 1; got num_samples=0"),
     (-3, ValueError, "num_samples=-3"),
     (2.0, TypeError, r"got 2.0 .*Use num_samples=2"),
     (2.5, TypeError, "got 2.5"),
     (True, TypeError, "got True"),
     (jnp.array(4), TypeError, "static Python value"),
-])
+  ],
+)
 def test_num_samples_validated(factory, bad, exc, match):
   with pytest.raises(exc, match=match):
     factory(num_samples=bad)
@@ -34,8 +37,13 @@ def test_leave_one_out_needs_two_samples():
   with pytest.raises(ValueError, match=r"leave_one_out\(\)` needs num_samples >= 2.*num_samples=1"):
     sg.score_function(num_samples=1, baseline=sg.baselines.leave_one_out())
   with pytest.raises(ValueError, match="num_samples >= 2"):
-    sg.expectation(jnp.sin, sg.dists.Normal(0.0, 1.0), jax.random.key(0), num_samples=1,
-                   baseline=sg.baselines.leave_one_out())
+    sg.expectation(
+      jnp.sin,
+      sg.dists.Normal(0.0, 1.0),
+      jax.random.key(0),
+      num_samples=1,
+      baseline=sg.baselines.leave_one_out(),
+    )
 
 
 def test_uncalled_baseline_factory_hint():
@@ -66,25 +74,40 @@ def test_pathwise_rejects_non_reparameterized():
   """JAX would silently return zero through jax.random.bernoulli; we refuse."""
   est = sg.pathwise(num_samples=8)
   logits = jnp.array([0.1, 0.2])
-  for dist_fn in [lambda l: sg.dists.Bernoulli(logits=l), lambda l: sg.dists.Categorical(logits=l),
-                  lambda l: sg.dists.Poisson(jnp.exp(l))]:
+  for dist_fn in [
+    lambda l: sg.dists.Bernoulli(logits=l),
+    lambda l: sg.dists.Categorical(logits=l),
+    lambda l: sg.dists.Poisson(jnp.exp(l)),
+  ]:
     with pytest.raises(ValueError, match=r"reparameterized.*score_function"):
       est.estimate(jax.random.key(0), jnp.sum, dist_fn, logits, est.init(logits))
   with pytest.raises(ValueError, match="reparameterized"):
-    sg.expectation(jnp.sum, sg.dists.Bernoulli(logits=logits), jax.random.key(0),
-                   num_samples=4, estimator="pathwise")
+    sg.expectation(
+      jnp.sum,
+      sg.dists.Bernoulli(logits=logits),
+      jax.random.key(0),
+      num_samples=4,
+      estimator="pathwise",
+    )
   user = sg.dists.from_log_prob(lambda p, x: -x * p, lambda p, k: jax.random.exponential(k) / p)
   with pytest.raises(ValueError, match="reparameterized"):
     est.estimate(jax.random.key(0), lambda x: x, user, jnp.array(1.0), est.init(None))
 
 
-@pytest.mark.parametrize("key, exc, match", [
+@pytest.mark.parametrize(
+  "key, exc, match",
+  [
     (0, TypeError, r"got the int 0.*jax.random.key\(0\)"),
-    (jax.random.split(jax.random.key(0), 3), ValueError, r"batch of keys with shape \(3,\).*jax.vmap"),
+    (
+      jax.random.split(jax.random.key(0), 3),
+      ValueError,
+      r"batch of keys with shape \(3,\).*jax.vmap",
+    ),
     (jax.random.split(jax.random.PRNGKey(0), 3), ValueError, r"batch of raw keys"),
     (jnp.array([1.0, 2.0]), TypeError, "dtype float32"),
     ("seed", TypeError, "PRNG key"),
-])
+  ],
+)
 def test_bad_keys(key, exc, match):
   est = sg.score_function(num_samples=4)
   with pytest.raises(exc, match=match):
@@ -110,19 +133,24 @@ def test_dist_fn_returning_non_distribution():
 def test_integer_params_rejected():
   est = sg.score_function(num_samples=4)
   with pytest.raises(TypeError, match="floating-point"):
-    est.estimate(jax.random.key(0), jnp.sin, lambda p: sg.dists.Poisson(p), jnp.array(3), est.init(None))
+    est.estimate(
+      jax.random.key(0), jnp.sin, lambda p: sg.dists.Poisson(p), jnp.array(3), est.init(None)
+    )
 
 
 def test_unknown_expectation_estimator():
   with pytest.raises(ValueError, match=r"estimator.*'reinforce'"):
-    sg.expectation(jnp.sin, sg.dists.Normal(0.0, 1.0), jax.random.key(0), num_samples=4,
-                   estimator="reinforce")
+    sg.expectation(
+      jnp.sin, sg.dists.Normal(0.0, 1.0), jax.random.key(0), num_samples=4, estimator="reinforce"
+    )
 
 
 def test_stateful_or_per_coordinate_baseline_in_expectation():
   for b in [sg.baselines.moving_average(decay=0.9), sg.baselines.optimal()]:
     with pytest.raises(ValueError, match=r"cannot be used in expectation\(\)"):
-      sg.expectation(jnp.sin, sg.dists.Normal(0.0, 1.0), jax.random.key(0), num_samples=4, baseline=b)
+      sg.expectation(
+        jnp.sin, sg.dists.Normal(0.0, 1.0), jax.random.key(0), num_samples=4, baseline=b
+      )
 
 
 def test_f_not_callable():

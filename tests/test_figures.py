@@ -12,13 +12,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from benchmarks import common  # noqa: E402
-from benchmarks import style  # noqa: E402
-from benchmarks.estimators import ESTIMATORS  # noqa: E402
-from benchmarks.run import BENCHMARKS  # noqa: E402
+from benchmarks import (
+  common,
+  style,
+)
+from benchmarks.estimators import ESTIMATORS
+from benchmarks.run import BENCHMARKS
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 WITH_RESULTS = [n for n in BENCHMARKS if (RESULTS / f"{n}.json").exists()]
@@ -35,9 +37,10 @@ def test_every_estimator_has_its_own_style():
 
 def test_a_new_estimator_gets_a_distinct_style():
   new = style.style("some_future_estimator")
-  assert new == style.style("some_future_estimator")   # deterministic
-  assert (new.color, new.marker) not in {(s.color, s.marker) for s in
-                                         style.ESTIMATOR_STYLES.values()}
+  assert new == style.style("some_future_estimator")  # deterministic
+  assert (new.color, new.marker) not in {
+    (s.color, s.marker) for s in style.ESTIMATOR_STYLES.values()
+  }
 
 
 @pytest.fixture
@@ -79,6 +82,7 @@ def test_figure_is_labelled_and_uncovered(name, figures, tmp_path):
       box = legend.get_window_extent(renderer)
       for ax in axes:
         assert not _overlap(box, ax.get_window_extent(renderer)), (
-            f"{name}: a legend covers the panel {ax.get_title()!r}")
+          f"{name}: a legend covers the panel {ax.get_title()!r}"
+        )
     words = {t.get_text() for ax in axes for t in ax.get_yticklabels() + ax.get_xticklabels()}
     assert "SF" not in " ".join(words).split(), f"{name}: abbreviated estimator names"

@@ -38,6 +38,7 @@ def _chain(est_z, est_x):
     x = sg.sample("x", Normal(p[1] * z + p[2] * (1 - z), jnp.exp(p[3])), k2, estimator=est_x)
     sg.cost("fit", (x - 2.0) ** 2)
     return 0.5 * z
+
   return program
 
 
@@ -47,45 +48,60 @@ def _chain_exact(p):
 
 
 CHAIN_PARAMS = jnp.array([0.3, 1.2, -0.4, -0.2])
-MIXES = [(None, None), ("exact", None), (None, "score_function"), ("exact", "score_function"),
-         ("score_function", "pathwise")]
+MIXES = [
+  (None, None),
+  ("exact", None),
+  (None, "score_function"),
+  ("exact", "score_function"),
+  ("score_function", "pathwise"),
+]
 
 
 @pytest.mark.parametrize("est_z,est_x", MIXES, ids=lambda e: str(e))
 def test_chain_gradient_and_hessian_unbiased(est_z, est_x):
-  loss = sg.surrogate(_chain(est_z, est_x), num_samples=4,
-                      baseline=sg.baselines.leave_one_out())
+  loss = sg.surrogate(_chain(est_z, est_x), num_samples=4, baseline=sg.baselines.leave_one_out())
   grads = _per_key(jax.grad(loss), CHAIN_PARAMS)
   hessians = _per_key(jax.hessian(loss), CHAIN_PARAMS, seed=1)
-  assert_unbiased(grads, jax.grad(_chain_exact)(CHAIN_PARAMS), false_failure_rate=RATE,
-                  rtol=1e-5)  # some coordinates have zero variance
-  assert_unbiased(hessians, jax.hessian(_chain_exact)(CHAIN_PARAMS), false_failure_rate=RATE,
-                  rtol=1e-5)
+  assert_unbiased(
+    grads, jax.grad(_chain_exact)(CHAIN_PARAMS), false_failure_rate=RATE, rtol=1e-5
+  )  # some coordinates have zero variance
+  assert_unbiased(
+    hessians, jax.hessian(_chain_exact)(CHAIN_PARAMS), false_failure_rate=RATE, rtol=1e-5
+  )
 
 
 def test_chain_graph_and_value():
   loss = sg.surrogate(_chain(None, None))
   graph = loss.graph(CHAIN_PARAMS, jax.random.key(0))
-  assert graph == {"sites": {"z": "score_function", "x": "pathwise"},
-                   "costs": {"fit": ["z", "x"], "<return value>": ["z"]}}
+  assert graph == {
+    "sites": {"z": "score_function", "x": "pathwise"},
+    "costs": {"fit": ["z", "x"], "<return value>": ["z"]},
+  }
+
   # The value is the program's cost on the same samples.
   def forward(p, key):
     k1, k2 = jax.random.split(key)
     z = Bernoulli(logits=p[0]).sample(k1)
     x = Normal(p[1] * z + p[2] * (1 - z), jnp.exp(p[3])).sample(k2)
     return (x - 2.0) ** 2 + 0.5 * z
+
   key = jax.random.key(3)
   np.testing.assert_allclose(loss(CHAIN_PARAMS, key), forward(CHAIN_PARAMS, key), rtol=1e-6)
   # Outside a surrogate the program runs forward as plain JAX (sg.sample samples).
-  np.testing.assert_allclose(_chain(None, None)(CHAIN_PARAMS, key) + 0.0,
-                             0.5 * Bernoulli(logits=0.3).sample(jax.random.split(key)[0]))
+  np.testing.assert_allclose(
+    _chain(None, None)(CHAIN_PARAMS, key) + 0.0,
+    0.5 * Bernoulli(logits=0.3).sample(jax.random.split(key)[0]),
+  )
 
 
 # -- two-layer sigmoid belief net ------------------------------------------------
 
 U, T = jnp.array([0.7, -1.3]), jnp.array([1.0, 0.0])
-SBN = {"a": jnp.array([0.2, -0.5]), "W": jnp.array([[1.0, -2.0], [0.5, 1.5]]),
-       "b": jnp.array([-0.3, 0.4])}
+SBN = {
+  "a": jnp.array([0.2, -0.5]),
+  "W": jnp.array([[1.0, -2.0], [0.5, 1.5]]),
+  "b": jnp.array([-0.3, 0.4]),
+}
 
 
 def _sbn(est_top):
@@ -95,17 +111,20 @@ def _sbn(est_top):
     z2 = sg.sample("z2", Bernoulli(logits=p["W"] @ z1 + p["b"]), k2)
     sg.cost("top", jnp.dot(U, z1))
     sg.cost("bottom", jnp.sum((z2 - T) ** 2))
+
   return program
 
 
 def _sbn_exact(p):
   configs = Bernoulli.enumerate_configurations((2,), jnp.float32)
+
   def given_top(z1):
     lp1 = Bernoulli(logits=p["a"]).log_prob(z1)
     d2 = Bernoulli(logits=p["W"] @ z1 + p["b"])
     lp2 = jax.vmap(d2.log_prob)(configs)
     inner = jnp.sum(jnp.exp(lp2) * jax.vmap(lambda z2: jnp.sum((z2 - T) ** 2))(configs))
     return jnp.exp(lp1) * (jnp.dot(U, z1) + inner)
+
   return jnp.sum(jax.vmap(given_top)(configs))
 
 
@@ -124,12 +143,14 @@ def test_sigmoid_belief_net_gradient_and_hessian_unbiased(est_top):
 
 def test_all_exact_is_the_exact_expectation():
   """Both layers enumerated: value, gradient and Hessian are exact, any key."""
+
   def program(p, key):
     k1, k2 = jax.random.split(key)
     z1 = sg.sample("z1", Bernoulli(logits=p["a"]), k1, estimator="exact")
     z2 = sg.sample("z2", Bernoulli(logits=p["W"] @ z1 + p["b"]), k2, estimator="exact")
     sg.cost("top", jnp.dot(U, z1))
     sg.cost("bottom", jnp.sum((z2 - T) ** 2))
+
   loss = sg.surrogate(program)
   flat, unravel = jax.flatten_util.ravel_pytree(SBN)
   f = lambda v: loss(unravel(v), jax.random.key(5))
@@ -143,8 +164,8 @@ def test_all_exact_is_the_exact_expectation():
 
 # -- dependency-aware credit: exact variances by enumeration ---------------------
 
-F = (2.0, -1.0)   # c1 = F[z1]
-G = (3.0, 5.0)    # c2 = G[z2]
+F = (2.0, -1.0)  # c1 = F[z1]
+G = (3.0, 5.0)  # c2 = G[z2]
 
 
 def _two_costs(p, key):
@@ -180,12 +201,16 @@ def test_dependency_aware_credit_has_lower_exact_variance():
   np.testing.assert_allclose(mean(dep), exact_grad, rtol=1e-5)
   np.testing.assert_allclose(mean(glob), exact_grad, rtol=1e-5)
   # Closed form of the dependency-aware variance: Var[c1(z1)(z1 − q1)], likewise z2.
-  closed = np.array([q[i] * (1 - q[i]) * (c[1] ** 2 * (1 - q[i]) + c[0] ** 2 * q[i])
-                     - (q[i] * (1 - q[i]) * (c[1] - c[0])) ** 2
-                     for i, c in enumerate((F, G))])
+  closed = np.array(
+    [
+      q[i] * (1 - q[i]) * (c[1] ** 2 * (1 - q[i]) + c[0] ** 2 * q[i])
+      - (q[i] * (1 - q[i]) * (c[1] - c[0])) ** 2
+      for i, c in enumerate((F, G))
+    ]
+  )
   np.testing.assert_allclose(var(dep), closed, rtol=1e-5)
   assert np.all(var(dep) < var(glob)), (var(dep), var(glob))
-  assert var(dep)[0] < 0.05 * var(glob)[0]   # z1: 0.15 vs 4.9 (c2's noise removed)
+  assert var(dep)[0] < 0.05 * var(glob)[0]  # z1: 0.15 vs 4.9 (c2's noise removed)
   # The sampled surrogate has exactly this variance (and mean).
   sampled = _per_key(jax.grad(loss), p)
   assert_unbiased(sampled, exact_grad, false_failure_rate=RATE)
@@ -200,8 +225,9 @@ def _mixture(est_x):
     k1, k2 = jax.random.split(key)
     z = sg.sample("z", Bernoulli(logits=p[0]), k1)
     x = sg.sample("x", Normal(p[1] * z + 0.5 * (1 - z), 1.0), k2, estimator=est_x)
-    sg.cost("square", x ** 2)
+    sg.cost("square", x**2)
     sg.cost("switch", 4.0 * z)
+
   return program
 
 
@@ -211,12 +237,12 @@ def test_pathwise_under_discrete_keeps_pathwise_variance():
   p = jnp.array([0.2, 0.8])
   q, theta = float(jax.nn.sigmoid(0.2)), 0.8
   pathwise = _per_key(jax.grad(sg.surrogate(_mixture(None))), p)[:, 1]
-  exact_var = q * 4 * (theta ** 2 + 1) - (2 * q * theta) ** 2
+  exact_var = q * 4 * (theta**2 + 1) - (2 * q * theta) ** 2
   assert_unbiased(pathwise, np.float64(2 * q * theta), false_failure_rate=RATE)
   assert_variance(pathwise, np.float64(exact_var), false_failure_rate=RATE)
   nodes, weights = np.polynomial.hermite_e.hermegauss(40)
   x = theta + nodes
-  score_var = q * np.sum(weights * x ** 4 * nodes ** 2) / np.sqrt(2 * np.pi) - (2 * q * theta) ** 2
+  score_var = q * np.sum(weights * x**4 * nodes**2) / np.sqrt(2 * np.pi) - (2 * q * theta) ** 2
   scored = _per_key(jax.grad(sg.surrogate(_mixture("score_function"))), p)[:, 1]
   assert_unbiased(scored, np.float64(2 * q * theta), false_failure_rate=RATE)
   assert_variance(scored, np.float64(score_var), false_failure_rate=RATE)
@@ -232,7 +258,7 @@ def _three_sites(p, key):
   y = sg.sample("y", Bernoulli(logits=p[1] + p[2] * z), k2)
   x = sg.sample("x", Normal(p[3] * y, 1.0), k3)
   sg.cost("c1", 0.3 * z)
-  sg.cost("c2", x ** 2)
+  sg.cost("c2", x**2)
 
 
 def _hand_written(p, key, n=4):
@@ -242,13 +268,15 @@ def _hand_written(p, key, n=4):
     dy = Bernoulli(logits=p[1] + p[2] * z)
     y = jax.lax.stop_gradient(dy.sample(k2))
     x = Normal(p[3] * y, 1.0).sample(k3)
-    return (Bernoulli(logits=p[0]).log_prob(z), dy.log_prob(y), 0.3 * z, x ** 2)
+    return (Bernoulli(logits=p[0]).log_prob(z), dy.log_prob(y), 0.3 * z, x**2)
+
   tz, ty, c1, c2 = jax.vmap(one)(jax.random.split(key, n))
   box = sg.magic_box
   r_z, r_y = jax.lax.stop_gradient(c1 + c2), jax.lax.stop_gradient(c2)
   loo = lambda r: (jnp.sum(r) - r) / (n - 1)
-  terms = (box(tz) * c1 + box(tz + ty) * c2
-           + (1 - box(tz)) * loo(r_z) + (1 - box(ty)) * box(tz) * loo(r_y))
+  terms = (
+    box(tz) * c1 + box(tz + ty) * c2 + (1 - box(tz)) * loo(r_z) + (1 - box(ty)) * box(tz) * loo(r_y)
+  )
   return jnp.mean(terms)
 
 
@@ -256,8 +284,11 @@ def test_same_answers_as_hand_written_dice():
   p = jnp.array([0.3, -0.2, 1.1, 0.7])
   loss = sg.surrogate(_three_sites, num_samples=4, baseline=sg.baselines.leave_one_out())
   assert loss.graph(p, jax.random.key(0))["costs"] == {"c1": ["z"], "c2": ["z", "y", "x"]}
-  both = jax.jit(jax.vmap(lambda k: [(f(p, k), jax.grad(f)(p, k), jax.hessian(f)(p, k))
-                                     for f in (loss, _hand_written)]))
+  both = jax.jit(
+    jax.vmap(
+      lambda k: [(f(p, k), jax.grad(f)(p, k), jax.hessian(f)(p, k)) for f in (loss, _hand_written)]
+    )
+  )
   ours, hand = both(jax.random.split(jax.random.key(0), 50))
   for a, b in zip(ours, hand):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -280,26 +311,34 @@ def test_moving_average_baseline_threads_state_and_stays_unbiased():
   grads = _per_key(lambda pp, k: jax.grad(loss, has_aux=True)(pp, k, state)[0], p)
   assert_unbiased(grads, exact, false_failure_rate=RATE)
   hessians = _per_key(lambda pp, k: jax.hessian(lambda v: loss(v, k, state)[0])(pp), p, seed=1)
-  assert_unbiased(hessians, jax.hessian(lambda v: jnp.sum(
-      jax.nn.sigmoid(v) * jnp.array([F[1] - F[0], G[1] - G[0]])))(p), false_failure_rate=RATE)
+  assert_unbiased(
+    hessians,
+    jax.hessian(lambda v: jnp.sum(jax.nn.sigmoid(v) * jnp.array([F[1] - F[0], G[1] - G[0]])))(p),
+    false_failure_rate=RATE,
+  )
   with pytest.raises(TypeError, match="fn.init"):
     loss(p, jax.random.key(0), None)
 
 
 def test_callable_baseline_sees_only_non_descendants():
   seen = {}
+
   def b_y(values):
     seen["y"] = sorted(values)
     return 2.0 * values["z"] + 1.0
+
   loss = sg.surrogate(_three_sites, baseline={"y": b_y, "z": sg.baselines.constant(1.0)})
   p = jnp.array([0.3, -0.2, 1.1, 0.7])
   loss(p, jax.random.key(0))
-  assert seen["y"] == ["z"]    # x is a descendant of y; y itself is excluded
+  assert seen["y"] == ["z"]  # x is a descendant of y; y itself is excluded
+
   def exact(v):
     qz = jax.nn.sigmoid(v[0])
     qy = lambda z: jax.nn.sigmoid(v[1] + v[2] * z)
-    return 0.3 * qz + sum(pz * (qy(z) * (v[3] ** 2 + 1) + (1 - qy(z)) * 1.0)
-                          for z, pz in ((0.0, 1 - qz), (1.0, qz)))
+    return 0.3 * qz + sum(
+      pz * (qy(z) * (v[3] ** 2 + 1) + (1 - qy(z)) * 1.0) for z, pz in ((0.0, 1 - qz), (1.0, qz))
+    )
+
   grads = _per_key(jax.grad(loss), p)
   hessians = _per_key(jax.hessian(loss), p, seed=1)
   assert_unbiased(grads, jax.grad(exact)(p), false_failure_rate=RATE)
@@ -328,8 +367,9 @@ def test_jit_vmap_scan_and_no_recompilation():
     u, s = opt.update(g, s, p)
     return (optax.apply_updates(p, u), s), loss(p, k)
 
-  (final, _), _ = jax.lax.scan(step, (CHAIN_PARAMS, opt.init(CHAIN_PARAMS)),
-                                    jax.random.split(key, 300))
+  (final, _), _ = jax.lax.scan(
+    step, (CHAIN_PARAMS, opt.init(CHAIN_PARAMS)), jax.random.split(key, 300)
+  )
   assert _chain_exact(final) < _chain_exact(CHAIN_PARAMS) - 0.5
 
 
@@ -342,10 +382,11 @@ def test_dependencies_through_jit_helpers_and_float64(x64):
     k1, k2 = jax.random.split(key)
     z = sg.sample("z", Bernoulli(logits=p[0]), k1)
     w = sg.sample("w", Bernoulli(logits=p[1]), k2)
-    u, v = helper(z, w)          # one equation, two outputs: followed inside
+    u, v = helper(z, w)  # one equation, two outputs: followed inside
     sg.cost("u", u)
     sg.cost("v", v)
     sg.cost("both", jax.lax.scan(lambda c, x: (c + x, None), 0.0, jnp.stack([z, 0 * w]))[0])
+
   loss = sg.surrogate(program)
   p = jnp.array([0.1, 0.2])
   assert loss.graph(p, jax.random.key(0))["costs"] == {"u": ["z"], "v": ["w"], "both": ["z", "w"]}
@@ -365,6 +406,7 @@ def test_errors():
     sg.sample("z", Bernoulli(logits=p[0]), k1)
     sg.sample("z", Bernoulli(logits=p[1]), k2)
     return 0.0
+
   with pytest.raises(ValueError, match="'z' is used twice"):
     _err(twice)
 
@@ -372,18 +414,21 @@ def test_errors():
     a = sg.sample("a", Bernoulli(logits=p[0]), key)
     b = sg.sample("b", Bernoulli(logits=p[1]), key)
     return a + b
+
   with pytest.raises(ValueError, match="same key object as site 'a'"):
     _err(reused)
 
   def pathwise_bernoulli(p, key):
     return sg.sample("z", Bernoulli(logits=p[0]), key, estimator="pathwise")
+
   with pytest.raises(ValueError, match="pathwise estimator needs a reparameterized"):
     _err(pathwise_bernoulli)
   with pytest.raises(ValueError, match="pathwise estimator needs a reparameterized"):
-    pathwise_bernoulli(jnp.zeros(2), jax.random.key(0))   # outside: validated too
+    pathwise_bernoulli(jnp.zeros(2), jax.random.key(0))  # outside: validated too
 
   def vector_cost(p, key):
     sg.cost("v", sg.sample("x", Normal(p, 1.0), key))
+
   with pytest.raises(ValueError, match=r"a cost must be a scalar; got shape \(2,\)"):
     _err(vector_cost)
   with pytest.raises(ValueError, match=r"return value .* must be a scalar; got shape \(2,\)"):
@@ -399,8 +444,9 @@ def test_errors():
   with pytest.raises(ValueError, match="does not have"):
     _err(_two_costs, baseline={"nope": sg.baselines.constant(1.0)})
   with pytest.raises(ValueError, match="score-function sites only"):
-    _err(lambda p, k: sg.sample("x", Normal(p[0], 1.0), k),
-         baseline={"x": sg.baselines.constant(1.0)})
+    _err(
+      lambda p, k: sg.sample("x", Normal(p[0], 1.0), k), baseline={"x": sg.baselines.constant(1.0)}
+    )
   with pytest.raises(ValueError, match="per-coordinate"):
     sg.surrogate(_two_costs, num_samples=2, baseline=sg.baselines.optimal())
   with pytest.raises(ValueError, match="differentiable once only"):
@@ -409,8 +455,10 @@ def test_errors():
     sg.surrogate(3)
 
   def inside_vmap(p, key):
-    return jnp.sum(jax.vmap(lambda k: sg.sample("x", Normal(p[0], 1.0), k))(
-        jax.random.split(key, 2)))
+    return jnp.sum(
+      jax.vmap(lambda k: sg.sample("x", Normal(p[0], 1.0), k))(jax.random.split(key, 2))
+    )
+
   with pytest.raises(ValueError, match="'x' is inside a jax.vmap"):
     _err(inside_vmap)
   # Outside a surrogate: plain samples, costs returned unchanged.
@@ -426,34 +474,38 @@ def test_site_costs_give_regression_data_for_a_learned_baseline():
   data = loss.site_costs(p, key)
   assert data["values"]["x"].shape == (4, 1) and data["weights"].shape == (4, 1)
   z, x = (data["values"][n][:, 0] for n in ("z", "x"))
-  np.testing.assert_allclose(data["downstream"]["z"][:, 0], 0.3 * z + x ** 2, rtol=1e-6)
-  np.testing.assert_allclose(data["downstream"]["y"][:, 0], x ** 2, rtol=1e-6)
+  np.testing.assert_allclose(data["downstream"]["z"][:, 0], 0.3 * z + x**2, rtol=1e-6)
+  np.testing.assert_allclose(data["downstream"]["y"][:, 0], x**2, rtol=1e-6)
   # Fit b_y(z) = w[0] + w[1] z by least squares on fresh runs, then use it.
   runs = jax.vmap(lambda k: loss.site_costs(p, k))(jax.random.split(key, 500))
   zs = runs["values"]["z"].reshape(-1)
   design = np.stack([np.ones_like(zs), zs], axis=1)
   w = np.linalg.lstsq(design, np.asarray(runs["downstream"]["y"]).reshape(-1), rcond=None)[0]
-  fitted = sg.surrogate(_three_sites, num_samples=4,
-                        baseline={"y": lambda v: w[0] + w[1] * v["z"]})
+  fitted = sg.surrogate(_three_sites, num_samples=4, baseline={"y": lambda v: w[0] + w[1] * v["z"]})
   plain = sg.surrogate(_three_sites, num_samples=4)
   g_fit, g_plain = _per_key(jax.grad(fitted), p), _per_key(jax.grad(plain), p)
   tol = 6 * np.sqrt((g_fit.var(0) + g_plain.var(0)) / N_KEYS)  # z = 6: rate ~2e-9 per coordinate
-  assert np.all(np.abs(g_fit.mean(0) - g_plain.mean(0)) < tol)   # both unbiased
-  assert g_fit[:, 1].var() < 0.8 * g_plain[:, 1].var()   # the fitted baseline reduces y's noise
+  assert np.all(np.abs(g_fit.mean(0) - g_plain.mean(0)) < tol)  # both unbiased
+  assert g_fit[:, 1].var() < 0.8 * g_plain[:, 1].var()  # the fitted baseline reduces y's noise
 
 
 def test_nan_cost_gives_nan_gradient():
   def program(p, key):
     z = sg.sample("z", Bernoulli(logits=p[0]), key)
-    return jnp.log(z - 2.0) + p[1]     # log of a negative number: NaN
+    return jnp.log(z - 2.0) + p[1]  # log of a negative number: NaN
+
   g = jax.grad(sg.surrogate(program))(jnp.array([0.1, 0.2]), jax.random.key(0))
   assert np.all(np.isnan(g))
 
 
-@pytest.mark.parametrize("program,params,exact", [
+@pytest.mark.parametrize(
+  "program,params,exact",
+  [
     (_chain("disarm", None), CHAIN_PARAMS, _chain_exact),
     (_chain("disarm", "score_function"), CHAIN_PARAMS, _chain_exact),
-], ids=["chain", "chain-score-x"])
+  ],
+  ids=["chain", "chain-score-x"],
+)
 def test_disarm_site_gradient_unbiased_and_first_order_only(program, params, exact):
   loss = sg.surrogate(program, num_samples=2)
   grads = _per_key(jax.grad(loss), params)
@@ -469,21 +521,25 @@ def test_disarm_site_in_sigmoid_belief_net():
     z2 = sg.sample("z2", Bernoulli(logits=p["W"] @ z1 + p["b"]), k2)
     sg.cost("top", jnp.dot(U, z1))
     sg.cost("bottom", jnp.sum((z2 - T) ** 2))
+
   loss = sg.surrogate(program, num_samples=4, baseline=sg.baselines.leave_one_out())
   grads = _per_key(jax.grad(loss), SBN)
   assert_unbiased(grads, jax.grad(_sbn_exact)(SBN), false_failure_rate=RATE)
   # Against the score function with the same baseline, DisARM's top-layer
   # gradient is less noisy here: measured 0.29x and 0.39x the variance; the
   # 0.6x bound leaves a margin of many standard errors of the variance estimates.
-  score = _per_key(jax.grad(sg.surrogate(_sbn(None), num_samples=4,
-                                          baseline=sg.baselines.leave_one_out())), SBN)
+  score = _per_key(
+    jax.grad(sg.surrogate(_sbn(None), num_samples=4, baseline=sg.baselines.leave_one_out())), SBN
+  )
   assert np.all(np.var(grads["a"], 0) < 0.6 * np.var(score["a"], 0))
   with pytest.raises(ValueError, match="one site per program"):
+
     def two(p, key):
       k1, k2 = jax.random.split(key)
       a = sg.sample("a", Bernoulli(logits=p[0]), k1, estimator="disarm")
       b = sg.sample("b", Bernoulli(logits=p[1]), k2, estimator="disarm")
       return a + b
+
     _err(two)
   with pytest.raises(ValueError, match="needs a factorised Bernoulli"):
     _err(lambda p, k: sg.sample("x", Normal(p[0], 1.0), k, estimator="disarm"))

@@ -81,8 +81,7 @@ class _Normal:
     return self.loc + self.scale * eps
 
   def log_prob(self, x):
-    return (-0.5 * ((x - self.loc) / self.scale) ** 2 - jnp.log(self.scale)
-            - 0.5 * np.log(2 * np.pi))
+    return -0.5 * ((x - self.loc) / self.scale) ** 2 - jnp.log(self.scale) - 0.5 * np.log(2 * np.pi)
 
 
 class _Bernoulli:
@@ -124,7 +123,7 @@ class _JointNamed:
     return {k: d.sample(sample_shape, seed=kk) for (k, d), kk in zip(self.model.items(), keys)}
 
   def log_prob(self, value):
-    return sum(d.log_prob(value[k]) for k, d in self.model.items())   # broadcasts, as TFP's
+    return sum(d.log_prob(value[k]) for k, d in self.model.items())  # broadcasts, as TFP's
 
 
 class _JointNamedAutoBatched(_JointNamed):
@@ -139,9 +138,10 @@ class _JointNamedAutoBatched(_JointNamed):
     return {k: d.batch_shape for k, d in self.model.items()}
 
   def log_prob(self, value):
-    def component(d, v):   # the component's batch dimensions are part of the joint's event
+    def component(d, v):  # the component's batch dimensions are part of the joint's event
       lp = d.log_prob(v)
       return jnp.sum(lp, axis=tuple(range(lp.ndim - len(d.batch_shape), lp.ndim)))
+
     return sum(component(d, value[k]) for k, d in self.model.items())
 
 
@@ -165,19 +165,25 @@ def test_joint_named_adapter_reads_shapes_per_component():
   x = d.sample(jax.random.key(0), (5,))
   assert x["x"].shape == (5, 2) and d.log_prob(x).shape == (5,)
   one = jax.tree_util.tree_map(lambda a: a[0], x)
-  exact = sum(jnp.sum(-0.5 * ((one[k] - MU[k]) / s) ** 2 - jnp.log(s) - 0.5 * np.log(2 * np.pi))
-              for k, s in [("x", 1.0), ("y", 2.0)])
+  exact = sum(
+    jnp.sum(-0.5 * ((one[k] - MU[k]) / s) ** 2 - jnp.log(s) - 0.5 * np.log(2 * np.pi))
+    for k, s in [("x", 1.0), ("y", 2.0)]
+  )
   np.testing.assert_allclose(d.log_prob(one), exact, rtol=1e-6)
-  auto = sg.dists.as_distribution(_JointNamedAutoBatched({"x": _Normal(MU["x"], 1.0),
-                                                          "y": _Normal(0.0, 1.0)}))
+  auto = sg.dists.as_distribution(
+    _JointNamedAutoBatched({"x": _Normal(MU["x"], 1.0), "y": _Normal(0.0, 1.0)})
+  )
   assert auto.event_shape == {"x": (2,), "y": ()}
   assert auto.log_prob(auto.sample(jax.random.key(1), (3,))).shape == (3,)
 
 
-@pytest.mark.parametrize("name,make", [
+@pytest.mark.parametrize(
+  "name,make",
+  [
     ("score_function", lambda: sg.score_function(num_samples=40_000, per_sample=True)),
     ("pathwise", lambda: sg.pathwise(num_samples=20_000, per_sample=True)),
-])
+  ],
+)
 def test_joint_named_of_normals_unbiased(name, make):
   """Used to crash: the adapter counted batch_shape's dict keys as batch dimensions."""
   out = _run(make(), TWO_NORMALS_COST, TWO_NORMALS, MU, jax.random.key(11))
@@ -187,15 +193,18 @@ def test_joint_named_of_normals_unbiased(name, make):
 def test_joint_components_with_different_batch_shapes_refused():
   """TFP's log_prob would broadcast the scalar component over the other's batch."""
   joint = _JointNamed({"x": _Normal(jnp.zeros(3), 1.0), "y": _Normal(0.0, 1.0)})
-  with pytest.raises(ValueError, match=r"`dist` is a joint distribution \(_JointNamed\).*"
-                     r"different batch shapes \(x: \(3,\), y: \(\)\).*Independent"):
+  with pytest.raises(
+    ValueError,
+    match=r"`dist` is a joint distribution \(_JointNamed\).*"
+    r"different batch shapes \(x: \(3,\), y: \(\)\).*Independent",
+  ):
     sg.dists.as_distribution(joint)
 
 
 # -- 2. Reparameterization decided per component ----------------------------------------
 
 MIXED = lambda m: _JointNamed({"x": _Normal(m, 1.0), "b": _Bernoulli(logits=m)})
-MIXED_COST = lambda s: s["x"] + s["b"]          # E = μ + σ(μ); at μ = 0 the gradient is 1.25
+MIXED_COST = lambda s: s["x"] + s["b"]  # E = μ + σ(μ); at μ = 0 the gradient is 1.25
 
 
 def test_mixed_joint_is_not_reparameterized():
@@ -203,12 +212,16 @@ def test_mixed_joint_is_not_reparameterized():
   assert not d.reparameterized and d.not_reparameterized == ("b",)
   est = sg.pathwise(num_samples=8)
   # Used to return 1.0 (the Bernoulli's path silently dropped), not 1.25.
-  with pytest.raises(ValueError, match=r"pathwise.*_JointNamed \(a joint distribution: its "
-                     r"components 'b' are not reparameterized.*score_function"):
+  with pytest.raises(
+    ValueError,
+    match=r"pathwise.*_JointNamed \(a joint distribution: its "
+    r"components 'b' are not reparameterized.*score_function",
+  ):
     est.estimate(jax.random.key(0), MIXED_COST, MIXED, jnp.array(0.0), est.init(0.0))
   with pytest.raises(ValueError, match="components 'b' are not reparameterized"):
-    sg.expectation(MIXED_COST, MIXED(jnp.array(0.0)), jax.random.key(0), num_samples=4,
-                   estimator="pathwise")
+    sg.expectation(
+      MIXED_COST, MIXED(jnp.array(0.0)), jax.random.key(0), num_samples=4, estimator="pathwise"
+    )
 
 
 def test_mixed_joint_score_function_unbiased():
@@ -216,9 +229,12 @@ def test_mixed_joint_score_function_unbiased():
   out = _run(est, MIXED_COST, MIXED, jnp.array(0.0), jax.random.key(12))
   assert_unbiased(out.per_sample, np.array(1.25), false_failure_rate=RATE)
   # Through sg.expectation too (the DiCE surrogate of the same estimator).
-  grads = jax.jit(jax.vmap(jax.grad(lambda m, k: sg.expectation(
-      MIXED_COST, MIXED(m), k, num_samples=8)), in_axes=(None, 0)))(
-          jnp.array(0.0), jax.random.split(jax.random.key(13), 20_000))
+  grads = jax.jit(
+    jax.vmap(
+      jax.grad(lambda m, k: sg.expectation(MIXED_COST, MIXED(m), k, num_samples=8)),
+      in_axes=(None, 0),
+    )
+  )(jnp.array(0.0), jax.random.split(jax.random.key(13), 20_000))
   assert_unbiased(grads, np.array(1.25), false_failure_rate=RATE)
 
 
@@ -228,12 +244,12 @@ def test_mixed_joint_score_function_unbiased():
 def test_numpyro_batched_event_distribution_still_works():
   npd = pytest.importorskip("numpyro.distributions")
   params = jnp.array([[0.4, -0.3, 0.1], [0.0, 0.5, -0.2]])
-  dist_fn = lambda p: npd.Normal(p, 1.0).to_event(1)       # batch (2,), event (3,)
+  dist_fn = lambda p: npd.Normal(p, 1.0).to_event(1)  # batch (2,), event (3,)
   d = sg.dists.as_distribution(dist_fn(params))
   assert d.event_shape == (2, 3) and d.reparameterized and d.not_reparameterized == ()
   assert d.log_prob(d.sample(jax.random.key(0), (4,))).shape == (4,)
   est = sg.score_function(num_samples=50_000, per_sample=True)
-  out = _run(est, lambda x: jnp.sum(x ** 2), dist_fn, params, jax.random.key(14))
+  out = _run(est, lambda x: jnp.sum(x**2), dist_fn, params, jax.random.key(14))
   assert_unbiased(out.per_sample, 2 * np.asarray(params), false_failure_rate=RATE)
   bern = sg.dists.as_distribution(npd.Bernoulli(logits=jnp.zeros(2)))
   assert not bern.reparameterized
@@ -241,6 +257,7 @@ def test_numpyro_batched_event_distribution_still_works():
 
 def _numpyro_joint(npd, as_tuple):
   """{x ~ Normal(θ, 1), b ~ Bernoulli(logits=θ)} with NumPyro's log-densities."""
+
   def sample(theta, key):
     kx, kb = jax.random.split(key)
     x = npd.Normal(theta, 1.0).sample(kx)
@@ -275,6 +292,7 @@ THETA = {"mu": jnp.array(0.3), "log_rate": jnp.array(0.2)}
 
 def _user_joint(as_tuple, reparameterized=False):
   """x ~ Normal(μ, 1), y ~ Exponential(rate = e^ρ); E[x² + y] = μ² + 1 + e^{−ρ}."""
+
   def sample(p, key):
     kx, ky = jax.random.split(key)
     x = p["mu"] + jax.random.normal(kx)
@@ -321,17 +339,19 @@ def test_user_joint_samples_unbiased(name, as_tuple):
   """Used to fail with "'dict' object has no attribute 'reshape'"."""
   family, cost = _user_joint(as_tuple, reparameterized=name == "pathwise")
   make = {"score_function": sg.score_function, "pathwise": sg.pathwise}[name]
-  out = _run(make(num_samples=100_000, per_sample=True), cost, family, THETA,
-             jax.random.key(16))
+  out = _run(make(num_samples=100_000, per_sample=True), cost, family, THETA, jax.random.key(16))
   assert_unbiased(out.per_sample, USER_GRAD, false_failure_rate=RATE)
   # per_sample=False: the same estimate from the same key (the mean of the rows),
   # up to float32 summation order over 64 rows.
   rows = _run(make(num_samples=64, per_sample=True), cost, family, THETA, jax.random.key(0))
   plain = _run(make(num_samples=64), cost, family, THETA, jax.random.key(0))
   jax.tree_util.tree_map(
-      lambda a, r: np.testing.assert_allclose(a, np.mean(r, 0), rtol=1e-5,
-                                              atol=1e-5 * np.mean(np.abs(r))),
-      plain.grad, rows.per_sample)
+    lambda a, r: np.testing.assert_allclose(
+      a, np.mean(r, 0), rtol=1e-5, atol=1e-5 * np.mean(np.abs(r))
+    ),
+    plain.grad,
+    rows.per_sample,
+  )
 
 
 def test_user_joint_not_reparameterized_refused_by_pathwise():
@@ -353,8 +373,9 @@ def test_qmc_noise_in_low_precision_is_the_float32_noise_rounded(dtype):
   low = sg.sampling.randomized_qmc_normal(key, 16, (3,), dtype)
   high = sg.sampling.randomized_qmc_normal(key, 16, (3,), jnp.float32)
   assert low.dtype == dtype and low.shape == (16, 3)
-  np.testing.assert_array_equal(np.asarray(low, np.float32),
-                                np.asarray(high.astype(dtype), np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(low, np.float32), np.asarray(high.astype(dtype), np.float32)
+  )
 
 
 @pytest.mark.parametrize("sampling", ["qmc", "antithetic"])
@@ -374,10 +395,9 @@ def test_pathwise_qmc_and_antithetic_in_low_precision_unbiased(dtype, sampling):
   one = lambda k: est.estimate(k, f, dist_fn, params, est.init(params)).grad
   grads = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(17), 4000))
   assert grads.dtype == dtype and bool(jnp.all(jnp.isfinite(grads)))
-  assert_unbiased(np.asarray(grads, np.float64), np.array([1.75, 0.0]),
-                  false_failure_rate=RATE)
+  assert_unbiased(np.asarray(grads, np.float64), np.array([1.75, 0.0]), false_failure_rate=RATE)
   # A nonlinear cost runs too, with finite gradients of the parameters' dtype.
-  g = _run(est, lambda x: jnp.sum(x ** 2), dist_fn, params, jax.random.key(0)).grad
+  g = _run(est, lambda x: jnp.sum(x**2), dist_fn, params, jax.random.key(0)).grad
   assert g.dtype == dtype and bool(jnp.all(jnp.isfinite(g)))
 
 
@@ -388,29 +408,43 @@ CAT = lambda l: sg.dists.Categorical(logits=l)
 TOY = lambda b: jnp.sum((b - 0.45) ** 2)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda t: sg.gumbel_softmax(num_samples=4, temperature=t),
     lambda t: sg.gumbel_softmax(num_samples=4, temperature=t, straight_through=True),
     lambda t: sg.rebar(temperature=t),
     lambda t: sg.relax(temperature=t),
-], ids=["gumbel_softmax", "straight_through", "rebar", "relax"])
+  ],
+  ids=["gumbel_softmax", "straight_through", "rebar", "relax"],
+)
 def test_temperature_below_every_dtypes_epsilon_refused_at_construction(make):
   """gumbel_softmax(temperature=1e-30) used to return exactly 0."""
-  with pytest.raises(ValueError, match=r"`temperature` of \w+ must be at least 2.22e-16.*"
-                     r"got temperature=1e-30.*silent 0"):
+  with pytest.raises(
+    ValueError,
+    match=r"`temperature` of \w+ must be at least 2.22e-16.*"
+    r"got temperature=1e-30.*silent 0",
+  ):
     make(1e-30)
 
 
-@pytest.mark.parametrize("dtype,bad,good", [
-    (jnp.float32, 1e-10, 1e-6), (jnp.bfloat16, 1e-3, 0.05), (jnp.float16, 1e-4, 0.05)],
-    ids=["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize(
+  "dtype,bad,good",
+  [(jnp.float32, 1e-10, 1e-6), (jnp.bfloat16, 1e-3, 0.05), (jnp.float16, 1e-4, 0.05)],
+  ids=["float32", "bfloat16", "float16"],
+)
 @pytest.mark.parametrize("dist_fn", [BERN, CAT], ids=["Bernoulli", "Categorical"])
 def test_temperature_below_the_logits_epsilon_refused(dtype, bad, good, dist_fn):
   logits = jnp.zeros((2, 3), dtype)
-  for make in [lambda t: sg.gumbel_softmax(num_samples=4, temperature=t),
-               lambda t: sg.rebar(num_samples=2, temperature=t)]:
-    with pytest.raises(ValueError, match=rf"`temperature`.*at least .*dtype "
-                       rf"{jnp.dtype(dtype).name}; got temperature={bad!r}"):
+  for make in [
+    lambda t: sg.gumbel_softmax(num_samples=4, temperature=t),
+    lambda t: sg.rebar(num_samples=2, temperature=t),
+  ]:
+    with pytest.raises(
+      ValueError,
+      match=rf"`temperature`.*at least .*dtype "
+      rf"{jnp.dtype(dtype).name}; got temperature={bad!r}",
+    ):
       _run(make(bad), TOY, dist_fn, logits, jax.random.key(0))
     assert _run(make(good), TOY, dist_fn, logits, jax.random.key(0)).grad.shape == logits.shape
 
@@ -418,37 +452,39 @@ def test_temperature_below_the_logits_epsilon_refused(dtype, bad, good, dist_fn)
 # -- 6. Costs whose JAX derivative is identically zero -----------------------------------
 
 ZERO_DERIVATIVE = {
-    "round": lambda b: jnp.sum(jnp.round(b) * jnp.arange(1.0, 4.0)),
-    "floor": lambda b: jnp.sum(jnp.floor(b + 0.5)),
-    "ceil": lambda b: jnp.sum(jnp.ceil(b - 0.5)),
-    "sign": lambda b: jnp.sum(jnp.sign(b - 0.5)),
-    "where(b > 0.5)": lambda b: jnp.sum(jnp.where(b > 0.5, 1.0, -1.0)),
-    "int cast": lambda b: jnp.sum((2 * b).astype(jnp.int32)).astype(jnp.float32),
-    "stop_gradient": lambda b: jnp.sum(jax.lax.stop_gradient(b) ** 2),
-    "jitted round": jax.jit(lambda b: jnp.sum(jnp.round(b)) ** 2),
+  "round": lambda b: jnp.sum(jnp.round(b) * jnp.arange(1.0, 4.0)),
+  "floor": lambda b: jnp.sum(jnp.floor(b + 0.5)),
+  "ceil": lambda b: jnp.sum(jnp.ceil(b - 0.5)),
+  "sign": lambda b: jnp.sum(jnp.sign(b - 0.5)),
+  "where(b > 0.5)": lambda b: jnp.sum(jnp.where(b > 0.5, 1.0, -1.0)),
+  "int cast": lambda b: jnp.sum((2 * b).astype(jnp.int32)).astype(jnp.float32),
+  "stop_gradient": lambda b: jnp.sum(jax.lax.stop_gradient(b) ** 2),
+  "jitted round": jax.jit(lambda b: jnp.sum(jnp.round(b)) ** 2),
 }
 DIFFERENTIABLE = {
-    "smooth": TOY,
-    "constant": lambda b: jnp.asarray(2.0),      # true gradient 0: nothing to refuse
-    "relu": lambda b: jnp.sum(jnp.maximum(b - 0.5, 0.0)),
-    "abs": lambda b: jnp.sum(jnp.abs(b - 0.5)),
-    "where with a live branch": lambda b: jnp.sum(jnp.where(b > 0.5, b, 0.0)),
-    "straight-through round": lambda b: jnp.sum(b + jax.lax.stop_gradient(jnp.round(b) - b)),
-    "jitted smooth": jax.jit(TOY),
+  "smooth": TOY,
+  "constant": lambda b: jnp.asarray(2.0),  # true gradient 0: nothing to refuse
+  "relu": lambda b: jnp.sum(jnp.maximum(b - 0.5, 0.0)),
+  "abs": lambda b: jnp.sum(jnp.abs(b - 0.5)),
+  "where with a live branch": lambda b: jnp.sum(jnp.where(b > 0.5, b, 0.0)),
+  "straight-through round": lambda b: jnp.sum(b + jax.lax.stop_gradient(jnp.round(b) - b)),
+  "jitted smooth": jax.jit(TOY),
 }
 RELAXED = {
-    "rebar": lambda: sg.rebar(num_samples=2),
-    "relax": lambda: sg.relax(num_samples=2),
-    "gumbel_softmax": lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
-    "straight_through": lambda: sg.straight_through(num_samples=2),
+  "rebar": lambda: sg.rebar(num_samples=2),
+  "relax": lambda: sg.relax(num_samples=2),
+  "gumbel_softmax": lambda: sg.gumbel_softmax(num_samples=2, temperature=0.5),
+  "straight_through": lambda: sg.straight_through(num_samples=2),
 }
 
 
 # Each estimator with jnp.round, and every cost with rebar (the check is one helper).
-ZERO_CASES = [("round", e) for e in RELAXED] + [(c, "rebar") for c in ZERO_DERIVATIVE
-                                                if c != "round"]
-ACCEPTED_CASES = [("constant", e) for e in RELAXED] + [(c, "rebar") for c in DIFFERENTIABLE
-                                                       if c != "constant"]
+ZERO_CASES = [("round", e) for e in RELAXED] + [
+  (c, "rebar") for c in ZERO_DERIVATIVE if c != "round"
+]
+ACCEPTED_CASES = [("constant", e) for e in RELAXED] + [
+  (c, "rebar") for c in DIFFERENTIABLE if c != "constant"
+]
 
 
 @pytest.mark.parametrize("cost,estimator", ZERO_CASES)
@@ -456,8 +492,11 @@ def test_cost_with_zero_derivative_refused(cost, estimator):
   """rebar/relax with f = round(...) used to return a silent zero gradient."""
   est = RELAXED[estimator]()
   logits = jnp.array([0.3, -0.6, 1.0])
-  with pytest.raises(ValueError, match=rf"{estimator} differentiates the cost `f`.*"
-                     r"identically zero.*jnp.round.*scoregrad.disarm"):
+  with pytest.raises(
+    ValueError,
+    match=rf"{estimator} differentiates the cost `f`.*"
+    r"identically zero.*jnp.round.*scoregrad.disarm",
+  ):
     _run(est, ZERO_DERIVATIVE[cost], BERN, logits, jax.random.key(0))
 
 

@@ -11,19 +11,28 @@
 
 import ast
 import importlib
+from pathlib import Path
 import pkgutil
 import re
-from pathlib import Path
 
 import pytest
 
 import scoregrad as sg
 
 ROOT = Path(sg.__file__).parent
-PUBLIC_MODULES = ["scoregrad", "scoregrad.baselines", "scoregrad.control_variates",
-                  "scoregrad.diagnostics", "scoregrad.testing", "scoregrad.sampling",
-                  "scoregrad.discrete", "scoregrad.dists", "scoregrad.compat",
-                  "scoregrad.compat.optax_monte_carlo", "scoregrad.rl"]
+PUBLIC_MODULES = [
+  "scoregrad",
+  "scoregrad.baselines",
+  "scoregrad.control_variates",
+  "scoregrad.diagnostics",
+  "scoregrad.testing",
+  "scoregrad.sampling",
+  "scoregrad.discrete",
+  "scoregrad.dists",
+  "scoregrad.compat",
+  "scoregrad.compat.optax_monte_carlo",
+  "scoregrad.rl",
+]
 
 
 def _all_modules():
@@ -44,19 +53,30 @@ def test_public_modules_declare_all(name):
 
 def test_every_non_private_module_is_listed_as_public():
   public = [n for n in _all_modules() if not any(p.startswith("_") for p in n.split("."))]
-  assert sorted(public) == sorted(PUBLIC_MODULES + [
-      n for n in public if n.startswith("scoregrad.dists.")])
+  assert sorted(public) == sorted(
+    PUBLIC_MODULES + [n for n in public if n.startswith("scoregrad.dists.")]
+  )
 
 
 def test_no_module_is_named_like_a_public_function():
-  functions = {n for n in sg.__all__ if callable(getattr(sg, n)) and not isinstance(getattr(sg, n), type)}
+  functions = {
+    n for n in sg.__all__ if callable(getattr(sg, n)) and not isinstance(getattr(sg, n), type)
+  }
   functions |= {n for n in sg.discrete.__all__ if callable(getattr(sg.discrete, n))}
   for name in _all_modules():
     assert name.rsplit(".", 1)[-1] not in functions, name
 
 
-FAMILIES = {"Normal", "MultivariateNormalTriL", "Bernoulli", "Categorical", "Poisson",
-            "Exponential", "Gamma", "Laplace"}
+FAMILIES = {
+  "Normal",
+  "MultivariateNormalTriL",
+  "Bernoulli",
+  "Categorical",
+  "Poisson",
+  "Exponential",
+  "Gamma",
+  "Laplace",
+}
 
 
 def test_estimators_do_not_branch_on_families():
@@ -72,8 +92,9 @@ def test_estimators_do_not_branch_on_families():
         if any(re.search(rf"\b{f}\b", text) for f in FAMILIES):
           offenders.append(f"{path.name}: {ast.unparse(node)}")
       if isinstance(node, ast.Compare) and any(
-          isinstance(c, ast.Constant) and c.value in {f.lower() for f in FAMILIES}
-          for c in node.comparators):
+        isinstance(c, ast.Constant) and c.value in {f.lower() for f in FAMILIES}
+        for c in node.comparators
+      ):
         offenders.append(f"{path.name}: {ast.unparse(node)}")
   assert not offenders, offenders
 
@@ -91,8 +112,12 @@ def test_compat_uses_no_importlib_or_private_reach_ins():
     elif isinstance(node, ast.Import):
       modules.update(a.asname or a.name for a in node.names)
   for node in ast.walk(tree):
-    if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-        and not node.attr.startswith("__") and ast.unparse(node.value) in modules):
+    if (
+      isinstance(node, ast.Attribute)
+      and node.attr.startswith("_")
+      and not node.attr.startswith("__")
+      and ast.unparse(node.value) in modules
+    ):
       raise AssertionError(f"private reach-in {ast.unparse(node)}")
 
 

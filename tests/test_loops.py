@@ -33,12 +33,17 @@ def _value(estimator, f, dist_fn):
   def one(params, c):
     key = jax.random.fold_in(KEY, c)
     return estimator.estimate(key, f, dist_fn, params, estimator.init(params)).value
+
   return one
 
 
 def _expectation(params, c):
-  return sg.expectation(lambda x: jnp.sum(jnp.sin(x) + x ** 2), _normal(params),
-                        jax.random.fold_in(KEY, c), num_samples=16)
+  return sg.expectation(
+    lambda x: jnp.sum(jnp.sin(x) + x**2),
+    _normal(params),
+    jax.random.fold_in(KEY, c),
+    num_samples=16,
+  )
 
 
 def _unrolled(one):
@@ -47,26 +52,31 @@ def _unrolled(one):
 
 def _scanned(one):
   def total(p):
-    out, _ = jax.lax.scan(lambda t, c: (t + one(p, c), None), jnp.zeros(()),
-                          jnp.arange(CHUNKS, dtype=jnp.uint32))
+    out, _ = jax.lax.scan(
+      lambda t, c: (t + one(p, c), None), jnp.zeros(()), jnp.arange(CHUNKS, dtype=jnp.uint32)
+    )
     return out
+
   return total
 
 
 def _fori(one):
   return lambda p: jax.lax.fori_loop(
-      0, CHUNKS, lambda i, t: t + one(p, i.astype(jnp.uint32)), jnp.zeros(()))
+    0, CHUNKS, lambda i, t: t + one(p, i.astype(jnp.uint32)), jnp.zeros(())
+  )
 
 
 SMOOTH = {
-    "score_function": _value(sg.score_function(num_samples=16),
-                             lambda x: jnp.sum(jnp.sin(x) + x ** 2), _normal),
-    "score_function+loo": _value(
-        sg.score_function(num_samples=16, baseline=sg.baselines.leave_one_out()),
-        lambda x: jnp.sum(jnp.sin(x) + x ** 2), _normal),
-    "pathwise": _value(sg.pathwise(num_samples=16), lambda x: jnp.sum(jnp.sin(x) + x ** 2),
-                       _normal),
-    "expectation": _expectation,
+  "score_function": _value(
+    sg.score_function(num_samples=16), lambda x: jnp.sum(jnp.sin(x) + x**2), _normal
+  ),
+  "score_function+loo": _value(
+    sg.score_function(num_samples=16, baseline=sg.baselines.leave_one_out()),
+    lambda x: jnp.sum(jnp.sin(x) + x**2),
+    _normal,
+  ),
+  "pathwise": _value(sg.pathwise(num_samples=16), lambda x: jnp.sum(jnp.sin(x) + x**2), _normal),
+  "expectation": _expectation,
 }
 
 
@@ -88,16 +98,18 @@ def test_magic_box_hessian_through_scan():
   def one(theta, c):
     x = jax.lax.stop_gradient(theta + jax.random.normal(jax.random.fold_in(KEY, c), (64, 2)))
     tau = -0.5 * jnp.sum((x - theta) ** 2, -1)
-    return jnp.mean(sg.magic_box(tau) * jnp.sum(x ** 2, -1))
+    return jnp.mean(sg.magic_box(tau) * jnp.sum(x**2, -1))
+
   theta = jnp.array([0.5, -1.2])
-  np.testing.assert_allclose(jax.hessian(_scanned(one))(theta),
-                             jax.hessian(_unrolled(one))(theta), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    jax.hessian(_scanned(one))(theta), jax.hessian(_unrolled(one))(theta), rtol=1e-5, atol=1e-5
+  )
 
 
 FIRST_ORDER = {
-    "disarm": (sg.disarm(num_pairs=4), _bernoulli),
-    "arm": (sg.arm(num_samples=4), _bernoulli),
-    "measure_valued": (sg.measure_valued(num_samples=4), _normal),
+  "disarm": (sg.disarm(num_pairs=4), _bernoulli),
+  "arm": (sg.arm(num_samples=4), _bernoulli),
+  "measure_valued": (sg.measure_valued(num_samples=4), _normal),
 }
 
 
@@ -108,8 +120,9 @@ def test_first_order_only_stays_refused_through_a_loop(name, loop):
   params = jnp.array([0.2, -0.4, 0.1, 0.3])
   one = _value(estimator, lambda x: jnp.sum((x - 0.3) ** 2), dist_fn)
   # First order through the loop is the estimator's own gradient.
-  np.testing.assert_allclose(jax.grad(loop(one))(params), jax.grad(_unrolled(one))(params),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    jax.grad(loop(one))(params), jax.grad(_unrolled(one))(params), rtol=1e-5, atol=1e-6
+  )
   for second in (jax.hessian, jax.jacrev, lambda g: jax.jit(jax.hessian(g))):
     with pytest.raises(NotImplementedError, match="first derivatives only"):
       target = jax.grad(loop(one)) if second is jax.jacrev else loop(one)

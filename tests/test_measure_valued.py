@@ -17,9 +17,8 @@ import pytest
 from scipy import integrate, special, stats
 
 import scoregrad as sg
+from scoregrad.dists import _weak as weak_module
 from scoregrad.testing import assert_unbiased, assert_variance
-
-from scoregrad.dists import _weak as weak_module  # noqa: E402  (chunking of f evaluations)
 
 RATE = 1e-6
 N = 100_000
@@ -27,7 +26,8 @@ N = 100_000
 
 def _run(est, f, dist_fn, params, key=0):
   return jax.jit(lambda k, p: est.estimate(k, f, dist_fn, p, est.init(p)))(
-      jax.random.key(key), params)
+    jax.random.key(key), params
+  )
 
 
 # -- Normal: Weibull (mean) and double-sided Maxwell (scale) ------------------
@@ -68,12 +68,20 @@ def _normal_mvd_moments(f, mu, sigma, coupling):
   mean_scale = (maxwell(fp) - gauss(fp)) / sigma
   if coupling:
     second = integrate.dblquad(
-        lambda u, m: (fp(m) - fp(u * m)) ** 2 * _maxwell_pdf(m), -12, 12, 0, 1,
-        epsabs=1e-11, epsrel=1e-10)[0]
+      lambda u, m: (fp(m) - fp(u * m)) ** 2 * _maxwell_pdf(m),
+      -12,
+      12,
+      0,
+      1,
+      epsabs=1e-11,
+      epsrel=1e-10,
+    )[0]
     var_scale = second / sigma**2 - mean_scale**2
   else:
-    var_scale = ((maxwell(lambda m: fp(m) ** 2) - maxwell(fp) ** 2)
-                 + (gauss(lambda z: fp(z) ** 2) - gauss(fp) ** 2)) / sigma**2
+    var_scale = (
+      (maxwell(lambda m: fp(m) ** 2) - maxwell(fp) ** 2)
+      + (gauss(lambda z: fp(z) ** 2) - gauss(fp) ** 2)
+    ) / sigma**2
   return {"loc": mean_loc, "scale": mean_scale}, {"loc": var_loc, "scale": var_scale}
 
 
@@ -83,8 +91,10 @@ def test_normal_unbiased_with_exact_variance(coupling, dtype):
   The quadrature means must match these closed forms (a check of the table)."""
   mu, sigma = 0.7, 1.3
   mean, var = _normal_mvd_moments(np.cos, mu, sigma, coupling)
-  exact = {"loc": -math.sin(mu) * math.exp(-sigma**2 / 2),
-           "scale": -sigma * math.cos(mu) * math.exp(-sigma**2 / 2)}
+  exact = {
+    "loc": -math.sin(mu) * math.exp(-(sigma**2) / 2),
+    "scale": -sigma * math.cos(mu) * math.exp(-(sigma**2) / 2),
+  }
   for p in exact:
     assert abs(mean[p] - exact[p]) < 1e-8
   params = {"loc": jnp.asarray(mu, dtype), "scale": jnp.asarray(sigma, dtype)}
@@ -121,16 +131,18 @@ def test_multivariate_non_separable_cost_and_pytree_params():
   """
   a = np.array([0.5, -1.0, 0.3])
   s = np.array([0.1, -0.2, 0.25])
-  params = {"a": jnp.asarray(a, jnp.float32),
-            "more": (jnp.asarray(0.0), {"s": jnp.asarray(s, jnp.float32)})}
+  params = {
+    "a": jnp.asarray(a, jnp.float32),
+    "more": (jnp.asarray(0.0), {"s": jnp.asarray(s, jnp.float32)}),
+  }
 
   def dist_fn(p):
     return sg.dists.Normal(p["a"] + p["more"][0], jnp.exp(p["more"][1]["s"]))
 
   f = lambda x: x[0] * x[1] + jnp.sin(x[2])
   mu, sig = a, np.exp(s)
-  g_mu = np.array([mu[1], mu[0], math.cos(mu[2]) * math.exp(-sig[2] ** 2 / 2)])
-  g_sig = np.array([0.0, 0.0, -sig[2] * math.sin(mu[2]) * math.exp(-sig[2] ** 2 / 2)])
+  g_mu = np.array([mu[1], mu[0], math.cos(mu[2]) * math.exp(-(sig[2] ** 2) / 2)])
+  g_sig = np.array([0.0, 0.0, -sig[2] * math.sin(mu[2]) * math.exp(-(sig[2] ** 2) / 2)])
   exact = {"a": g_mu, "more": (np.sum(g_mu), {"s": sig * g_sig})}
   est = sg.measure_valued(num_samples=N, per_sample=True)
   out = _run(est, f, dist_fn, params, key=4)
@@ -146,10 +158,11 @@ def test_chunked_evaluation_matches_vectorised(monkeypatch):
   f = lambda x: jnp.sum(jnp.sin(x) * jnp.arange(6.0)) + x[0] * x[5]
   est = sg.measure_valued(num_samples=40, per_sample=True)
   full = _run(est, f, dist_fn, params)
-  monkeypatch.setattr(weak_module, "CHUNK_ELEMENTS", 36 * 7)   # 7 samples per chunk
-  chunked = _run(est, f, dist_fn, params)   # a new trace reads the patched constant
-  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6),
-                         full, chunked)
+  monkeypatch.setattr(weak_module, "CHUNK_ELEMENTS", 36 * 7)  # 7 samples per chunk
+  chunked = _run(est, f, dist_fn, params)  # a new trace reads the patched constant
+  jax.tree_util.tree_map(
+    lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6), full, chunked
+  )
 
 
 def test_grad_is_mean_of_per_sample_and_jit_agrees():
@@ -181,9 +194,14 @@ def test_bernoulli_exact_by_enumeration():
     x = np.array(bits)
     prob = np.prod(np.where(x == 1, p, 1 - p))
     grad += prob * f_np(x) * (x - p)
-    g = np.array([p[j] * (1 - p[j]) * (f_np(np.where(np.arange(3) == j, 1.0, x))
-                                       - f_np(np.where(np.arange(3) == j, 0.0, x)))
-                  for j in range(3)])
+    g = np.array(
+      [
+        p[j]
+        * (1 - p[j])
+        * (f_np(np.where(np.arange(3) == j, 1.0, x)) - f_np(np.where(np.arange(3) == j, 0.0, x)))
+        for j in range(3)
+      ]
+    )
     mean += prob * g
     second += prob * g**2
   np.testing.assert_allclose(mean, grad, atol=1e-12)
@@ -191,11 +209,14 @@ def test_bernoulli_exact_by_enumeration():
   f = lambda x: (x @ wj - 0.4) ** 2 + x[0] * x[2]
   dist_fn = lambda l: sg.dists.Bernoulli(logits=l)
   params = jnp.asarray(logits, jnp.float32)
-  outs = [_run(sg.measure_valued(num_samples=N, per_sample=True, coupling=c), f, dist_fn,
-               params, key=5) for c in (True, False)]
+  outs = [
+    _run(sg.measure_valued(num_samples=N, per_sample=True, coupling=c), f, dist_fn, params, key=5)
+    for c in (True, False)
+  ]
   np.testing.assert_array_equal(outs[0].per_sample, outs[1].per_sample)
-  assert_unbiased(outs[0].per_sample, grad, false_failure_rate=RATE,
-                  exact_variance=second - grad**2)
+  assert_unbiased(
+    outs[0].per_sample, grad, false_failure_rate=RATE, exact_variance=second - grad**2
+  )
   assert_variance(outs[0].per_sample, second - grad**2, false_failure_rate=RATE)
 
 
@@ -231,8 +252,13 @@ def test_categorical_exact_by_enumeration(coupling):
   np.testing.assert_allclose(mean, grad, atol=1e-12)
   t = jnp.asarray(table, jnp.float32)
   est = sg.measure_valued(num_samples=N, per_sample=True, coupling=coupling)
-  out = _run(est, lambda x: t[x[0], x[1]], lambda l: sg.dists.Categorical(logits=l),
-             jnp.asarray(logits, jnp.float32), key=6)
+  out = _run(
+    est,
+    lambda x: t[x[0], x[1]],
+    lambda l: sg.dists.Categorical(logits=l),
+    jnp.asarray(logits, jnp.float32),
+    key=6,
+  )
   assert out.per_sample.shape == (N, 2, 3)
   var = second - grad**2
   assert_unbiased(out.per_sample, grad, false_failure_rate=RATE, exact_variance=var)
@@ -260,8 +286,9 @@ def test_poisson_exact_by_summation(coupling):
     var = (e(f_np(k + 1) ** 2) - e(f_np(k + 1)) ** 2) + (e(f_np(k) ** 2) - e(f_np(k)) ** 2)
   est = sg.measure_valued(num_samples=N, per_sample=True, coupling=coupling)
   out = _run(est, lambda x: 1.0 / (1.0 + x), lambda r: sg.dists.Poisson(r), jnp.asarray(lam), key=7)
-  assert_unbiased(out.per_sample, np.float64(grad), false_failure_rate=RATE,
-                  exact_variance=np.float64(var))
+  assert_unbiased(
+    out.per_sample, np.float64(grad), false_failure_rate=RATE, exact_variance=np.float64(var)
+  )
   assert_variance(out.per_sample, np.float64(var), false_failure_rate=RATE)
 
 
@@ -287,13 +314,18 @@ def _gamma_rate_x2_moments(alpha, beta, coupling):
   return mean, c**2 * (var(alpha) + var(alpha + 1))
 
 
-@pytest.mark.parametrize("coupling, dtype", [(True, jnp.float64), (False, jnp.float32)],
-                         ids=["coupled-float64", "uncoupled-float32"])
+@pytest.mark.parametrize(
+  "coupling, dtype",
+  [(True, jnp.float64), (False, jnp.float32)],
+  ids=["coupled-float64", "uncoupled-float32"],
+)
 def test_exponential_and_gamma_rate(coupling, dtype):
   """Exponential(λ) is Gamma(1, λ): for λ = 2 the coupled variance is 48/λ⁶
   and the uncoupled one 104/λ⁶ (closed forms in _gamma_rate_x2_moments)."""
-  for dist_fn, alpha, beta in [(lambda r: sg.dists.Exponential(r), 1.0, 2.0),
-                               (lambda r: sg.dists.Gamma(2.5, r), 2.5, 1.5)]:
+  for dist_fn, alpha, beta in [
+    (lambda r: sg.dists.Exponential(r), 1.0, 2.0),
+    (lambda r: sg.dists.Gamma(2.5, r), 2.5, 1.5),
+  ]:
     mean, var = _gamma_rate_x2_moments(alpha, beta, coupling)
     if alpha == 1.0:
       assert math.isclose(var, (48 if coupling else 104) / beta**6)
@@ -301,8 +333,9 @@ def test_exponential_and_gamma_rate(coupling, dtype):
     with jax.enable_x64(dtype == jnp.float64):
       out = _run(est, lambda x: x**2, dist_fn, jnp.asarray(beta, dtype), key=8)
     assert out.per_sample.dtype == dtype
-    assert_unbiased(out.per_sample, np.float64(mean), false_failure_rate=RATE,
-                    exact_variance=np.float64(var))
+    assert_unbiased(
+      out.per_sample, np.float64(mean), false_failure_rate=RATE, exact_variance=np.float64(var)
+    )
     assert_variance(out.per_sample, np.float64(var), false_failure_rate=RATE)
 
 
@@ -323,10 +356,13 @@ def test_gamma_with_constant_concentration_through_pytree():
 def test_unsupported_family_lists_supported():
   est = sg.measure_valued(num_samples=4)
   mvn = lambda p: sg.dists.MultivariateNormalTriL(p, jnp.eye(2))
-  with pytest.raises(ValueError, match=r"MultivariateNormalTriL.*Supported: .*Normal.*Bernoulli"
-                     r".*Categorical.*Poisson.*Exponential.*Gamma"):
+  with pytest.raises(
+    ValueError,
+    match=r"MultivariateNormalTriL.*Supported: .*Normal.*Bernoulli"
+    r".*Categorical.*Poisson.*Exponential.*Gamma",
+  ):
     est.estimate(jax.random.key(0), jnp.sum, mvn, jnp.zeros(2), est.init(None))
-  user = sg.dists.from_log_prob(lambda t, x: -(x - t) ** 2, lambda t, k: t + jax.random.normal(k))
+  user = sg.dists.from_log_prob(lambda t, x: -((x - t) ** 2), lambda t, k: t + jax.random.normal(k))
   with pytest.raises(ValueError, match="UserDistribution.*score_function"):
     est.estimate(jax.random.key(0), lambda x: x, user, jnp.zeros(()), est.init(None))
 
@@ -338,13 +374,16 @@ def test_gamma_concentration_depending_on_params_is_refused():
     est.estimate(jax.random.key(0), lambda x: x, dist_fn, jnp.array([2.0, 1.0]), est.init(None))
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     ({"num_samples": 0}, "num_samples"),
     ({"num_samples": 2.0}, "num_samples=2"),
     ({"num_samples": 4, "coupling": "yes"}, "coupling='yes'"),
     ({"num_samples": 4, "per_sample": 1}, "per_sample=1"),
     ({"num_samples": 4, "control_variate": "delta"}, "control_variate"),
-])
+  ],
+)
 def test_bad_settings(kwargs, match):
   with pytest.raises((TypeError, ValueError), match=match):
     sg.measure_valued(**kwargs)

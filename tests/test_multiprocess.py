@@ -25,20 +25,31 @@ def _free_port() -> int:
 
 def test_two_processes_give_the_single_process_answer():
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(WORKER.parents[1])]
-                                        + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=os.pathsep.join(
+      [str(WORKER.parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    ),
+  )
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), "2", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(WORKER), str(i), "2", str(port)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   results = []
   try:
     for p in procs:
       out, err = p.communicate(timeout=300)
       assert p.returncode == 0, err[-4000:]
       line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-      results.append(json.loads(line[len("RESULT "):]))
+      results.append(json.loads(line[len("RESULT ") :]))
   finally:
     for p in procs:
       if p.poll() is None:

@@ -18,12 +18,12 @@ import pathlib
 import re
 import sys
 
-import nbformat
-import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
+import nbformat
+import pytest
 from traitlets import default
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -50,14 +50,13 @@ def kernel_manager_class(tmp_path_factory):
   spec_dir = kernels / KERNEL_NAME
   spec_dir.mkdir()
   spec = {
-      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-      "display_name": f"Python ({sys.executable})",
-      "language": "python",
+    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    "display_name": f"Python ({sys.executable})",
+    "language": "python",
   }
   (spec_dir / "kernel.json").write_text(json.dumps(spec))
 
   class ThisInterpreterKernelManager(AsyncKernelManager):
-
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self):
       return KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
@@ -79,13 +78,19 @@ def test_notebook_committed_with_outputs(path):
   code = [cell for cell in nb.cells if cell.cell_type == "code"]
   counts = [cell.execution_count for cell in code]
   assert counts == list(range(1, len(code) + 1)), (
-      f"{path.name}: execution counts {counts} are not one top-to-bottom run; "
-      "refresh the outputs with `make notebooks`.")
-  errors = [i for i, cell in enumerate(code)
-            if any(out.output_type == "error" for out in cell.outputs)]
+    f"{path.name}: execution counts {counts} are not one top-to-bottom run; "
+    "refresh the outputs with `make notebooks`."
+  )
+  errors = [
+    i for i, cell in enumerate(code) if any(out.output_type == "error" for out in cell.outputs)
+  ]
   assert not errors, f"{path.name}: code cells {errors} hold errors"
-  no_figure = [i for i, cell in enumerate(code) if FIGURE.search(cell.source)
-               and not any("image/png" in out.get("data", {}) for out in cell.outputs)]
+  no_figure = [
+    i
+    for i, cell in enumerate(code)
+    if FIGURE.search(cell.source)
+    and not any("image/png" in out.get("data", {}) for out in cell.outputs)
+  ]
   assert not no_figure, f"{path.name}: code cells {no_figure} plot but hold no figure"
 
 
@@ -94,9 +99,12 @@ def test_notebook_executes(path, kernel_manager_class):
   """Runs every cell in a fresh kernel (cwd = repository root); any error fails."""
   nb = nbformat.read(path, as_version=4)
   client = NotebookClient(
-      nb, kernel_manager_class=kernel_manager_class, kernel_name=KERNEL_NAME,
-      timeout=CELL_TIMEOUT_S,
-      resources={"metadata": {"path": str(REPO_ROOT)}})  # the kernel's cwd
+    nb,
+    kernel_manager_class=kernel_manager_class,
+    kernel_name=KERNEL_NAME,
+    timeout=CELL_TIMEOUT_S,
+    resources={"metadata": {"path": str(REPO_ROOT)}},
+  )  # the kernel's cwd
   failure = None
   try:
     client.execute()

@@ -19,8 +19,9 @@ PROJECT = PYPROJECT["project"]
 
 
 def _requirement_names(requirements):
-  return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-")
-          for r in requirements}
+  return {
+    re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements
+  }
 
 
 def test_version_has_one_source():
@@ -44,8 +45,11 @@ def test_every_third_party_import_is_declared():
 
 
 def test_lowest_versions_match_the_constraints_file():
-  pins = dict(line.split("==") for line in (ROOT / ".ci" / "minimum-versions.txt").read_text()
-              .splitlines() if line and not line.startswith("#"))
+  pins = dict(
+    line.split("==")
+    for line in (ROOT / ".ci" / "minimum-versions.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+  )
   for requirement in PROJECT["dependencies"]:
     name, low = re.fullmatch(r"([a-z_-]+)>=([\d.]+)", requirement).groups()
     assert name in pins, f"{name} has no pin in .ci/minimum-versions.txt"
@@ -69,8 +73,11 @@ def test_sdist_ships_no_tests():
 
 
 def test_ci_runs_static_checks_before_the_tests():
-  steps = [line.split()[1] for line in (ROOT / ".ci" / "run").read_text().splitlines()
-           if line.startswith("make ")]
+  steps = [
+    line.split()[1]
+    for line in (ROOT / ".ci" / "run").read_text().splitlines()
+    if line.startswith("make ")
+  ]
   assert "lint" in steps and steps.index("lint") < steps.index("test"), steps
   makefile = (ROOT / "Makefile").read_text()
   lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]

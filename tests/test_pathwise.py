@@ -14,24 +14,41 @@ RATE = 1e-6
 
 
 def _gauss(h, mu, sigma):
-  return integrate.quad(lambda x: h(x) * stats.norm.pdf(x, mu, sigma), -np.inf, np.inf,
-                        epsabs=1e-11, epsrel=1e-11, limit=500)[0]
+  return integrate.quad(
+    lambda x: h(x) * stats.norm.pdf(x, mu, sigma),
+    -np.inf,
+    np.inf,
+    epsabs=1e-11,
+    epsrel=1e-11,
+    limit=500,
+  )[0]
 
 
-@pytest.mark.parametrize("f_np, df_np, f_jnp", [
+@pytest.mark.parametrize(
+  "f_np, df_np, f_jnp",
+  [
     (lambda x: (x - 2) ** 2, lambda x: 2 * (x - 2), lambda x: (x - 2) ** 2),
     (np.cos, lambda x: -np.sin(x), jnp.cos),
-], ids=["quadratic", "cos"])
+  ],
+  ids=["quadratic", "cos"],
+)
 def test_gaussian_unbiased_exact_variance(f_np, df_np, f_jnp, dtype):
   """g_μ = f'(x), g_σ = f'(x) ε with ε = (x − μ)/σ; moments by quadrature."""
   mu, sigma = 0.6, 1.3
-  g = {"loc": _gauss(df_np, mu, sigma), "scale": _gauss(lambda x: df_np(x) * (x - mu) / sigma, mu, sigma)}
-  var = {"loc": _gauss(lambda x: df_np(x) ** 2, mu, sigma) - g["loc"] ** 2,
-         "scale": _gauss(lambda x: (df_np(x) * (x - mu) / sigma) ** 2, mu, sigma) - g["scale"] ** 2}
+  g = {
+    "loc": _gauss(df_np, mu, sigma),
+    "scale": _gauss(lambda x: df_np(x) * (x - mu) / sigma, mu, sigma),
+  }
+  var = {
+    "loc": _gauss(lambda x: df_np(x) ** 2, mu, sigma) - g["loc"] ** 2,
+    "scale": _gauss(lambda x: (df_np(x) * (x - mu) / sigma) ** 2, mu, sigma) - g["scale"] ** 2,
+  }
   params = {"loc": jnp.asarray(mu, dtype), "scale": jnp.asarray(sigma, dtype)}
   dist_fn = lambda p: sg.dists.Normal(p["loc"], p["scale"])
   est = sg.pathwise(num_samples=100_000, per_sample=True)
-  out = jax.jit(lambda k: est.estimate(k, f_jnp, dist_fn, params, est.init(params)))(jax.random.key(0))
+  out = jax.jit(lambda k: est.estimate(k, f_jnp, dist_fn, params, est.init(params)))(
+    jax.random.key(0)
+  )
   assert out.per_sample["loc"].dtype == dtype
   assert_unbiased(out.per_sample, g, false_failure_rate=RATE, exact_variance=var)
   assert_variance(out.per_sample, var, false_failure_rate=RATE)
@@ -56,10 +73,13 @@ def test_multivariate_normal_tril():
   params = {"loc": mu, "scale_tril": L}
   dist_fn = lambda p: sg.dists.MultivariateNormalTriL(p["loc"], p["scale_tril"])
   exact = {"loc": 2 * np.asarray(mu), "scale_tril": 2 * np.asarray(L)}
-  for est in [sg.pathwise(num_samples=100_000, per_sample=True),
-              sg.score_function(num_samples=200_000, per_sample=True)]:
-    out = jax.jit(lambda k: est.estimate(k, lambda x: jnp.sum(x**2), dist_fn, params,
-                                         est.init(params)))(jax.random.key(2))
+  for est in [
+    sg.pathwise(num_samples=100_000, per_sample=True),
+    sg.score_function(num_samples=200_000, per_sample=True),
+  ]:
+    out = jax.jit(
+      lambda k: est.estimate(k, lambda x: jnp.sum(x**2), dist_fn, params, est.init(params))
+    )(jax.random.key(2))
     assert_unbiased(out.per_sample, exact, false_failure_rate=RATE)
 
 
@@ -68,10 +88,13 @@ def test_gamma_implicit_reparameterization():
   params = {"concentration": jnp.asarray(2.5), "rate": jnp.asarray(1.5)}
   dist_fn = lambda p: sg.dists.Gamma(p["concentration"], p["rate"])
   exact = {"concentration": 1 / 1.5, "rate": -2.5 / 1.5**2}
-  for est in [sg.pathwise(num_samples=100_000, per_sample=True),
-              sg.score_function(num_samples=200_000, per_sample=True)]:
-    out = jax.jit(lambda k: est.estimate(k, lambda x: x, dist_fn, params,
-                                         est.init(params)))(jax.random.key(3))
+  for est in [
+    sg.pathwise(num_samples=100_000, per_sample=True),
+    sg.score_function(num_samples=200_000, per_sample=True),
+  ]:
+    out = jax.jit(lambda k: est.estimate(k, lambda x: x, dist_fn, params, est.init(params)))(
+      jax.random.key(3)
+    )
     assert_unbiased(out.per_sample, exact, false_failure_rate=RATE)
 
 
@@ -80,8 +103,10 @@ def test_pathwise_variance_far_below_score_function_on_smooth_cost():
   dist_fn = lambda p: sg.dists.Normal(p[0], p[1])
   f = lambda x: (x - 2.0) ** 2
   outs = {}
-  for name, est in [("sf", sg.score_function(num_samples=20_000, per_sample=True)),
-                    ("pw", sg.pathwise(num_samples=20_000, per_sample=True))]:
+  for name, est in [
+    ("sf", sg.score_function(num_samples=20_000, per_sample=True)),
+    ("pw", sg.pathwise(num_samples=20_000, per_sample=True)),
+  ]:
     outs[name] = est.estimate(jax.random.key(4), f, dist_fn, params, est.init(params))
   v = {k: sg.diagnostics.variance(o.per_sample) for k, o in outs.items()}
   assert np.all(v["pw"] < 0.5 * v["sf"])

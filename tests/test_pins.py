@@ -31,7 +31,8 @@ RATE = 1e-6
 def _jit_estimate(est, f, dist_fn, params, key=0, state=None):
   state = est.init(params) if state is None else state
   return jax.jit(lambda k, p, s: est.estimate(k, f, dist_fn, p, s))(
-      jax.random.key(key), params, state)
+    jax.random.key(key), params, state
+  )
 
 
 # -- 1. Exponential.log_prob and its score ----------------------------------------------
@@ -46,7 +47,9 @@ def test_exponential_log_prob_against_scipy():
   assert sg.dists.Exponential(2.0).log_prob(-0.1) == -np.inf
   rates = np.array([0.5, 2.5, 7.0])
   batch = np.array([[0.3, 1.7, 0.01], [2.0, 0.0, 0.4]])
-  got = sg.dists.Exponential(jnp.asarray(rates, jnp.float32)).log_prob(jnp.asarray(batch, jnp.float32))
+  got = sg.dists.Exponential(jnp.asarray(rates, jnp.float32)).log_prob(
+    jnp.asarray(batch, jnp.float32)
+  )
   want = stats.expon.logpdf(batch, scale=1 / rates).sum(axis=1)
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -73,23 +76,30 @@ _ALPHA = np.array([1.5, 3.0])
 _BETA = np.array([2.0, 0.8])
 _P = 1 / (1 + np.exp(-_LOGITS))
 DELTA_FAMILIES = {
-    # E = Σ μ² + σ².
-    "Normal": (lambda p: sg.dists.Normal(p["loc"], p["scale"]),
-               {"loc": _MU, "scale": _SIGMA}, {"loc": 2 * _MU, "scale": 2 * _SIGMA}),
-    # E = ‖μ‖² + tr(L Lᵀ).
-    "MultivariateNormalTriL": (lambda p: sg.dists.MultivariateNormalTriL(p["loc"], p["scale_tril"]),
-                               {"loc": _MU, "scale_tril": _L}, {"loc": 2 * _MU, "scale_tril": 2 * _L}),
-    # x² = x: E = Σ p, ∂ℓ = p(1 − p).
-    "Bernoulli": (lambda p: sg.dists.Bernoulli(logits=p), _LOGITS, _P * (1 - _P)),
-    # E = Σ λ + λ².
-    "Poisson": (sg.dists.Poisson, _RATE, 1 + 2 * _RATE),
-    # E = Σ 2/λ².
-    "Exponential": (sg.dists.Exponential, _RATE, -4 / _RATE**3),
-    # E = Σ α(α + 1)/β².
-    "Gamma": (lambda p: sg.dists.Gamma(p["concentration"], p["rate"]),
-              {"concentration": _ALPHA, "rate": _BETA},
-              {"concentration": (2 * _ALPHA + 1) / _BETA**2,
-               "rate": -2 * _ALPHA * (_ALPHA + 1) / _BETA**3}),
+  # E = Σ μ² + σ².
+  "Normal": (
+    lambda p: sg.dists.Normal(p["loc"], p["scale"]),
+    {"loc": _MU, "scale": _SIGMA},
+    {"loc": 2 * _MU, "scale": 2 * _SIGMA},
+  ),
+  # E = ‖μ‖² + tr(L Lᵀ).
+  "MultivariateNormalTriL": (
+    lambda p: sg.dists.MultivariateNormalTriL(p["loc"], p["scale_tril"]),
+    {"loc": _MU, "scale_tril": _L},
+    {"loc": 2 * _MU, "scale_tril": 2 * _L},
+  ),
+  # x² = x: E = Σ p, ∂ℓ = p(1 − p).
+  "Bernoulli": (lambda p: sg.dists.Bernoulli(logits=p), _LOGITS, _P * (1 - _P)),
+  # E = Σ λ + λ².
+  "Poisson": (sg.dists.Poisson, _RATE, 1 + 2 * _RATE),
+  # E = Σ 2/λ².
+  "Exponential": (sg.dists.Exponential, _RATE, -4 / _RATE**3),
+  # E = Σ α(α + 1)/β².
+  "Gamma": (
+    lambda p: sg.dists.Gamma(p["concentration"], p["rate"]),
+    {"concentration": _ALPHA, "rate": _BETA},
+    {"concentration": (2 * _ALPHA + 1) / _BETA**2, "rate": -2 * _ALPHA * (_ALPHA + 1) / _BETA**3},
+  ),
 }
 
 
@@ -121,7 +131,8 @@ def test_compat_measure_valued_broadcast_log_scale(log_scale_shape):
   s = 0.2
   params = [jnp.asarray(mean, jnp.float32), jnp.full(log_scale_shape, s, jnp.float32)]
   jac = jax.jit(mc.measure_valued_jacobians, static_argnums=(0, 2, 4))(
-      lambda x: jnp.sum(x**2), params, mc.multi_normal, jax.random.PRNGKey(3), 50_000)
+    lambda x: jnp.sum(x**2), params, mc.multi_normal, jax.random.PRNGKey(3), 50_000
+  )
   assert [j.shape for j in jac] == [(50_000, 3), (50_000,) + log_scale_shape]
   exact = [2 * mean, np.full(log_scale_shape, 6 * math.exp(2 * s))]
   assert_unbiased(jac, exact, false_failure_rate=RATE)
@@ -137,34 +148,54 @@ def test_compat_measure_valued_broadcast_log_scale(log_scale_shape):
 # result. Tied to jax's PRNG: if a future jax changes jax.random's bits,
 # regenerate them the same way.
 OPTAX_018 = {
-    "score_function": [
-        [[-0.036798249930143356, 0.819780707359314, 0.31475067138671875],
-         [0.172448068857193, -0.18803779780864716, 0.19946520030498505],
-         [4.372820854187012, -3.0964484214782715, -1.2955502271652222]],
-        [[-1.4356589317321777, -1.1232805252075195, -1.311174988746643],
-         [-1.2119587659835815, -1.222127079963684, -1.182815670967102],
-         [-3.6093525886535645, 1.437780737876892, 2.4421584606170654]]],
-    "pathwise": [
-        [[1.9474139213562012, 1.1580703258514404, -1.5595345497131348],
-         [1.6720691919326782, 1.783818244934082, -1.581723690032959],
-         [3.591571807861328, 0.7439842224121094, -2.364161968231201]],
-        [[-0.06091791018843651, 0.4429100453853607, -0.6224995851516724],
-         [0.28374090790748596, -0.1811458170413971, -0.4631533622741699],
-         [-5.719282150268555, 0.4604114890098572, -1.6639666557312012]]],
-    "measure_valued": [
-        [[2.0148112773895264, 1.0689893960952759, 0.42955008149147034],
-         [2.4895172119140625, 1.487453818321228, -0.7895154356956482],
-         [3.0913116931915283, 0.873558759689331, -0.6563777327537537]],
-        [[0.9680333137512207, 0.08734893798828125, 0.35323667526245117],
-         [0.5960584282875061, -1.9647223949432373, 0.39150917530059814],
-         [-3.629190683364868, -2.181835651397705, 2.656888008117676]]],
-    "measure_valued_uncoupled": [
-        [[2.5152528285980225, 1.679311990737915, 0.3259211778640747],
-         [1.577006220817566, 0.7966883182525635, -0.5105944275856018],
-         [2.1074798107147217, 0.704069197177887, -1.8902217149734497]],
-        [[2.2114012241363525, 0.09345126152038574, -3.121551513671875],
-         [2.342349052429199, -0.2740464210510254, -2.633011817932129],
-         [-3.6276814937591553, -0.4676986038684845, 3.883845329284668]]],
+  "score_function": [
+    [
+      [-0.036798249930143356, 0.819780707359314, 0.31475067138671875],
+      [0.172448068857193, -0.18803779780864716, 0.19946520030498505],
+      [4.372820854187012, -3.0964484214782715, -1.2955502271652222],
+    ],
+    [
+      [-1.4356589317321777, -1.1232805252075195, -1.311174988746643],
+      [-1.2119587659835815, -1.222127079963684, -1.182815670967102],
+      [-3.6093525886535645, 1.437780737876892, 2.4421584606170654],
+    ],
+  ],
+  "pathwise": [
+    [
+      [1.9474139213562012, 1.1580703258514404, -1.5595345497131348],
+      [1.6720691919326782, 1.783818244934082, -1.581723690032959],
+      [3.591571807861328, 0.7439842224121094, -2.364161968231201],
+    ],
+    [
+      [-0.06091791018843651, 0.4429100453853607, -0.6224995851516724],
+      [0.28374090790748596, -0.1811458170413971, -0.4631533622741699],
+      [-5.719282150268555, 0.4604114890098572, -1.6639666557312012],
+    ],
+  ],
+  "measure_valued": [
+    [
+      [2.0148112773895264, 1.0689893960952759, 0.42955008149147034],
+      [2.4895172119140625, 1.487453818321228, -0.7895154356956482],
+      [3.0913116931915283, 0.873558759689331, -0.6563777327537537],
+    ],
+    [
+      [0.9680333137512207, 0.08734893798828125, 0.35323667526245117],
+      [0.5960584282875061, -1.9647223949432373, 0.39150917530059814],
+      [-3.629190683364868, -2.181835651397705, 2.656888008117676],
+    ],
+  ],
+  "measure_valued_uncoupled": [
+    [
+      [2.5152528285980225, 1.679311990737915, 0.3259211778640747],
+      [1.577006220817566, 0.7966883182525635, -0.5105944275856018],
+      [2.1074798107147217, 0.704069197177887, -1.8902217149734497],
+    ],
+    [
+      [2.2114012241363525, 0.09345126152038574, -3.121551513671875],
+      [2.342349052429199, -0.2740464210510254, -2.633011817932129],
+      [-3.6276814937591553, -0.4676986038684845, 3.883845329284668],
+    ],
+  ],
 }
 F_PIN = lambda x: jnp.sum(jnp.cos(x) * jnp.arange(1.0, 4.0)) + x[0] * x[2]
 
@@ -174,10 +205,12 @@ def test_compat_same_numbers_as_optax_018(which):
   """The same per-sample jacobians as optax 0.1.8 for the same rng (the
   measure-valued ones also pin which half of split(rng) drives the positive
   and which the negative draws)."""
-  fn = {"score_function": mc.score_function_jacobians,
-        "pathwise": mc.pathwise_jacobians,
-        "measure_valued": mc.measure_valued_jacobians,
-        "measure_valued_uncoupled": lambda *a: mc.measure_valued_jacobians(*a, coupling=False)}[which]
+  fn = {
+    "score_function": mc.score_function_jacobians,
+    "pathwise": mc.pathwise_jacobians,
+    "measure_valued": mc.measure_valued_jacobians,
+    "measure_valued_uncoupled": lambda *a: mc.measure_valued_jacobians(*a, coupling=False),
+  }[which]
   params = [jnp.array([0.5, -1.0, 2.0], jnp.float32), jnp.array([0.1, -0.2, 0.3], jnp.float32)]
   got = fn(F_PIN, params, mc.multi_normal, jax.random.PRNGKey(42), 3)
   assert len(got) == 2
@@ -198,7 +231,7 @@ def _qmc_vs_iid(d, n, ratio, replicates=4000):
   fourth moment, false-failure rate 1e-6 (Bonferroni over the d
   coordinates) whenever the true ratio is ≤ ``ratio``."""
   mu, sigma = np.linspace(0.3, 0.9, d), np.linspace(0.8, 1.2, d)
-  e = np.exp(-sigma**2 / 2)
+  e = np.exp(-(sigma**2) / 2)
   c1, s1 = np.cos(mu) * e, np.sin(mu) * e
   c2 = (1 + np.cos(2 * mu) * np.exp(-2 * sigma**2)) / 2
   s2 = (1 - np.cos(2 * mu) * np.exp(-2 * sigma**2)) / 2
@@ -209,8 +242,13 @@ def _qmc_vs_iid(d, n, ratio, replicates=4000):
   dist_fn = lambda p: sg.dists.Normal(p["loc"], p["scale"])
   est = sg.pathwise(num_samples=n, sampling="qmc")
   keys = jax.random.split(jax.random.key(4 + d), replicates)
-  grads = jax.jit(jax.vmap(lambda k: est.estimate(
-      k, lambda x: jnp.prod(jnp.cos(x)), dist_fn, params, est.init(params)).grad["loc"]))(keys)
+  grads = jax.jit(
+    jax.vmap(
+      lambda k: est.estimate(
+        k, lambda x: jnp.prod(jnp.cos(x)), dist_fn, params, est.init(params)
+      ).grad["loc"]
+    )
+  )(keys)
   g = np.asarray(grads, np.float64)
   assert_unbiased(g, mean, false_failure_rate=RATE)
   centred = g - g.mean(0)
@@ -242,8 +280,10 @@ def test_diagnostics_by_hand():
   1, 0, 36 sum to 50, so the unbiased variance is 50/4 = 12.5, the standard
   error sqrt(12.5/5) = sqrt(2.5), and against exact 3 the bias is 1 with
   z = 1/sqrt(2.5). Leaf b: columns (0, 0, 0, 0, 5) and (2, 2, 2, 2, 2)."""
-  per = {"a": jnp.array([1.0, 2.0, 3.0, 4.0, 10.0]),
-         "b": jnp.array([[0.0, 2.0]] * 4 + [[5.0, 2.0]])}
+  per = {
+    "a": jnp.array([1.0, 2.0, 3.0, 4.0, 10.0]),
+    "b": jnp.array([[0.0, 2.0]] * 4 + [[5.0, 2.0]]),
+  }
   # Leaf b, column 0: mean 1, deviations² 1, 1, 1, 1, 16 → 20/4 = 5.
   var = sg.diagnostics.variance(per)
   np.testing.assert_allclose(var["a"], 12.5, rtol=1e-6)
@@ -263,7 +303,7 @@ def test_diagnostics_by_hand():
 
 # -- 6. REBAR / RELAX with params that are not the logits -------------------------------
 
-_X = np.array([0.6, -1.2])                      # logits = _X @ W
+_X = np.array([0.6, -1.2])  # logits = _X @ W
 _W0 = np.array([[0.5, -0.3, 0.8], [-0.4, 0.2, 0.3]])
 _PROBLEM = oracles.coupled_problem(logits=_X @ _W0)
 
@@ -276,10 +316,16 @@ def _logits_of(w):
 def test_rebar_relax_unbiased_through_a_weight_matrix(name):
   """logits = x @ W (W of shape (2, 3)): ∇W E[f] = x ⊗ ∇logits E[f], exact by
   enumeration of the 2³ configurations. False-failure rate 1e-6."""
-  est = getattr(sg, name)(num_samples=50_000, temperature=0.4, scale=0.7, learning_rate=0.0,
-                          per_sample=True)
-  out = _jit_estimate(est, _PROBLEM.f, lambda w: oracles.bernoulli_dist(_logits_of(w)),
-                      jnp.asarray(_W0, jnp.float32), key=5)
+  est = getattr(sg, name)(
+    num_samples=50_000, temperature=0.4, scale=0.7, learning_rate=0.0, per_sample=True
+  )
+  out = _jit_estimate(
+    est,
+    _PROBLEM.f,
+    lambda w: oracles.bernoulli_dist(_logits_of(w)),
+    jnp.asarray(_W0, jnp.float32),
+    key=5,
+  )
   assert out.per_sample.shape == (50_000, 2, 3)
   exact = np.outer(_X, oracles.bernoulli_exact(_PROBLEM)[1])
   assert_unbiased(out.per_sample, exact, false_failure_rate=RATE)
@@ -298,20 +344,26 @@ def test_rebar_relax_variance_objective_pulled_back_to_params(name):
   norm2 = float(_X @ _X)
   est = getattr(sg, name)(num_samples=8, temperature=0.4, scale=0.7, optimizer=optax.sgd(0.01))
   steps = []
-  for params, dist_fn in [(logits, oracles.bernoulli_dist),
-                          (w, lambda w: oracles.bernoulli_dist(_logits_of(w)))]:
+  for params, dist_fn in [
+    (logits, oracles.bernoulli_dist),
+    (w, lambda w: oracles.bernoulli_dist(_logits_of(w))),
+  ]:
     state = est.init(params)
     out = _jit_estimate(est, _PROBLEM.f, dist_fn, params, key=6, state=state)
-    steps.append(jax.tree_util.tree_map(lambda a, b: np.asarray(a - b, np.float64),
-                                        out.state.control, state.control))
+    steps.append(
+      jax.tree_util.tree_map(
+        lambda a, b: np.asarray(a - b, np.float64), out.state.control, state.control
+      )
+    )
   for k in ("log_temperature", "scale"):
     assert np.isfinite(steps[1][k]) and steps[0][k] != 0, (k, steps)
     np.testing.assert_allclose(steps[1][k], norm2 * steps[0][k], rtol=1e-3, atol=1e-7)
   if name == "relax":
     # The network's output weights start at 0 and move by the same rule.
     assert np.any(steps[0]["network"]["a"] != 0)
-    np.testing.assert_allclose(steps[1]["network"]["a"], norm2 * steps[0]["network"]["a"],
-                               rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(
+      steps[1]["network"]["a"], norm2 * steps[0]["network"]["a"], rtol=1e-3, atol=1e-7
+    )
 
 
 # -- 7. a plain-SGD training loop pins the gradient's scale -----------------------------
@@ -327,9 +379,10 @@ def test_sgd_steps_match_closed_form(estimator):
   within z·SE, false-failure rate 1e-6. A gradient off by a constant factor c
   gives (1 − 2c·lr)^K instead (Adam would hide it)."""
   lr, steps, runs = 0.05, 20, 2000
-  est = {"pathwise": sg.pathwise(num_samples=8),
-         "score_function": sg.score_function(num_samples=8,
-                                             baseline=sg.baselines.leave_one_out())}[estimator]
+  est = {
+    "pathwise": sg.pathwise(num_samples=8),
+    "score_function": sg.score_function(num_samples=8, baseline=sg.baselines.leave_one_out()),
+  }[estimator]
   dist_fn = lambda p: sg.dists.Normal(p["loc"], p["scale"])
   f = lambda x: (x - 3.0) ** 2
   opt = optax.sgd(lr)
@@ -348,8 +401,9 @@ def test_sgd_steps_match_closed_form(estimator):
 
   final = jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(7), runs))
   decay = (1 - 2 * lr) ** steps
-  assert_unbiased(final, {"loc": 3.0 + decay * (0.0 - 3.0), "scale": decay * 1.5},
-                  false_failure_rate=RATE)
+  assert_unbiased(
+    final, {"loc": 3.0 + decay * (0.0 - 3.0), "scale": decay * 1.5}, false_failure_rate=RATE
+  )
 
 
 # -- 8. the optimal baseline's exact variance, by enumeration ---------------------------
@@ -370,7 +424,10 @@ def test_optimal_baseline_exact_mean_and_variance():
   est = sg.score_function(num_samples=3, baseline=sg.baselines.optimal())
   logits = jnp.asarray(prob.logits, jnp.float32)
   keys = jax.random.split(jax.random.key(8), 60_000)
-  draws = jax.jit(jax.vmap(lambda k: est.estimate(
-      k, prob.f, oracles.bernoulli_dist, logits, est.init(logits)).grad))(keys)
+  draws = jax.jit(
+    jax.vmap(
+      lambda k: est.estimate(k, prob.f, oracles.bernoulli_dist, logits, est.init(logits)).grad
+    )
+  )(keys)
   assert_unbiased(draws, mean, false_failure_rate=RATE, exact_variance=var)
   assert_variance(draws, var, false_failure_rate=RATE)

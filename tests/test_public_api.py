@@ -26,7 +26,13 @@ def test_fixed_names_and_signatures():
   assert "sharding" in inspect.signature(sg.expectation).parameters
   assert "baseline" in inspect.signature(sg.score_function).parameters
   est = sg.score_function(num_samples=2)
-  assert list(inspect.signature(est.estimate).parameters) == ["key", "f", "dist_fn", "params", "state"]
+  assert list(inspect.signature(est.estimate).parameters) == [
+    "key",
+    "f",
+    "dist_fn",
+    "params",
+    "state",
+  ]
   sg.dists.Normal(0.0, 1.0)
   sg.dists.Bernoulli(logits=0.0)
   sg.dists.Categorical(logits=[0.0, 1.0])
@@ -37,4 +43,5 @@ def test_fixed_names_and_signatures():
 
 def test_py_typed_marker_shipped():
   import importlib.resources
+
   assert importlib.resources.files("scoregrad").joinpath("py.typed").is_file()

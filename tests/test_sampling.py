@@ -22,25 +22,30 @@ from scoregrad.testing import assert_unbiased, assert_variance
 RATE = 1e-6
 MU, SIGMA = 0.6, 1.3
 NORMAL = lambda p: sg.dists.Normal(p["loc"], p["scale"])
-EXACT_COS = {"loc": -math.sin(MU) * math.exp(-SIGMA**2 / 2),
-             "scale": -SIGMA * math.cos(MU) * math.exp(-SIGMA**2 / 2)}
+EXACT_COS = {
+  "loc": -math.sin(MU) * math.exp(-(SIGMA**2) / 2),
+  "scale": -SIGMA * math.cos(MU) * math.exp(-(SIGMA**2) / 2),
+}
 # Per-sample pathwise terms for f = cos at x = μ + σz: (f'(x), f'(x) z).
-TERMS = {"loc": lambda z: -np.sin(MU + SIGMA * z),
-         "scale": lambda z: -np.sin(MU + SIGMA * z) * z}
+TERMS = {"loc": lambda z: -np.sin(MU + SIGMA * z), "scale": lambda z: -np.sin(MU + SIGMA * z) * z}
 
 
 def _replicates(est, f, dist_fn, params, count, key=0):
   keys = jax.random.split(jax.random.key(key), count)
-  return jax.jit(jax.vmap(lambda k: est.estimate(k, f, dist_fn, params, est.init(params)).grad))(keys)
+  return jax.jit(jax.vmap(lambda k: est.estimate(k, f, dist_fn, params, est.init(params)).grad))(
+    keys
+  )
 
 
 def _std_normal(h):
-  return integrate.quad(lambda z: h(z) * stats.norm.pdf(z), -np.inf, np.inf,
-                        epsabs=1e-13, epsrel=1e-12, limit=400)[0]
+  return integrate.quad(
+    lambda z: h(z) * stats.norm.pdf(z), -np.inf, np.inf, epsabs=1e-13, epsrel=1e-12, limit=400
+  )[0]
 
 
 def test_halton_points_are_radical_inverses():
   """Checked against an independent digit-string computation (np.base_repr)."""
+
   def radical_inverse(i, base):
     digits = np.base_repr(i, base)[::-1]
     return sum(int(d, base) / base ** (k + 1) for k, d in enumerate(digits))
@@ -72,13 +77,18 @@ def test_randomized_qmc_rows_are_exactly_standard_normal():
   """Row i over independent shifts: mean of ε, ε², ε³, ε⁴ is 0, 1, 0, 3 with
   variances 1, 2, 15, 96 (normal moments E ε^{2k} = (2k − 1)!!)."""
   keys = jax.random.split(jax.random.key(1), 20_000)
-  eps = jax.jit(jax.vmap(lambda k: sg.sampling.randomized_qmc_normal(k, 16, (3,), jnp.float32)))(keys)
+  eps = jax.jit(jax.vmap(lambda k: sg.sampling.randomized_qmc_normal(k, 16, (3,), jnp.float32)))(
+    keys
+  )
   assert eps.shape == (20_000, 16, 3)
-  row = np.asarray(eps[:, 5, :], np.float64)   # one point of the set, 3 coordinates
+  row = np.asarray(eps[:, 5, :], np.float64)  # one point of the set, 3 coordinates
   draws = np.stack([row, row**2, row**3, row**4], axis=1)
-  assert_unbiased(draws, np.array([0.0, 1.0, 0.0, 3.0])[:, None] * np.ones(3),
-                  false_failure_rate=RATE,
-                  exact_variance=np.array([1.0, 2.0, 15.0, 96.0])[:, None] * np.ones(3))
+  assert_unbiased(
+    draws,
+    np.array([0.0, 1.0, 0.0, 3.0])[:, None] * np.ones(3),
+    false_failure_rate=RATE,
+    exact_variance=np.array([1.0, 2.0, 15.0, 96.0])[:, None] * np.ones(3),
+  )
 
 
 def test_antithetic_pairs():
@@ -119,8 +129,10 @@ def test_qmc_unbiased_with_exact_variance(x64):
   var_qmc, var_iid = {}, {}
   for p, g in TERMS.items():
     est_at = lambda d, g=g: np.mean(g(special.ndtri(np.mod(pts + d, 1.0))))
-    second = sum(integrate.quad(lambda d: est_at(d) ** 2, a, b, epsabs=1e-13, epsrel=1e-10,
-                                limit=200)[0] for a, b in zip(edges[:-1], edges[1:]))
+    second = sum(
+      integrate.quad(lambda d: est_at(d) ** 2, a, b, epsabs=1e-13, epsrel=1e-10, limit=200)[0]
+      for a, b in zip(edges[:-1], edges[1:])
+    )
     var_qmc[p] = second - EXACT_COS[p] ** 2
     var_iid[p] = (_std_normal(lambda z: g(z) ** 2) - EXACT_COS[p] ** 2) / n
   assert var_qmc["loc"] < 0.01 * var_iid["loc"] and var_qmc["scale"] < 0.5 * var_iid["scale"]
@@ -149,8 +161,11 @@ def test_multivariate_normal_unbiased(sampling):
     exact = {"scale_tril": exact["scale_tril"]}
   # Upper-triangle entries are exactly zero; test the lower triangle.
   lower = np.tril_indices(3)
-  assert_unbiased(np.asarray(grads["scale_tril"])[:, lower[0], lower[1]],
-                  exact["scale_tril"][lower], false_failure_rate=RATE)
+  assert_unbiased(
+    np.asarray(grads["scale_tril"])[:, lower[0], lower[1]],
+    exact["scale_tril"][lower],
+    false_failure_rate=RATE,
+  )
 
 
 def test_no_recompilation_and_per_sample_shape():
@@ -176,7 +191,9 @@ def test_bad_sampling_settings():
     sg.pathwise(num_samples=5, sampling="antithetic")
   est = sg.pathwise(num_samples=4, sampling="qmc")
   gamma = lambda p: sg.dists.Gamma(p, 1.0)
-  with pytest.raises(ValueError, match="supports scoregrad.dists.Normal and MultivariateNormalTriL.*Gamma"):
+  with pytest.raises(
+    ValueError, match="supports scoregrad.dists.Normal and MultivariateNormalTriL.*Gamma"
+  ):
     est.estimate(jax.random.key(0), lambda x: x, gamma, jnp.asarray(2.0), est.init(None))
   with pytest.raises(ValueError, match="num_points"):
     sg.sampling.halton_points(0, 2)

@@ -34,8 +34,9 @@ def test_unbiased_with_exact_per_sample_variance(name, dtype):
   out = run(jax.random.key(1), params)
   for leaf in jax.tree_util.tree_leaves(out.per_sample):
     assert leaf.dtype == dtype and leaf.shape[0] == N
-  assert_unbiased(out.per_sample, prob.exact_grad, false_failure_rate=RATE,
-                  exact_variance=prob.score_variance)
+  assert_unbiased(
+    out.per_sample, prob.exact_grad, false_failure_rate=RATE, exact_variance=prob.score_variance
+  )
   assert_variance(out.per_sample, prob.score_variance, false_failure_rate=RATE)
   # grad is the mean of the per-sample gradients.
   chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -43,18 +44,22 @@ def test_unbiased_with_exact_per_sample_variance(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["gaussian_cos", "bernoulli", "categorical", "poisson"])
-@pytest.mark.parametrize("baseline", [
-    sg.baselines.leave_one_out(), sg.baselines.optimal(), sg.baselines.constant(0.7)],
-    ids=lambda b: b.name)
+@pytest.mark.parametrize(
+  "baseline",
+  [sg.baselines.leave_one_out(), sg.baselines.optimal(), sg.baselines.constant(0.7)],
+  ids=lambda b: b.name,
+)
 def test_baselines_unbiased(name, baseline):
   """Baselines from other samples keep the estimator unbiased: 20000 independent
   4-sample estimates (vmapped keys) average to the exact gradient."""
   prob = PROBLEMS[name]
   est = sg.score_function(num_samples=4, baseline=baseline)
   keys = jax.random.split(jax.random.key(2), 20_000)
-  grads = jax.jit(jax.vmap(
+  grads = jax.jit(
+    jax.vmap(
       lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, est.init(prob.params)).grad
-  ))(keys)
+    )
+  )(keys)
   assert_unbiased(grads, prob.exact_grad, false_failure_rate=RATE)
 
 
@@ -62,10 +67,12 @@ def test_moving_average_baseline_unbiased_at_any_state():
   prob = PROBLEMS["bernoulli"]
   est = sg.score_function(num_samples=3, baseline=sg.baselines.moving_average(decay=0.5))
   state = sg.ScoreFunctionState(
-      baseline=sg.baselines.MovingAverageState(value=jnp.asarray(0.4), count=jnp.asarray(2)))
+    baseline=sg.baselines.MovingAverageState(value=jnp.asarray(0.4), count=jnp.asarray(2))
+  )
   keys = jax.random.split(jax.random.key(3), 20_000)
-  grads = jax.jit(jax.vmap(
-      lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, state).grad))(keys)
+  grads = jax.jit(
+    jax.vmap(lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, state).grad)
+  )(keys)
   assert_unbiased(grads, prob.exact_grad, false_failure_rate=RATE)
 
 
@@ -89,14 +96,19 @@ def test_leave_one_out_variance_reduction_is_real():
   var = {}
   for b in [None, sg.baselines.leave_one_out()]:
     est = sg.score_function(num_samples=8, baseline=b)
-    g = jax.vmap(lambda k: est.estimate(k, f, prob.dist_fn, prob.params, est.init(prob.params)).grad)(keys)
+    g = jax.vmap(
+      lambda k: est.estimate(k, f, prob.dist_fn, prob.params, est.init(prob.params)).grad
+    )(keys)
     var[b is None] = float(jnp.var(g["loc"]))
   assert var[False] < 0.5 * var[True]
 
 
 def test_pytree_params():
   """Nested dict/tuple params: every leaf gets its gradient."""
-  params = {"loc": jnp.array([0.5, -1.0]), "extra": (jnp.array(0.0), {"log_scale": jnp.array([0.2, -0.3])})}
+  params = {
+    "loc": jnp.array([0.5, -1.0]),
+    "extra": (jnp.array(0.0), {"log_scale": jnp.array([0.2, -0.3])}),
+  }
 
   def dist_fn(p):
     return sg.dists.Normal(p["loc"] + p["extra"][0], jnp.exp(p["extra"][1]["log_scale"]))
@@ -165,20 +177,28 @@ def test_nan_costs_propagate():
 def test_integer_costs_are_promoted():
   prob = PROBLEMS["categorical"]
   est = sg.score_function(num_samples=16)
-  out = est.estimate(jax.random.key(0), lambda x: x, prob.dist_fn, prob.params, est.init(prob.params))
+  out = est.estimate(
+    jax.random.key(0), lambda x: x, prob.dist_fn, prob.params, est.init(prob.params)
+  )
   assert jnp.issubdtype(out.value.dtype, jnp.floating)
 
 
 def test_learned_baseline_unbiased_and_fits_mean_cost():
   """At any fixed φ the estimator is unbiased; training moves φ towards E[f]."""
   import optax
+
   prob = PROBLEMS["poisson"]
   baseline = sg.baselines.learned(optax.sgd(0.3))
   est = sg.score_function(num_samples=4, baseline=baseline)
-  state = sg.ScoreFunctionState(baseline=sg.baselines.LearnedState(
-      value=jnp.asarray(5.0), opt_state=optax.sgd(0.3).init(jnp.asarray(5.0))))
+  state = sg.ScoreFunctionState(
+    baseline=sg.baselines.LearnedState(
+      value=jnp.asarray(5.0), opt_state=optax.sgd(0.3).init(jnp.asarray(5.0))
+    )
+  )
   keys = jax.random.split(jax.random.key(9), 20_000)
-  grads = jax.jit(jax.vmap(lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, state).grad))(keys)
+  grads = jax.jit(
+    jax.vmap(lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, state).grad)
+  )(keys)
   assert_unbiased(grads, prob.exact_grad, false_failure_rate=RATE)
 
   def step(s, k):
@@ -197,14 +217,25 @@ def test_learned_baseline_unbiased_and_fits_mean_cost():
   assert abs(float(final.baseline.value) - 8.75) < 4.0
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: sg.score_function(num_samples=8),
-    lambda: sg.score_function(num_samples=8, baseline=sg.baselines.leave_one_out(), per_sample=True),
+    lambda: sg.score_function(
+      num_samples=8, baseline=sg.baselines.leave_one_out(), per_sample=True
+    ),
     lambda: sg.score_function(num_samples=8, control_variate=sg.control_variates.delta_method()),
     lambda: sg.pathwise(num_samples=8),
     lambda: sg.measure_valued(num_samples=8),
-], ids=["score_function", "score_function+loo+per_sample", "score_function+delta", "pathwise",
-        "measure_valued"])
+  ],
+  ids=[
+    "score_function",
+    "score_function+loo+per_sample",
+    "score_function+delta",
+    "pathwise",
+    "measure_valued",
+  ],
+)
 def test_value_is_differentiable_in_what_f_closes_over(make):
   """jax.grad through Estimate.value w.r.t. a variable f closes over is the
   Monte Carlo mean of ∂f/∂a at the same samples — never a silent zero."""

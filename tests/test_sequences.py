@@ -82,8 +82,12 @@ class MDP:
 
     rec(0, 0, [], [], [], 1.0)
     states, actions, alive, prob = map(np.asarray, zip(*out))
-    return {"states": jnp.asarray(states), "actions": jnp.asarray(actions),
-            "alive": jnp.asarray(alive), "env_prob": jnp.asarray(prob)}
+    return {
+      "states": jnp.asarray(states),
+      "actions": jnp.asarray(actions),
+      "alive": jnp.asarray(alive),
+      "env_prob": jnp.asarray(prob),
+    }
 
   def per_step(self, theta, states, actions, alive):
     """(log_probs, costs) of one trajectory, NaN after termination."""
@@ -115,8 +119,7 @@ class MDP:
 
 
 def bernoulli_mdp(horizon=3, kappa=0.0):
-  P = [[[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
-       [[0.3, 0.3, 0.4], [0.5, 0.1, 0.4]]]
+  P = [[[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]], [[0.3, 0.3, 0.4], [0.5, 0.1, 0.4]]]
   C = [[1.0, 2.5], [-0.5, 3.0]]
   return MDP("bernoulli", P, C, horizon, discount=0.9, kappa=kappa)
 
@@ -130,21 +133,25 @@ def categorical_mdp(horizon=3, kappa=0.3):
   return MDP("categorical", P, C, horizon, discount=0.8, kappa=kappa)
 
 
-THETA = {"bernoulli": jnp.array([0.3, -0.7]),
-         "categorical": jnp.array([[0.2, -0.4, 0.9], [-1.0, 0.5, 0.1]])}
+THETA = {
+  "bernoulli": jnp.array([0.3, -0.7]),
+  "categorical": jnp.array([[0.2, -0.4, 0.9], [-1.0, 0.5, 0.1]]),
+}
 
 
-def _surrogate(mdp, baseline=None, baseline_state=None, mask_dtype="float",
-               value_table=None):
+def _surrogate(mdp, baseline=None, baseline_state=None, mask_dtype="float", value_table=None):
   """S(θ; trajectories): the scoregrad surrogate on stacked (n, T) rollouts."""
+
   def surrogate(theta, states, actions, alive):
     logp, costs = jax.vmap(lambda s, a, m: mdp.per_step(theta, s, a, m))(states, actions, alive)
     mask = alive.astype(bool) if mask_dtype == "bool" else alive.astype(jnp.float64)
     b = baseline
     if value_table is not None:  # a critic V(s_t): state-dependent, action-independent
       b = jnp.where(alive == 1, jnp.asarray(value_table)[states], jnp.nan)
-    return sg.score_function_surrogate(logp, costs, mask=mask, discount=mdp.discount,
-                                       baseline=b, baseline_state=baseline_state)
+    return sg.score_function_surrogate(
+      logp, costs, mask=mask, discount=mdp.discount, baseline=b, baseline_state=baseline_state
+    )
+
   return surrogate
 
 
@@ -171,7 +178,9 @@ MDPS = {"bernoulli": bernoulli_mdp, "categorical": categorical_mdp}
 @pytest.mark.parametrize("kind", ["bernoulli", "categorical"])
 def test_enumeration_sums_to_one(kind, x64):
   mdp = MDPS[kind]()
-  np.testing.assert_allclose(jnp.sum(mdp.probabilities(THETA[kind].astype(jnp.float64))), 1.0, rtol=1e-12)
+  np.testing.assert_allclose(
+    jnp.sum(mdp.probabilities(THETA[kind].astype(jnp.float64))), 1.0, rtol=1e-12
+  )
   assert jnp.any(mdp.trajectories["alive"][:, -1] == 0), "no early termination to test"
 
 
@@ -190,10 +199,12 @@ def test_value_is_the_discounted_cost(x64):
   theta = THETA["categorical"].astype(jnp.float64)
   tr = mdp.trajectories
   values = jax.vmap(lambda s, a, m: _surrogate(mdp)(theta, s[None], a[None], m[None]))(
-      tr["states"], tr["actions"], tr["alive"])
+    tr["states"], tr["actions"], tr["alive"]
+  )
   assert np.all(np.isfinite(values))  # NaN garbage after termination stays out
-  np.testing.assert_allclose(jnp.sum(mdp.probabilities(theta) * values),
-                             mdp.objective(theta), rtol=RTOL)
+  np.testing.assert_allclose(
+    jnp.sum(mdp.probabilities(theta) * values), mdp.objective(theta), rtol=RTOL
+  )
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "categorical"])
@@ -238,11 +249,13 @@ def _per_episode_grads(mdp, theta):
   def surrogate(theta, states, actions, alive):
     logp, costs = mdp.per_step(theta, states, actions, alive)
     live = alive == 1
-    return sg.score_function_surrogate(jnp.sum(jnp.where(live, logp, 0.0))[None],
-                                       jnp.sum(jnp.where(live, gammas * costs, 0.0))[None])
+    return sg.score_function_surrogate(
+      jnp.sum(jnp.where(live, logp, 0.0))[None], jnp.sum(jnp.where(live, gammas * costs, 0.0))[None]
+    )
 
   return jax.vmap(jax.grad(surrogate), in_axes=(None, 0, 0, 0))(
-      theta, tr["states"], tr["actions"], tr["alive"])
+    theta, tr["states"], tr["actions"], tr["alive"]
+  )
 
 
 def _exact_variance(grads, weights):
@@ -258,8 +271,9 @@ def test_causal_variance_below_per_episode(kind, x64):
   theta = THETA[kind].astype(jnp.float64)
   g_causal, _, grads, weights = _expected_derivatives(mdp, _surrogate(mdp), theta)
   episode = _per_episode_grads(mdp, theta)
-  np.testing.assert_allclose(jnp.tensordot(weights, episode, axes=1), g_causal, rtol=RTOL,
-                             atol=1e-12)
+  np.testing.assert_allclose(
+    jnp.tensordot(weights, episode, axes=1), g_causal, rtol=RTOL, atol=1e-12
+  )
   var_causal = _exact_variance(grads, weights)
   var_episode = _exact_variance(episode, weights)
   assert np.all(var_causal < var_episode), (var_causal, var_episode)
@@ -280,8 +294,9 @@ def _rollouts(mdp, theta, key, n):
       s2 = s2.astype(jnp.int32)
       return (s2, running & (s2 != mdp.num_states - 1)), out
 
-    _, (states, actions, alive) = jax.lax.scan(step, (jnp.int32(0), jnp.bool_(True)),
-                                               jax.random.split(key, mdp.T))
+    _, (states, actions, alive) = jax.lax.scan(
+      step, (jnp.int32(0), jnp.bool_(True)), jax.random.split(key, mdp.T)
+    )
     return states, actions, alive
 
   return jax.vmap(episode)(jax.random.split(key, n))
@@ -296,7 +311,8 @@ def test_monte_carlo_unbiased_and_exact_variance(x64):
   surrogate = _surrogate(mdp)
   states, actions, alive = _rollouts(mdp, theta, jax.random.key(0), 20_000)
   draws = jax.jit(jax.vmap(lambda s, a, m: jax.grad(surrogate)(theta, s[None], a[None], m[None])))(
-      states, actions, alive)
+    states, actions, alive
+  )
   exact = jax.grad(mdp.objective)(theta)
   variance = _exact_variance(grads, weights)
   assert_unbiased(draws, exact, false_failure_rate=RATE, exact_variance=variance)
@@ -309,7 +325,9 @@ def test_monte_carlo_leave_one_out_batch_unbiased(x64):
   theta = THETA["bernoulli"].astype(jnp.float64)
   surrogate = _surrogate(mdp, sg.baselines.leave_one_out())
   keys = jax.random.split(jax.random.key(1), 5_000)
-  draws = jax.jit(jax.vmap(lambda k: jax.grad(surrogate)(theta, *_rollouts(mdp, theta, k, 8))))(keys)
+  draws = jax.jit(jax.vmap(lambda k: jax.grad(surrogate)(theta, *_rollouts(mdp, theta, k, 8))))(
+    keys
+  )
   assert_unbiased(draws, jax.grad(mdp.objective)(theta), false_failure_rate=RATE)
 
 
@@ -331,9 +349,11 @@ def test_gradient_is_reward_to_go_formula(discount, dtype):
   theta, costs, alive = _random_batch(jax.random.key(3), dtype=dtype)
   garbage_costs = jnp.where(alive, costs, jnp.inf)
   b = jnp.where(alive, 0.3 * costs, jnp.nan)
-  grad = jax.grad(lambda lp: sg.score_function_surrogate(
-      jnp.where(alive, lp, jnp.nan), garbage_costs, mask=alive, discount=discount,
-      baseline=b))(theta)
+  grad = jax.grad(
+    lambda lp: sg.score_function_surrogate(
+      jnp.where(alive, lp, jnp.nan), garbage_costs, mask=alive, discount=discount, baseline=b
+    )
+  )(theta)
   G = sg.rl.discounted_returns(costs, mask=alive, discount=discount)
   n, T = costs.shape
   want = jnp.where(alive, discount ** jnp.arange(T) * (G - jnp.where(alive, b, 0)), 0) / n
@@ -346,7 +366,9 @@ def test_gradient_is_reward_to_go_formula(discount, dtype):
 def test_one_step_sequences_match_the_flat_layout():
   theta, costs, _ = _random_batch(jax.random.key(4), T=1)
   for baseline in (None, sg.baselines.leave_one_out()):
-    flat = jax.grad(lambda lp, b=baseline: sg.score_function_surrogate(lp[:, 0], costs[:, 0], baseline=b))
+    flat = jax.grad(
+      lambda lp, b=baseline: sg.score_function_surrogate(lp[:, 0], costs[:, 0], baseline=b)
+    )
     seq = jax.grad(lambda lp, b=baseline: sg.score_function_surrogate(lp, costs, baseline=b))
     np.testing.assert_allclose(seq(theta), flat(theta), rtol=1e-6)
 
@@ -364,8 +386,11 @@ def test_no_recompilation_on_second_call():
   @jax.jit
   def grad(lp, costs, alive, discount):
     traces.append(1)
-    return jax.grad(lambda l: sg.score_function_surrogate(
-        l, costs, mask=alive, discount=discount, baseline=sg.baselines.leave_one_out()))(lp)
+    return jax.grad(
+      lambda l: sg.score_function_surrogate(
+        l, costs, mask=alive, discount=discount, baseline=sg.baselines.leave_one_out()
+      )
+    )(lp)
 
   theta, costs, alive = _random_batch(jax.random.key(6))
   grad(theta, costs, alive, 0.9)
@@ -397,8 +422,9 @@ def _gae_by_hand(costs, values, mask, gamma, lam, boot):
   for i in range(n):
     for t in range(T):
       if mask[i, t]:
-        adv[i, t] = sum((gamma * lam) ** k * delta[i, t + k] for k in range(T - t)
-                        if mask[i, t + k])
+        adv[i, t] = sum(
+          (gamma * lam) ** k * delta[i, t + k] for k in range(T - t) if mask[i, t + k]
+        )
   return adv
 
 
@@ -408,12 +434,15 @@ def test_gae_and_lambda_returns(lam):
   values = jax.random.normal(jax.random.key(8), costs.shape)
   boot = jnp.array([0.5, -1.0, 2.0, 0.0, 1.0])
   garbage = lambda x: jnp.where(alive, x, jnp.nan)
-  adv = sg.rl.generalized_advantage_estimation(garbage(costs), garbage(values), discount=0.9,
-                                               lambda_=lam, mask=alive, bootstrap_value=boot)
-  np.testing.assert_allclose(adv, _gae_by_hand(costs, values, alive, 0.9, lam, boot),
-                             rtol=1e-5, atol=1e-5)
-  ret = sg.rl.lambda_returns(garbage(costs), garbage(values), discount=0.9, lambda_=lam,
-                             mask=alive, bootstrap_value=boot)
+  adv = sg.rl.generalized_advantage_estimation(
+    garbage(costs), garbage(values), discount=0.9, lambda_=lam, mask=alive, bootstrap_value=boot
+  )
+  np.testing.assert_allclose(
+    adv, _gae_by_hand(costs, values, alive, 0.9, lam, boot), rtol=1e-5, atol=1e-5
+  )
+  ret = sg.rl.lambda_returns(
+    garbage(costs), garbage(values), discount=0.9, lambda_=lam, mask=alive, bootstrap_value=boot
+  )
   np.testing.assert_allclose(ret, jnp.where(alive, adv + values, 0.0), rtol=1e-5, atol=1e-5)
   if lam == 1.0:
     G = sg.rl.discounted_returns(costs, discount=0.9, mask=alive, bootstrap_value=boot)
@@ -423,8 +452,9 @@ def test_gae_and_lambda_returns(lam):
 def test_rl_helpers_jit_and_traced_settings():
   _, costs, alive = _random_batch(jax.random.key(9))
   f = jax.jit(lambda c, g: sg.rl.discounted_returns(c, discount=g, mask=alive))
-  np.testing.assert_allclose(f(costs, 0.9), sg.rl.discounted_returns(costs, discount=0.9,
-                                                                    mask=alive), rtol=1e-6)
+  np.testing.assert_allclose(
+    f(costs, 0.9), sg.rl.discounted_returns(costs, discount=0.9, mask=alive), rtol=1e-6
+  )
   assert jnp.all(jnp.isnan(f(costs, 1.5)))  # out of [0, 1] under jit: NaN, not a number
 
 

@@ -19,25 +19,40 @@ WORKER = pathlib.Path(__file__).with_name("sharding_worker.py")
 
 @pytest.fixture(scope="module")
 def report():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(WORKER.parents[1])]
-                                        + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=os.pathsep.join(
+      [str(WORKER.parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    ),
+  )
   env.pop("XLA_FLAGS", None)
-  run = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True,
-                       text=True, timeout=600, check=False)
+  run = subprocess.run(
+    [sys.executable, str(WORKER)], env=env, capture_output=True, text=True, timeout=600, check=False
+  )
   assert run.returncode == 0, run.stderr[-4000:]
   return json.loads(run.stdout)
 
 
 def test_worker_has_eight_partitionable_devices(report):
   assert report["devices"] == 8
-  assert report["partitionable"]   # the identity below relies on it
+  assert report["partitionable"]  # the identity below relies on it
 
 
-CASES = ("score_function", "score_function_loo", "score_function_optimal",
-         "score_function_cv_estimated", "pathwise", "pathwise_antithetic", "measure_valued",
-         "arm", "disarm", "score_function_chunked", "expectation_score_function",
-         "expectation_pathwise")
+CASES = (
+  "score_function",
+  "score_function_loo",
+  "score_function_optimal",
+  "score_function_cv_estimated",
+  "pathwise",
+  "pathwise_antithetic",
+  "measure_valued",
+  "arm",
+  "disarm",
+  "score_function_chunked",
+  "expectation_score_function",
+  "expectation_pathwise",
+)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -47,7 +62,7 @@ def test_sharded_equals_unsharded(report, name):
   r = report["identity"][name]
   tol = 1e-5 * max(1.0, r["scale"])
   assert r["value_diff"] <= tol and r["grad_diff"] <= tol, r
-  if "moments_diff" in r:   # streamed second moments: also sums over samples
+  if "moments_diff" in r:  # streamed second moments: also sums over samples
     assert r["moments_diff"] <= 1e-5 * r["moments_scale"], r
 
 
@@ -55,7 +70,7 @@ def test_sharded_equals_unsharded(report, name):
 def test_no_all_gather_of_samples(report, name):
   r = report["identity"][name]
   assert r["gathered"] == [], r["gathered"]
-  assert r["all_reduce"]   # the reductions are collectives
+  assert r["all_reduce"]  # the reductions are collectives
 
 
 def test_all_gather_detector_sees_a_gather(report):

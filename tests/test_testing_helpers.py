@@ -22,11 +22,16 @@ def test_sample_dependent_baseline_bias_is_detected():
   biased by −g/n; with n = 4 the tests must catch it."""
   prob = PROBLEMS["gaussian_cos"]
   biased_baseline = sg.baselines.Baseline(
-      init=lambda: (), values=lambda c, s, st: jnp.full_like(c, jnp.mean(c)),
-      update=lambda st, c: st, name="biased")
+    init=lambda: (),
+    values=lambda c, s, st: jnp.full_like(c, jnp.mean(c)),
+    update=lambda st, c: st,
+    name="biased",
+  )
   est = sg.score_function(num_samples=4, baseline=biased_baseline)
   keys = jax.random.split(jax.random.key(0), 20_000)
-  grads = jax.vmap(lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, est.init(None)).grad)(keys)
+  grads = jax.vmap(
+    lambda k: est.estimate(k, prob.f, prob.dist_fn, prob.params, est.init(None)).grad
+  )(keys)
   with pytest.raises(AssertionError, match="biased"):
     assert_unbiased(grads, prob.exact_grad, false_failure_rate=1e-6)
 

@@ -24,20 +24,25 @@ def _train(est, dist_fn, f, params, steps, lr, key):
     return (params, opt_state, out.state), out.value
 
   carry = (params, opt.init(params), est.init(params))
-  (params, _, est_state), values = jax.jit(
-      lambda c, ks: jax.lax.scan(step, c, ks))(carry, jax.random.split(key, steps))
+  (params, _, est_state), values = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
+    carry, jax.random.split(key, steps)
+  )
   return params, est_state, values
 
 
-@pytest.mark.parametrize("baseline", [sg.baselines.leave_one_out(), sg.baselines.moving_average(decay=0.9)],
-                         ids=lambda b: b.name)
+@pytest.mark.parametrize(
+  "baseline",
+  [sg.baselines.leave_one_out(), sg.baselines.moving_average(decay=0.9)],
+  ids=lambda b: b.name,
+)
 def test_gaussian_to_known_optimum(baseline):
   """min over (loc, log_scale) of E[(x − 3)²] = (loc − 3)² + scale²."""
   est = sg.score_function(num_samples=16, baseline=baseline)
   dist_fn = lambda p: sg.dists.Normal(p["loc"], jnp.exp(p["log_scale"]))
   params = {"loc": jnp.array(0.0), "log_scale": jnp.array(0.0)}
-  params, est_state, values = _train(est, dist_fn, lambda x: (x - 3.0) ** 2, params,
-                                     steps=1500, lr=0.05, key=jax.random.key(0))
+  params, est_state, values = _train(
+    est, dist_fn, lambda x: (x - 3.0) ** 2, params, steps=1500, lr=0.05, key=jax.random.key(0)
+  )
   assert abs(float(params["loc"]) - 3.0) < 0.15
   assert float(jnp.exp(params["log_scale"])) < 0.2
   assert float(jnp.mean(values[-100:])) < 0.1 < float(values[0])
@@ -49,8 +54,15 @@ def test_bernoulli_to_known_optimum():
   """min E[(b − 0.45)²] = 0.2025 + 0.1 p: the optimum is p = σ(θ) → 0."""
   est = sg.score_function(num_samples=8, baseline=sg.baselines.leave_one_out())
   dist_fn = lambda t: sg.dists.Bernoulli(logits=t)
-  theta, _, _ = _train(est, dist_fn, lambda b: (b - 0.45) ** 2, jnp.array(0.0),
-                       steps=600, lr=0.05, key=jax.random.key(1))
+  theta, _, _ = _train(
+    est,
+    dist_fn,
+    lambda b: (b - 0.45) ** 2,
+    jnp.array(0.0),
+    steps=600,
+    lr=0.05,
+    key=jax.random.key(1),
+  )
   assert float(jax.nn.sigmoid(theta)) < 0.05
 
 
@@ -59,8 +71,13 @@ def test_expectation_front_door_in_optax_loop():
   opt = optax.sgd(0.05)
 
   def loss(theta, key):
-    return sg.expectation(lambda x: (x - 3.0) ** 2, sg.dists.Normal(theta, 0.5), key,
-                          num_samples=32, baseline=sg.baselines.leave_one_out())
+    return sg.expectation(
+      lambda x: (x - 3.0) ** 2,
+      sg.dists.Normal(theta, 0.5),
+      key,
+      num_samples=32,
+      baseline=sg.baselines.leave_one_out(),
+    )
 
   def step(carry, key):
     theta, s = carry
@@ -69,5 +86,7 @@ def test_expectation_front_door_in_optax_loop():
     return (optax.apply_updates(theta, u), s), None
 
   theta = jnp.array(0.0)
-  (theta, _), _ = jax.lax.scan(step, (theta, opt.init(theta)), jax.random.split(jax.random.key(2), 300))
+  (theta, _), _ = jax.lax.scan(
+    step, (theta, opt.init(theta)), jax.random.split(jax.random.key(2), 300)
+  )
   assert abs(float(theta) - 3.0) < 0.15

@@ -46,8 +46,7 @@ def _exact_grad(f, logits=LOGITS):
   with jax.enable_x64(True):
     configs = jnp.asarray(_configs(len(logits)))
     fs = jax.vmap(f)(configs)
-    g = jax.grad(lambda l: jnp.sum(jnp.exp(BERN(l).log_prob(configs)) * fs))(
-        jnp.asarray(logits))
+    g = jax.grad(lambda l: jnp.sum(jnp.exp(BERN(l).log_prob(configs)) * fs))(jnp.asarray(logits))
   return np.asarray(g)
 
 
@@ -66,21 +65,30 @@ def _delta_pieces(f, logits=LOGITS):
 def _wrapped(name):
   cv = sg.control_variates.delta_method()
   base = {
-      "score_function": lambda: sg.score_function(num_samples=64, per_sample=True),
-      "score_function+leave_one_out": lambda: sg.score_function(
-          num_samples=64, per_sample=True, baseline=sg.baselines.leave_one_out()),
-      "arm": lambda: sg.arm(num_samples=64, per_sample=True),
-      "disarm": lambda: sg.disarm(num_pairs=64, per_sample=True),
-      "rao_blackwell": lambda: sg.rao_blackwell(num_summed=3, num_samples=64, per_sample=True),
-      "measure_valued": lambda: sg.measure_valued(num_samples=64, per_sample=True),
-      "rebar": lambda: sg.rebar(num_samples=64, per_sample=True, learning_rate=0.0),
-      "exact": lambda: sg.exact(),
+    "score_function": lambda: sg.score_function(num_samples=64, per_sample=True),
+    "score_function+leave_one_out": lambda: sg.score_function(
+      num_samples=64, per_sample=True, baseline=sg.baselines.leave_one_out()
+    ),
+    "arm": lambda: sg.arm(num_samples=64, per_sample=True),
+    "disarm": lambda: sg.disarm(num_pairs=64, per_sample=True),
+    "rao_blackwell": lambda: sg.rao_blackwell(num_summed=3, num_samples=64, per_sample=True),
+    "measure_valued": lambda: sg.measure_valued(num_samples=64, per_sample=True),
+    "rebar": lambda: sg.rebar(num_samples=64, per_sample=True, learning_rate=0.0),
+    "exact": lambda: sg.exact(),
   }[name]()
   return sg.with_control_variate(base, cv)
 
 
-ALL = ["score_function", "score_function+leave_one_out", "arm", "disarm", "rao_blackwell",
-       "measure_valued", "rebar", "exact"]
+ALL = [
+  "score_function",
+  "score_function+leave_one_out",
+  "arm",
+  "disarm",
+  "rao_blackwell",
+  "measure_valued",
+  "rebar",
+  "exact",
+]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -90,12 +98,14 @@ def test_exact_for_quadratic_cost_on_bernoulli_bits(name):
   est = _wrapped(name)
   logits = jnp.asarray(LOGITS, jnp.float32)
   out = jax.jit(lambda k: est.estimate(k, f_quadratic, BERN, logits, est.init(logits)))(
-      jax.random.key(0))
+    jax.random.key(0)
+  )
   exact = _exact_grad(f_quadratic)
   np.testing.assert_allclose(out.grad, exact, rtol=1e-5, atol=1e-6)
   if out.per_sample is not None:
-    np.testing.assert_allclose(out.per_sample, np.broadcast_to(exact, out.per_sample.shape),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      out.per_sample, np.broadcast_to(exact, out.per_sample.shape), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -104,11 +114,11 @@ def test_unbiased_for_every_estimator_family(name):
   est = _wrapped(name)
   logits = jnp.asarray(LOGITS, jnp.float32)
   keys = jax.random.split(jax.random.key(1), 4000)
-  grads = jax.jit(jax.vmap(lambda k: est.estimate(k, f_exp, BERN, logits,
-                                                  est.init(logits)).grad))(keys)
+  grads = jax.jit(jax.vmap(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits)).grad))(
+    keys
+  )
   if name == "exact":
-    np.testing.assert_allclose(grads, np.broadcast_to(_exact_grad(f_exp), grads.shape),
-                               rtol=1e-5)
+    np.testing.assert_allclose(grads, np.broadcast_to(_exact_grad(f_exp), grads.shape), rtol=1e-5)
   else:
     assert_unbiased(grads, _exact_grad(f_exp), false_failure_rate=RATE)
 
@@ -132,13 +142,13 @@ def test_score_function_exact_variance_by_enumeration():
   var = probs @ (rows - mean) ** 2
   plain = fs[:, None] * scores
   var_plain = probs @ (plain - probs @ plain) ** 2
-  assert var.sum() < 0.2 * var_plain.sum()   # exact numbers: a >5x reduction
+  assert var.sum() < 0.2 * var_plain.sum()  # exact numbers: a >5x reduction
 
-  est = sg.score_function(num_samples=100_000, per_sample=True,
-                          control_variate=sg.control_variates.delta_method())
+  est = sg.score_function(
+    num_samples=100_000, per_sample=True, control_variate=sg.control_variates.delta_method()
+  )
   logits = jnp.asarray(LOGITS, jnp.float32)
-  out = jax.jit(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits)))(
-      jax.random.key(2))
+  out = jax.jit(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits)))(jax.random.key(2))
   assert_unbiased(out.per_sample, mean, exact_variance=var, false_failure_rate=RATE)
   assert_variance(out.per_sample, var, false_failure_rate=RATE)
 
@@ -150,8 +160,12 @@ def test_disarm_exact_variance_by_enumerating_pairs():
   4^3 pairs for the exact mean and variance of the corrected rows."""
   h, grad_eh = _delta_pieces(lambda b: jnp.exp(jnp.asarray(A) @ b))
   p = 1 / (1 + np.exp(-LOGITS))
-  joint = {(1, 1): np.maximum(0, 2 * p - 1), (1, 0): np.minimum(p, 1 - p),
-           (0, 1): np.minimum(p, 1 - p), (0, 0): np.maximum(0, 1 - 2 * p)}
+  joint = {
+    (1, 1): np.maximum(0, 2 * p - 1),
+    (1, 0): np.minimum(p, 1 - p),
+    (0, 1): np.minimum(p, 1 - p),
+    (0, 0): np.maximum(0, 1 - 2 * p),
+  }
   residual = lambda b: math.exp(A @ b) - float(h(jnp.asarray(b)))
   rows, weights = [], []
   with jax.enable_x64(True):
@@ -161,7 +175,13 @@ def test_disarm_exact_variance_by_enumerating_pairs():
       w = np.prod([joint[q][j] for j, q in enumerate(pairs)])
       if w == 0:
         continue
-      g = 0.5 * (residual(b) - residual(bt)) * (1 - 2 * bt) * (b != bt) / (1 + np.exp(-np.abs(LOGITS)))
+      g = (
+        0.5
+        * (residual(b) - residual(bt))
+        * (1 - 2 * bt)
+        * (b != bt)
+        / (1 + np.exp(-np.abs(LOGITS)))
+      )
       rows.append(g + grad_eh)
       weights.append(w)
   rows, weights = np.array(rows), np.array(weights)
@@ -170,11 +190,11 @@ def test_disarm_exact_variance_by_enumerating_pairs():
   np.testing.assert_allclose(mean, _exact_grad(f_exp), rtol=1e-10)
   var = weights @ (rows - mean) ** 2
 
-  est = sg.with_control_variate(sg.disarm(num_pairs=100_000, per_sample=True),
-                                sg.control_variates.delta_method())
+  est = sg.with_control_variate(
+    sg.disarm(num_pairs=100_000, per_sample=True), sg.control_variates.delta_method()
+  )
   logits = jnp.asarray(LOGITS, jnp.float32)
-  out = jax.jit(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits)))(
-      jax.random.key(3))
+  out = jax.jit(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits)))(jax.random.key(3))
   assert_unbiased(out.per_sample, mean, exact_variance=var, false_failure_rate=RATE)
   assert_variance(out.per_sample, var, false_failure_rate=RATE)
 
@@ -182,10 +202,13 @@ def test_disarm_exact_variance_by_enumerating_pairs():
 @pytest.mark.parametrize("coefficient", ["per_leaf", "per_coordinate"])
 @pytest.mark.parametrize("name", ["disarm", "measure_valued"])
 def test_estimated_coefficients_unbiased_on_discrete_estimators(name, coefficient):
-  base = {"disarm": lambda: sg.disarm(num_pairs=8, per_sample=True),
-          "measure_valued": lambda: sg.measure_valued(num_samples=8, per_sample=True)}[name]()
-  est = sg.with_control_variate(base, sg.control_variates.delta_method(coefficient=coefficient),
-                                per_sample=False)
+  base = {
+    "disarm": lambda: sg.disarm(num_pairs=8, per_sample=True),
+    "measure_valued": lambda: sg.measure_valued(num_samples=8, per_sample=True),
+  }[name]()
+  est = sg.with_control_variate(
+    base, sg.control_variates.delta_method(coefficient=coefficient), per_sample=False
+  )
   logits = jnp.asarray(LOGITS, jnp.float32)
   keys = jax.random.split(jax.random.key(4), 20_000)
   outs = jax.jit(jax.vmap(lambda k: est.estimate(k, f_exp, BERN, logits, est.init(logits))))(keys)
@@ -222,12 +245,16 @@ def test_bad_input():
     sg.with_control_variate(sg.disarm(num_pairs=4), sg.control_variates.delta_method)
   logits = jnp.zeros(3)
   needs_rows = sg.with_control_variate(
-      sg.disarm(num_pairs=4), sg.control_variates.delta_method(coefficient="per_leaf"))
+    sg.disarm(num_pairs=4), sg.control_variates.delta_method(coefficient="per_leaf")
+  )
   with pytest.raises(ValueError, match="per_sample=True"):
     needs_rows.estimate(jax.random.key(0), f_exp, BERN, logits, needs_rows.init(logits))
   est = _wrapped("disarm")
   with pytest.raises(TypeError, match=r"ControlVariateState returned by its `init\(params\)`"):
     est.estimate(jax.random.key(0), f_exp, BERN, logits, sg.EmptyState())
   with pytest.raises(ValueError, match="sampling='qmc' couples them"):
-    sg.pathwise(num_samples=8, sampling="qmc",
-                control_variate=sg.control_variates.delta_method(coefficient="per_leaf"))
+    sg.pathwise(
+      num_samples=8,
+      sampling="qmc",
+      control_variate=sg.control_variates.delta_method(coefficient="per_leaf"),
+    )

@@ -16,16 +16,12 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 import jax
 from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
-from jax.interpreters import ad
-from jax.interpreters import batching
-from jax.interpreters import mlir
+from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from scoregrad import dists as _dists
-from scoregrad._src.validation import NonFloatCostError
-from scoregrad._src.validation import check_callable
-from scoregrad._src.validation import check_key
+from scoregrad._src.validation import NonFloatCostError, check_callable, check_key
 
 PyTree = Any
 Cost = Callable[[Any], ArrayLike]
@@ -52,7 +48,7 @@ class Estimate(NamedTuple):
   grad: PyTree
   state: PyTree
   per_sample: Optional[PyTree] = None
-  moments: Optional["GradientMoments"] = None
+  moments: Optional[GradientMoments] = None
 
 
 class GradientMoments(NamedTuple):
@@ -67,7 +63,9 @@ class GradientMoments(NamedTuple):
       is ``m2 / (count - 1)``.
   """
 
-  count: jax.Array
+  # A field named like tuple.count shadows that method on instances, by
+  # design: Welford's n is called the count.
+  count: jax.Array  # type: ignore[assignment]
   mean: PyTree
   m2: PyTree
 
@@ -75,8 +73,7 @@ class GradientMoments(NamedTuple):
 class InitFn(Protocol):
   """``init(params) -> state``: the estimator's initial state for ``params``."""
 
-  def __call__(self, params: PyTree) -> PyTree:
-    ...
+  def __call__(self, params: PyTree) -> PyTree: ...
 
 
 class EstimateFn(Protocol):
@@ -87,9 +84,9 @@ class EstimateFn(Protocol):
   ``init`` (or the previous ``Estimate.state``) returned.
   """
 
-  def __call__(self, key: jax.Array, f: Cost, dist_fn: DistFn, params: PyTree,
-               state: PyTree) -> "Estimate":
-    ...
+  def __call__(
+    self, key: jax.Array, f: Cost, dist_fn: DistFn, params: PyTree, state: PyTree
+  ) -> Estimate: ...
 
 
 class GradientEstimator(NamedTuple):
@@ -125,10 +122,11 @@ def check_state(state: Any, expected: type, estimator: str) -> Any:
   """
   if not isinstance(state, expected):
     raise TypeError(
-        f"`state` of {estimator} must be the {expected.__name__} returned by its "
-        f"`init(params)` (or the previous Estimate.state); got {state!r} of type "
-        f"{type(state).__name__}. Call `state = estimator.init(params)` once and "
-        "thread `Estimate.state` into the next call.")
+      f"`state` of {estimator} must be the {expected.__name__} returned by its "
+      f"`init(params)` (or the previous Estimate.state); got {state!r} of type "
+      f"{type(state).__name__}. Call `state = estimator.init(params)` once and "
+      "thread `Estimate.state` into the next call."
+    )
   return state
 
 
@@ -138,14 +136,18 @@ def state_like_params(state: PyTree, params: PyTree) -> PyTree:
   So a ``lax.scan`` carry keeps one dtype whatever the default float (x64 on
   with float32 params, or bf16 params); non-float leaves (step counts) stay.
   """
-  leaves = [l for l in jax.tree_util.tree_leaves(params)
-            if jnp.issubdtype(jnp.result_type(l), jnp.floating)]
+  leaves = [
+    l for l in jax.tree_util.tree_leaves(params) if jnp.issubdtype(jnp.result_type(l), jnp.floating)
+  ]
   if not leaves:
     return state
   dtype = jnp.result_type(*leaves)
   return jax.tree_util.tree_map(
-      lambda x: jnp.asarray(x).astype(dtype)
-      if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, state)
+    lambda x: (
+      jnp.asarray(x).astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+    ),
+    state,
+  )
 
 
 def call_dist_fn(dist_fn: Callable, params: PyTree):
@@ -161,10 +163,11 @@ def call_dist_fn(dist_fn: Callable, params: PyTree):
     structure = jax.tree_util.tree_structure(params)
     shapes = jax.tree_util.tree_map(lambda p: getattr(p, "shape", type(p).__name__), params)
     e.add_note(
-        f"scoregrad: `dist_fn(params)` raised {type(e).__name__}, with `params` of structure "
-        f"{structure} and shapes {shapes}. `dist_fn` must accept exactly the "
-        "`params` pytree passed to `estimate` (the structure given to `init`) and "
-        "return a distribution.")
+      f"scoregrad: `dist_fn(params)` raised {type(e).__name__}, with `params` of structure "
+      f"{structure} and shapes {shapes}. `dist_fn` must accept exactly the "
+      "`params` pytree passed to `estimate` (the structure given to `init`) and "
+      "return a distribution."
+    )
     raise
   return _dists.as_distribution(dist, name="dist_fn(params)")
 
@@ -185,28 +188,32 @@ def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = F
   context = f" ({where})" if where else ""
   if shape != ():
     raise ValueError(
-        f"The cost `f(x)` must return a scalar for one sample x{context}; it "
-        f"returned {shape if shape is not None else type(out).__name__}"
-        f"{' with dtype ' + str(out.dtype) if shape is not None else ''}. Reduce it "
-        "to a scalar, e.g. `lambda x: jnp.sum(cost(x))`.")
+      f"The cost `f(x)` must return a scalar for one sample x{context}; it "
+      f"returned {shape if shape is not None else type(out).__name__}"
+      f"{' with dtype ' + str(out.dtype) if shape is not None else ''}. Reduce it "
+      "to a scalar, e.g. `lambda x: jnp.sum(cost(x))`."
+    )
   if floating and not jnp.issubdtype(out.dtype, jnp.floating):
     raise NonFloatCostError(
-        f"The cost `f(x)` must return a floating-point scalar{context}; it returned "
-        f"dtype {out.dtype}, which has no derivative in x, so casting it to float "
-        "would give a silent zero gradient. Use an estimator that does not "
-        "differentiate f: scoregrad.score_function(num_samples=...) or "
-        "scoregrad.measure_valued(num_samples=...), or for discrete variables "
-        "scoregrad.disarm / scoregrad.rao_blackwell.")
+      f"The cost `f(x)` must return a floating-point scalar{context}; it returned "
+      f"dtype {out.dtype}, which has no derivative in x, so casting it to float "
+      "would give a silent zero gradient. Use an estimator that does not "
+      "differentiate f: scoregrad.score_function(num_samples=...) or "
+      "scoregrad.measure_valued(num_samples=...), or for discrete variables "
+      "scoregrad.disarm / scoregrad.rao_blackwell."
+    )
 
 
 def one_sample(samples: PyTree) -> PyTree:
   """The shape of one sample of a batch with a leading sample axis (for ``check_cost``)."""
   return jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(jnp.shape(s)[1:], jnp.result_type(s)), samples)
+    lambda s: jax.ShapeDtypeStruct(jnp.shape(s)[1:], jnp.result_type(s)), samples
+  )
 
 
-def evaluate_costs(f: Callable, samples: PyTree, num_samples: Optional[int] = None,
-                   *, dtype=None, where: str = "") -> jax.Array:
+def evaluate_costs(
+  f: Callable, samples: PyTree, num_samples: Optional[int] = None, *, dtype=None, where: str = ""
+) -> jax.Array:
   """``vmap(f)`` over samples with a leading axis, after :func:`check_cost`.
 
   Non-float costs (e.g. a bool ``x > 0`` under the score function, which does
@@ -222,9 +229,14 @@ def evaluate_costs(f: Callable, samples: PyTree, num_samples: Optional[int] = No
   return costs
 
 
-def finish(value: jax.Array, grad: PyTree, state: PyTree,
-           per_sample: Optional[PyTree] = None, *, costs: Optional[jax.Array] = None
-           ) -> Estimate:
+def finish(
+  value: jax.Array,
+  grad: PyTree,
+  state: PyTree,
+  per_sample: Optional[PyTree] = None,
+  *,
+  costs: Optional[jax.Array] = None,
+) -> Estimate:
   """Builds every estimator's :class:`Estimate`, applying THE NaN rule.
 
   NaN rule: if the estimate of E[f] is NaN (some cost was NaN), the gradient
@@ -236,7 +248,7 @@ def finish(value: jax.Array, grad: PyTree, state: PyTree,
   stop-gradient 0 or NaN leaves finite gradients bit for bit unchanged.
   """
   nan = jnp.isnan(value)
-  if costs is not None:   # for values that are not a mean of the costs (VIMCO's bound)
+  if costs is not None:  # for values that are not a mean of the costs (VIMCO's bound)
     nan = nan | jnp.any(jnp.isnan(costs))
     value = jnp.where(nan, jnp.asarray(jnp.nan, jnp.result_type(value)), value)
   nan = jax.lax.stop_gradient(nan)
@@ -279,8 +291,10 @@ _refuse_p.def_abstract_eval(lambda t, *, message: t)
 mlir.register_lowering(_refuse_p, lambda ctx, t, *, message: _refuse(message=message))
 ad.primitive_jvps[_refuse_p] = lambda primals, tangents, *, message: _refuse(message=message)
 ad.primitive_transposes[_refuse_p] = lambda ct, t, *, message: _refuse(message=message)
-batching.primitive_batchers[_refuse_p] = (
-    lambda args, dims, *, message: (_refuse_p.bind(args[0], message=message), dims[0]))
+batching.primitive_batchers[_refuse_p] = lambda args, dims, *, message: (
+  _refuse_p.bind(args[0], message=message),
+  dims[0],
+)
 
 
 def _is_zero(t) -> bool:
@@ -293,16 +307,17 @@ def _live_leaves(tree):
 
 def higher_order_message(estimator: str) -> str:
   return (
-      f"{estimator} estimates first derivatives only: its gradient is assembled "
-      "from pieces that do not carry their own derivatives, so differentiating "
-      "it again (jax.hessian, jax.jacfwd/jacrev or jax.grad of `.grad`, or a "
-      "second derivative of `.value`) would be silently wrong, and scoregrad "
-      "refuses. For derivatives of any order use "
-      "scoregrad.score_function(num_samples=...) with no baseline or "
-      "baselines.leave_one_out() (DiCE: unbiased at every order), "
-      "scoregrad.pathwise(num_samples=...) for reparameterized families, or "
-      "scoregrad.expectation(...). (If this was a first derivative of `.value` "
-      "in eager jax.jacfwd, use jax.grad or jax.jit instead.)")
+    f"{estimator} estimates first derivatives only: its gradient is assembled "
+    "from pieces that do not carry their own derivatives, so differentiating "
+    "it again (jax.hessian, jax.jacfwd/jacrev or jax.grad of `.grad`, or a "
+    "second derivative of `.value`) would be silently wrong, and scoregrad "
+    "refuses. For derivatives of any order use "
+    "scoregrad.score_function(num_samples=...) with no baseline or "
+    "baselines.leave_one_out() (DiCE: unbiased at every order), "
+    "scoregrad.pathwise(num_samples=...) for reparameterized families, or "
+    "scoregrad.expectation(...). (If this was a first derivative of `.value` "
+    "in eager jax.jacfwd, use jax.grad or jax.jit instead.)"
+  )
 
 
 # The primal of `_first_order_only` is `x` passed through `_guard_p`, which
@@ -325,14 +340,17 @@ _guard_p.def_impl(lambda x, *anchor, message: x)
 _guard_p.def_abstract_eval(lambda x, *anchor, message: x)
 mlir.register_lowering(_guard_p, lambda ctx, x, *anchor, message: [x])
 ad.primitive_jvps[_guard_p] = _guard_jvp
-batching.primitive_batchers[_guard_p] = (
-    lambda args, dims, *, message: (_guard_p.bind(*args, message=message), dims[0]))
+batching.primitive_batchers[_guard_p] = lambda args, dims, *, message: (
+  _guard_p.bind(*args, message=message),
+  dims[0],
+)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _first_order_only(message, x, anchor):
-  anchors = [a for a in jax.tree_util.tree_leaves(anchor)
-             if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+  anchors = [
+    a for a in jax.tree_util.tree_leaves(anchor) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+  ]
   return jax.tree_util.tree_map(lambda p: _guard_p.bind(p, *anchors, message=message), x)
 
 
@@ -340,13 +358,15 @@ def _first_order_only_jvp(message, primals, tangents):
   x, _ = primals
   dx, danchor = tangents
   live = _live_leaves(danchor)
-  if not live:   # differentiated in something else (e.g. REBAR's control): pass through
-    return x, jax.tree_util.tree_map(lambda t, p: jnp.zeros_like(p) if _is_zero(t) else t,
-                                     dx, x, is_leaf=_is_zero)
+  if not live:  # differentiated in something else (e.g. REBAR's control): pass through
+    return x, jax.tree_util.tree_map(
+      lambda t, p: jnp.zeros_like(p) if _is_zero(t) else t, dx, x, is_leaf=_is_zero
+    )
   # A tangent that depends on the anchor's tangent and refuses to be used.
   seed = sum(jnp.sum(t).real.astype(jnp.float32) for t in live) * 0.0
   return x, jax.tree_util.tree_map(
-      lambda p: _refuse_p.bind(jnp.zeros_like(p) + seed.astype(p.dtype), message=message), x)
+    lambda p: _refuse_p.bind(jnp.zeros_like(p) + seed.astype(p.dtype), message=message), x
+  )
 
 
 _first_order_only.defjvp(_first_order_only_jvp, symbolic_zeros=True)
@@ -384,8 +404,7 @@ def _carrier_jvp(message, primals, tangents):
 _carrier.defjvp(_carrier_jvp, symbolic_zeros=True)
 
 
-def gradient_carrier(anchor: PyTree, cotangent: PyTree, estimator: str,
-                     dtype=None) -> jax.Array:
+def gradient_carrier(anchor: PyTree, cotangent: PyTree, estimator: str, dtype=None) -> jax.Array:
   """A zero whose derivative is ⟨d anchor, cotangent⟩ (and whose second derivative raises).
 
   Added to ``Estimate.value`` by estimators whose samples do not depend
@@ -394,8 +413,7 @@ def gradient_carrier(anchor: PyTree, cotangent: PyTree, estimator: str,
   never a silent zero: the chain rule through ``anchor = η(params)`` and the
   estimator's per-η gradient ``cotangent`` give exactly ``Estimate.grad``.
   """
-  out = _carrier(higher_order_message(estimator), anchor,
-                 jax.lax.stop_gradient(cotangent))
+  out = _carrier(higher_order_message(estimator), anchor, jax.lax.stop_gradient(cotangent))
   return out if dtype is None else out.astype(dtype)
 
 
@@ -425,7 +443,8 @@ def check_params_floating(params: PyTree) -> None:
     dtype = jnp.result_type(leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise TypeError(
-          f"Every leaf of `params` must be a floating-point array to be "
-          f"differentiated; got a leaf with dtype {dtype} (value {leaf!r}). "
-          "Use floats, e.g. jnp.asarray(x, jnp.float32), or close over "
-          "integer constants inside `dist_fn`.")
+        f"Every leaf of `params` must be a floating-point array to be "
+        f"differentiated; got a leaf with dtype {dtype} (value {leaf!r}). "
+        "Use floats, e.g. jnp.asarray(x, jnp.float32), or close over "
+        "integer constants inside `dist_fn`."
+      )

@@ -55,7 +55,7 @@ class Baseline(NamedTuple):
   per_coordinate: bool = False
   stateful: bool = False
   uses_other_samples: bool = False
-  chunked: Optional[Callable[[jax.Array, int], "Baseline"]] = None
+  chunked: Optional[Callable[[jax.Array, int], Baseline]] = None
 
 
 def _no_update(state, costs):
@@ -66,10 +66,11 @@ def _no_update(state, costs):
 def none() -> Baseline:
   """No baseline (b = 0): plain REINFORCE."""
   return Baseline(
-      init=lambda: (),
-      values=lambda costs, scores, state: jnp.zeros_like(costs),
-      update=_no_update,
-      name="none()")
+    init=lambda: (),
+    values=lambda costs, scores, state: jnp.zeros_like(costs),
+    update=_no_update,
+    name="none()",
+  )
 
 
 def constant(value: float) -> Baseline:
@@ -83,13 +84,15 @@ def constant(value: float) -> Baseline:
     value = float(value)
   except (TypeError, ValueError):
     raise TypeError(
-        f"`value` of constant() must be a Python float; got {value!r}. For a "
-        "baseline that changes during training use moving_average(decay=...).") from None
+      f"`value` of constant() must be a Python float; got {value!r}. For a "
+      "baseline that changes during training use moving_average(decay=...)."
+    ) from None
   return Baseline(
-      init=lambda: (),
-      values=lambda costs, scores, state: jnp.full_like(costs, value),
-      update=_no_update,
-      name=f"constant({value})")
+    init=lambda: (),
+    values=lambda costs, scores, state: jnp.full_like(costs, value),
+    update=_no_update,
+    name=f"constant({value})",
+  )
 
 
 class MovingAverageState(NamedTuple):
@@ -123,8 +126,9 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
   decay = check_positive_float("decay", decay, allow_zero=True)
   if decay >= 1.0:
     raise ValueError(
-        f"`decay` must be in [0, 1); got decay={decay}. decay=1 never updates "
-        "the average; typical values are 0.9 to 0.99.")
+      f"`decay` must be in [0, 1); got decay={decay}. decay=1 never updates "
+      "the average; typical values are 0.9 to 0.99."
+    )
 
   def init(shape=()):
     # shape (T,): one average per step, for (n, T) sequences in
@@ -152,11 +156,14 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
     mean = jnp.mean(costs, axis=axes).astype(state.value.dtype)
     finite = jnp.all(jnp.isfinite(mean))
     new_value = decay * state.value + (1.0 - decay) * jnp.where(finite, mean, 0.0)
-    return MovingAverageState(value=jnp.where(finite, new_value, state.value),
-                              count=state.count + finite.astype(state.count.dtype))
+    return MovingAverageState(
+      value=jnp.where(finite, new_value, state.value),
+      count=state.count + finite.astype(state.count.dtype),
+    )
 
-  return Baseline(init=init, values=values, update=update,
-                  name=f"moving_average(decay={decay})", stateful=True)
+  return Baseline(
+    init=init, values=values, update=update, name=f"moving_average(decay={decay})", stateful=True
+  )
 
 
 def leave_one_out() -> Baseline:
@@ -180,12 +187,18 @@ def leave_one_out() -> Baseline:
     def chunk_values(costs, scores, state):
       del scores, state
       return (jnp.asarray(total, costs.dtype) - costs) / (num_samples - 1)
-    return Baseline(init=lambda: (), values=chunk_values, update=_no_update,
-                    name="leave_one_out()")
 
-  return Baseline(init=lambda: (), values=values, update=_no_update,
-                  name="leave_one_out()", min_samples=2, uses_other_samples=True,
-                  chunked=chunked)
+    return Baseline(init=lambda: (), values=chunk_values, update=_no_update, name="leave_one_out()")
+
+  return Baseline(
+    init=lambda: (),
+    values=values,
+    update=_no_update,
+    name="leave_one_out()",
+    min_samples=2,
+    uses_other_samples=True,
+    chunked=chunked,
+  )
 
 
 class LearnedState(NamedTuple):
@@ -221,8 +234,9 @@ def learned(optimizer: Any = None, *, init_value: float = 0.0) -> Baseline:
     optimizer = optax.adam(0.1)
   if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
     raise TypeError(
-        "`optimizer` must be an optax.GradientTransformation such as "
-        f"optax.adam(0.1); got {optimizer!r}.")
+      "`optimizer` must be an optax.GradientTransformation such as "
+      f"optax.adam(0.1); got {optimizer!r}."
+    )
   try:
     init_value = float(init_value)
   except (TypeError, ValueError):
@@ -239,7 +253,9 @@ def learned(optimizer: Any = None, *, init_value: float = 0.0) -> Baseline:
   def update(state, costs):
     costs = jax.lax.stop_gradient(costs)
     grad = jax.grad(lambda v: jnp.mean((costs - v) ** 2))(state.value.astype(costs.dtype))
-    updates, opt_state = optimizer.update(grad.astype(state.value.dtype), state.opt_state, state.value)
+    updates, opt_state = optimizer.update(
+      grad.astype(state.value.dtype), state.opt_state, state.value
+    )
     return LearnedState(value=state.value + updates, opt_state=opt_state)
 
   return Baseline(init=init, values=values, update=update, name="learned()", stateful=True)
@@ -272,9 +288,15 @@ def optimal() -> Baseline:
 
     return jax.tree_util.tree_map(leaf, scores)
 
-  return Baseline(init=lambda: (), values=values, update=_no_update,
-                  name="optimal()", min_samples=2, per_coordinate=True,
-                  uses_other_samples=True)
+  return Baseline(
+    init=lambda: (),
+    values=values,
+    update=_no_update,
+    name="optimal()",
+    min_samples=2,
+    per_coordinate=True,
+    uses_other_samples=True,
+  )
 
 
 def resolve(baseline: Optional[Baseline]) -> Baseline:
@@ -286,33 +308,38 @@ def resolve(baseline: Optional[Baseline]) -> Baseline:
     if callable(baseline) and getattr(baseline, "__module__", "") == __name__:
       hint = f" Call the factory: baseline={baseline.__name__}()."
     raise TypeError(
-        "`baseline` must be a scoregrad.baselines.Baseline such as "
-        "leave_one_out(), moving_average(decay=0.9), constant(0.0), optimal() or "
-        "learned(); "
-        f"got {baseline!r}.{hint}")
+      "`baseline` must be a scoregrad.baselines.Baseline such as "
+      "leave_one_out(), moving_average(decay=0.9), constant(0.0), optimal() or "
+      "learned(); "
+      f"got {baseline!r}.{hint}"
+    )
   return baseline
 
 
 def check_num_samples(baseline: Baseline, num_samples: int) -> None:
   if num_samples < baseline.min_samples:
     raise ValueError(
-        f"`baseline={baseline.name}` needs num_samples >= {baseline.min_samples} "
-        f"(each sample's baseline comes from the other samples); got "
-        f"num_samples={num_samples}. Use num_samples={baseline.min_samples} or "
-        "more, or a baseline that uses past steps: moving_average(decay=0.9).")
+      f"`baseline={baseline.name}` needs num_samples >= {baseline.min_samples} "
+      f"(each sample's baseline comes from the other samples); got "
+      f"num_samples={num_samples}. Use num_samples={baseline.min_samples} or "
+      "more, or a baseline that uses past steps: moving_average(decay=0.9)."
+    )
 
 
-def require_scalar(baseline: Baseline, *, where: str, instead: str,
-                   stateless: bool = False) -> None:
+def require_scalar(
+  baseline: Baseline, *, where: str, instead: str, stateless: bool = False
+) -> None:
   """THE check that a baseline is scalar (and, if ``stateless``, keeps no state).
 
   ``where`` names the caller for the message, ``instead`` says what to use.
   """
   if baseline.per_coordinate:
     raise ValueError(
-        f"`baseline={baseline.name}` is per-coordinate (it needs the per-sample "
-        f"scores of the parameters) and cannot be used in {where}. {instead}")
+      f"`baseline={baseline.name}` is per-coordinate (it needs the per-sample "
+      f"scores of the parameters) and cannot be used in {where}. {instead}"
+    )
   if stateless and baseline.stateful:
     raise ValueError(
-        f"`baseline={baseline.name}` keeps state across steps and cannot be used "
-        f"in {where}, which keeps none. {instead}")
+      f"`baseline={baseline.name}` keeps state across steps and cannot be used "
+      f"in {where}, which keeps none. {instead}"
+    )

@@ -38,17 +38,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
-
 import inspect
+from typing import Any, Callable, NamedTuple, Optional, Union
 import warnings
 
 import jax
 import jax.numpy as jnp
 
 from scoregrad._src import base as _base
-from scoregrad._src.validation import NotApplicableError
-from scoregrad._src.validation import safe_divide
+from scoregrad._src.validation import NotApplicableError, safe_divide
 from scoregrad.dists._base import families_with
 
 PyTree = Any
@@ -102,28 +100,33 @@ class ControlVariateState(NamedTuple):
 
 
 def check_state(state, cv: ControlVariate) -> ControlVariateState:
-  return _base.check_state(state, ControlVariateState,
-                           f"an estimator with `control_variate={cv.name}`")
+  return _base.check_state(
+    state, ControlVariateState, f"an estimator with `control_variate={cv.name}`"
+  )
 
 
 def _check_coefficient(coefficient) -> Union[float, str]:
   if isinstance(coefficient, str):
     if coefficient not in ESTIMATED_COEFFICIENTS:
       raise ValueError(
-          f"`coefficient` must be a float or one of {ESTIMATED_COEFFICIENTS}; got "
-          f"coefficient={coefficient!r}.")
+        f"`coefficient` must be a float or one of {ESTIMATED_COEFFICIENTS}; got "
+        f"coefficient={coefficient!r}."
+      )
     return coefficient
   if isinstance(coefficient, bool):
-    raise TypeError(f"`coefficient` must be a float or one of {ESTIMATED_COEFFICIENTS}; "
-                    f"got coefficient={coefficient!r}.")
+    raise TypeError(
+      f"`coefficient` must be a float or one of {ESTIMATED_COEFFICIENTS}; "
+      f"got coefficient={coefficient!r}."
+    )
   try:
     value = float(coefficient)
   except (TypeError, ValueError):
     raise TypeError(
-        f"`coefficient` must be a Python float (a fixed β) or one of "
-        f"{ESTIMATED_COEFFICIENTS} (estimated); got {coefficient!r} of type "
-        f"{type(coefficient).__name__}. A traced array would make β depend on "
-        "the samples: use 'per_leaf' to estimate it without bias.") from None
+      f"`coefficient` must be a Python float (a fixed β) or one of "
+      f"{ESTIMATED_COEFFICIENTS} (estimated); got {coefficient!r} of type "
+      f"{type(coefficient).__name__}. A traced array would make β depend on "
+      "the samples: use 'per_leaf' to estimate it without bias."
+    ) from None
   if not jnp.isfinite(value):
     raise ValueError(f"`coefficient` must be finite; got coefficient={coefficient!r}.")
   return value
@@ -201,26 +204,32 @@ def delta_method(*, coefficient: Union[float, str] = 1.0) -> ControlVariate:
     anchor = jax.lax.stop_gradient(mean)
     event_shape = tuple(getattr(dist, "event_shape", mean.shape))
     f0, g, h = _taylor(f, anchor, event_shape, mean.dtype)
-    shift = mean - anchor   # zero, but carries ∂μ/∂θ
-    trace = jnp.sum(h * covariance)   # tr(H Σ), H symmetric
+    shift = mean - anchor  # zero, but carries ∂μ/∂θ
+    trace = jnp.sum(h * covariance)  # tr(H Σ), H symmetric
     return f0 + g @ shift + 0.5 * (shift @ (h @ shift) + trace)
 
   return ControlVariate(
-      init=lambda: (), value=value, expectation=expectation, update=_no_update,
-      families=None, coefficient=coefficient, name=f"delta_method(coefficient={coefficient!r})",
-      value_depends_on_params=False)
+    init=lambda: (),
+    value=value,
+    expectation=expectation,
+    update=_no_update,
+    families=None,
+    coefficient=coefficient,
+    name=f"delta_method(coefficient={coefficient!r})",
+    value_depends_on_params=False,
+  )
 
 
 def from_functions(
-    value: Callable[[Callable, Any, jax.Array, Any], jax.Array],
-    expectation: Callable[[Callable, Any, Any], jax.Array],
-    *,
-    families: tuple,
-    init: Callable[[], Any] | None = None,
-    update: Callable | None = None,
-    coefficient: Union[float, str] = 1.0,
-    name: str = "from_functions",
-    value_depends_on_params: bool = True,
+  value: Callable[[Callable, Any, jax.Array, Any], jax.Array],
+  expectation: Callable[[Callable, Any, Any], jax.Array],
+  *,
+  families: tuple,
+  init: Callable[[], Any] | None = None,
+  update: Callable | None = None,
+  coefficient: Union[float, str] = 1.0,
+  name: str = "from_functions",
+  value_depends_on_params: bool = True,
 ) -> ControlVariate:
   """A control variate from your own value and closed-form expectation.
 
@@ -255,25 +264,37 @@ def from_functions(
     raise TypeError(f"`value` must be a callable value(f, dist, x, state); got {value!r}.")
   if not callable(expectation):
     raise TypeError(
-        f"`expectation` must be a callable expectation(f, dist, state); got {expectation!r}.")
+      f"`expectation` must be a callable expectation(f, dist, state); got {expectation!r}."
+    )
   if isinstance(families, type):
     families = (families,)
-  if (not isinstance(families, tuple) or not families
-      or not all(isinstance(c, type) for c in families)):
+  if (
+    not isinstance(families, tuple)
+    or not families
+    or not all(isinstance(c, type) for c in families)
+  ):
     raise TypeError(
-        "`families` must be a non-empty tuple of distribution classes for which "
-        f"`expectation` is exact, e.g. (scoregrad.dists.Normal,); got {families!r}.")
+      "`families` must be a non-empty tuple of distribution classes for which "
+      f"`expectation` is exact, e.g. (scoregrad.dists.Normal,); got {families!r}."
+    )
   if update is not None:
     update = _current_update_protocol(update, name)
   if not isinstance(value_depends_on_params, bool):
-    raise TypeError("`value_depends_on_params` must be a bool; got "
-                    f"value_depends_on_params={value_depends_on_params!r}.")
+    raise TypeError(
+      "`value_depends_on_params` must be a bool; got "
+      f"value_depends_on_params={value_depends_on_params!r}."
+    )
   return ControlVariate(
-      init=init or (lambda: ()), value=value, expectation=expectation,
-      update=update or _no_update, families=families,
-      coefficient=_check_coefficient(coefficient), name=name,
-      value_depends_on_params=value_depends_on_params,
-      stateful=init is not None)
+    init=init or (lambda: ()),
+    value=value,
+    expectation=expectation,
+    update=update or _no_update,
+    families=families,
+    coefficient=_check_coefficient(coefficient),
+    name=name,
+    value_depends_on_params=value_depends_on_params,
+    stateful=init is not None,
+  )
 
 
 def _current_update_protocol(update: Callable, name: str) -> Callable:
@@ -281,17 +302,23 @@ def _current_update_protocol(update: Callable, name: str) -> Callable:
   if not callable(update):
     raise TypeError(f"`update` must be a callable update(state, f, dist, value); got {update!r}.")
   try:
-    params = [p for p in inspect.signature(update).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    params = [
+      p
+      for p in inspect.signature(update).parameters.values()
+      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
   except (TypeError, ValueError):
     return update
   if len(params) != 5:
     return update
   warnings.warn(
-      f"from_functions(name={name!r}): `update(state, f, dist, samples, costs)` is "
-      "deprecated; write `update(state, f, dist, value)` with `value` the step's "
-      "estimate of E[f]. Until then it is called with samples=None and "
-      "costs=value[None].", DeprecationWarning, stacklevel=3)
+    f"from_functions(name={name!r}): `update(state, f, dist, samples, costs)` is "
+    "deprecated; write `update(state, f, dist, value)` with `value` the step's "
+    "estimate of E[f]. Until then it is called with samples=None and "
+    "costs=value[None].",
+    DeprecationWarning,
+    stacklevel=3,
+  )
 
   def adapted(state, f, dist, value):
     return update(state, f, dist, None, jnp.reshape(value, (1,)))
@@ -312,9 +339,10 @@ def resolve(control_variate):
     if callable(control_variate) and getattr(control_variate, "__module__", "") == __name__:
       hint = f" Call the factory: control_variate={control_variate.__name__}()."
     raise TypeError(
-        "`control_variate` must be a scoregrad.control_variates.ControlVariate "
-        "such as delta_method() or from_functions(...); got "
-        f"{control_variate!r}.{hint}")
+      "`control_variate` must be a scoregrad.control_variates.ControlVariate "
+      "such as delta_method() or from_functions(...); got "
+      f"{control_variate!r}.{hint}"
+    )
   _check_coefficient(control_variate.coefficient)
   return control_variate
 
@@ -326,9 +354,10 @@ def is_estimated(cv: ControlVariate) -> bool:
 def check_num_samples(cv: ControlVariate, num_samples: int) -> None:
   if is_estimated(cv) and num_samples < 3:
     raise ValueError(
-        f"`control_variate={cv.name}` estimates its coefficient leave-one-out, "
-        f"which needs num_samples >= 3; got num_samples={num_samples}. Use more "
-        "samples or a fixed float coefficient.")
+      f"`control_variate={cv.name}` estimates its coefficient leave-one-out, "
+      f"which needs num_samples >= 3; got num_samples={num_samples}. Use more "
+      "samples or a fixed float coefficient."
+    )
 
 
 def check_family(cv: ControlVariate, dist) -> None:
@@ -345,15 +374,15 @@ def check_family(cv: ControlVariate, dist) -> None:
     detail = "is listed in its `families`"
   inner = getattr(dist, "dist", dist)
   raise NotApplicableError(
-      f"`control_variate={cv.name}` has a closed-form expectation only for "
-      f"{names} (a family that {detail}), but `dist_fn(params)` returned "
-      f"{type(inner).__name__}: its expectation would not match the samples and "
-      "the gradient would be biased. Use a control variate built for this family "
-      "(scoregrad.control_variates.from_functions(..., families=...)) or none.")
+    f"`control_variate={cv.name}` has a closed-form expectation only for "
+    f"{names} (a family that {detail}), but `dist_fn(params)` returned "
+    f"{type(inner).__name__}: its expectation would not match the samples and "
+    "the gradient would be biased. Use a control variate built for this family "
+    "(scoregrad.control_variates.from_functions(..., families=...)) or none."
+  )
 
 
-def leave_one_out_coefficients(per_f: PyTree, per_h: PyTree, *,
-                               mode: str = "per_leaf") -> PyTree:
+def leave_one_out_coefficients(per_f: PyTree, per_h: PyTree, *, mode: str = "per_leaf") -> PyTree:
   """Variance-minimising coefficients β_{−i}, each from all samples but i.
 
   For sample i and coordinate k, with a_j = g_{f,j,k} and b_j = g_{h,j,k}

@@ -33,15 +33,18 @@ def _moments(per_sample: PyTree, name: str = "per_sample") -> GradientMoments:
 def _check_leading(tree: PyTree, name: str) -> int:
   leaves = jax.tree_util.tree_leaves(tree)
   if not leaves:
-    raise ValueError(f"`{name}` is an empty pytree; pass Estimate.per_sample "
-                     "from an estimator built with per_sample=True.")
+    raise ValueError(
+      f"`{name}` is an empty pytree; pass Estimate.per_sample "
+      "from an estimator built with per_sample=True."
+    )
   n = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
   if None in n or len(n) != 1:
     raise ValueError(
-        f"Every leaf of `{name}` needs the same leading sample axis; got leading "
-        f"sizes {sorted(map(str, n))}. Did you pass Estimate.grad instead of "
-        "Estimate.per_sample?")
-  (size,) = typing.cast(set[int], n)   # None was ruled out above
+      f"Every leaf of `{name}` needs the same leading sample axis; got leading "
+      f"sizes {sorted(map(str, n))}. Did you pass Estimate.grad instead of "
+      "Estimate.per_sample?"
+    )
+  (size,) = typing.cast(set[int], n)  # None was ruled out above
   if size < 2:
     raise ValueError(f"`{name}` needs at least 2 samples to estimate a variance; got {size}.")
   return size
@@ -55,19 +58,22 @@ def variance(per_sample: PyTree) -> PyTree:
   """
   if isinstance(per_sample, GradientMoments):
     return jax.tree_util.tree_map(
-        lambda m2: m2 / (per_sample.count - 1).astype(m2.dtype), per_sample.m2)
+      lambda m2: m2 / (per_sample.count - 1).astype(m2.dtype), per_sample.m2
+    )
   _check_leading(per_sample, "per_sample")
   return jax.tree_util.tree_map(lambda g: jnp.var(g, axis=0, ddof=1), per_sample)
 
 
 def standard_error(per_sample: PyTree) -> PyTree:
   """Standard error of the mean of the per-sample gradients, per coordinate."""
+  n: Any
   if isinstance(per_sample, GradientMoments):
     n = per_sample.count
   else:
     n = _check_leading(per_sample, "per_sample")
-  return jax.tree_util.tree_map(lambda v: jnp.sqrt(v / jnp.asarray(n, v.dtype)),
-                                variance(per_sample))
+  return jax.tree_util.tree_map(
+    lambda v: jnp.sqrt(v / jnp.asarray(n, v.dtype)), variance(per_sample)
+  )
 
 
 def snr(per_sample: PyTree) -> PyTree:
@@ -78,11 +84,13 @@ def snr(per_sample: PyTree) -> PyTree:
     ICML 2018.
   """
   if isinstance(per_sample, GradientMoments):
-    return jax.tree_util.tree_map(lambda m, v: jnp.abs(m) / jnp.sqrt(v),
-                                  per_sample.mean, variance(per_sample))
+    return jax.tree_util.tree_map(
+      lambda m, v: jnp.abs(m) / jnp.sqrt(v), per_sample.mean, variance(per_sample)
+    )
   _check_leading(per_sample, "per_sample")
   return jax.tree_util.tree_map(
-      lambda g: jnp.abs(jnp.mean(g, axis=0)) / jnp.std(g, axis=0, ddof=1), per_sample)
+    lambda g: jnp.abs(jnp.mean(g, axis=0)) / jnp.std(g, axis=0, ddof=1), per_sample
+  )
 
 
 class BiasReport(NamedTuple):

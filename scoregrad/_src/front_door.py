@@ -7,27 +7,32 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src import baselines as _baselines
 from scoregrad import dists as _dists
+from scoregrad._src import baselines as _baselines
 from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
+from scoregrad._src.base import (
+  check_cost,
+  evaluate_costs,
+  first_order_only,
+  gradient_carrier,
+  one_sample,
+)
 from scoregrad._src.validation import check_key, check_positive_int
-from scoregrad._src.base import (check_cost, evaluate_costs, first_order_only,
-                                 gradient_carrier, one_sample)
 from scoregrad.dists._base import check_reparameterized
 
 ESTIMATORS = ("score_function", "pathwise")
 
 
 def expectation(
-    f: Callable[[jax.Array], jax.Array],
-    dist: Any,
-    key: jax.Array,
-    *,
-    num_samples: int,
-    estimator: str = "score_function",
-    baseline: Optional[_baselines.Baseline] = None,
-    sharding: Optional[Any] = None,
+  f: Callable[[jax.Array], jax.Array],
+  dist: Any,
+  key: jax.Array,
+  *,
+  num_samples: int,
+  estimator: str = "score_function",
+  baseline: Optional[_baselines.Baseline] = None,
+  sharding: Optional[Any] = None,
 ) -> jax.Array:
   """A scalar whose value is the MC mean of f and whose derivatives estimate ∇E[f].
 
@@ -70,28 +75,38 @@ def expectation(
   draw = _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)
   if estimator not in ESTIMATORS:
     raise ValueError(
-        f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
-        "Other estimators (measure-valued, discrete) are used through their "
-        "factories' .estimate(key, f, dist_fn, params, state).")
+      f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
+      "Other estimators (measure-valued, discrete) are used through their "
+      "factories' .estimate(key, f, dist_fn, params, state)."
+    )
   if estimator == "pathwise":
     if baseline is not None:
       raise ValueError(
-          "`baseline` applies to the score-function estimator only; got "
-          f"baseline={baseline!r} with estimator='pathwise'. Remove it.")
+        "`baseline` applies to the score-function estimator only; got "
+        f"baseline={baseline!r} with estimator='pathwise'. Remove it."
+      )
     check_reparameterized(dist, "dist")
     samples = draw(key)
-    check_cost(f, one_sample(samples), floating=True,
-               where="expectation(estimator='pathwise') differentiates it")
-    return jnp.mean(_scale.constrain(evaluate_costs(f, samples, num_samples), sharding,
-                                     num_samples))
+    check_cost(
+      f,
+      one_sample(samples),
+      floating=True,
+      where="expectation(estimator='pathwise') differentiates it",
+    )
+    return jnp.mean(
+      _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
+    )
 
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
   _baselines.require_scalar(
-      baseline, where="expectation()", stateless=True,
-      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
-              "and thread its state, or score_function_surrogate(..., baseline_state=...), "
-              "or a stateless baseline such as leave_one_out().")
+    baseline,
+    where="expectation()",
+    stateless=True,
+    instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+    "and thread its state, or score_function_surrogate(..., baseline_state=...), "
+    "or a stateless baseline such as leave_one_out().",
+  )
   samples = jax.lax.stop_gradient(draw(key))
   costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
   b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
@@ -102,6 +117,6 @@ def expectation(
   # the score function's, higher ones are refused (the derivative-order rule).
   name = f"expectation on {type(dist).__name__} (its log_prob is differentiable once only)"
   grad = jax.grad(surrogate)(jax.lax.stop_gradient(dist))
-  return (jnp.mean(costs)
-          + gradient_carrier(dist, first_order_only(grad, (dist, costs), name), name,
-                             costs.dtype))
+  return jnp.mean(costs) + gradient_carrier(
+    dist, first_order_only(grad, (dist, costs), name), name, costs.dtype
+  )

@@ -93,8 +93,8 @@ RETURN_NAME = "<return value>"
 # cost term. Outside any handler ``sample`` is a plain ``dist.sample(key)`` and
 # ``cost`` returns its value: the program then runs forward as ordinary JAX.
 
-_STACK: list["_Handler"] = []
-_FIXED: list[dict] = [{}]   # tests: hold chosen sites at chosen values (see _fixed)
+_STACK: list[_Handler] = []
+_FIXED: list[dict] = [{}]  # tests: hold chosen sites at chosen values (see _fixed)
 
 
 class _fixed:
@@ -118,7 +118,7 @@ class _SiteRecord(NamedTuple):
   value: Any
   log_prob: jax.Array
   dist: Any
-  pair: Any = None      # disarm: (logits, b, b̃)
+  pair: Any = None  # disarm: (logits, b, b̃)
 
 
 class _Handler:
@@ -135,11 +135,12 @@ class _Handler:
   def _check_trace(self, name: str, kind: str) -> None:
     if jex_core.get_opaque_trace_state() != self._trace:
       raise ValueError(
-          f"The {kind} {name!r} is inside a jax.vmap, lax.scan, lax.cond or another "
-          "transformation within the program; sg.sample and sg.cost must be called at "
-          "the program's top level. Use vectorised distributions (one site for a whole "
-          "array), a Python loop with one name per step, or surrogate(..., "
-          "num_samples=...) for independent repetitions.")
+        f"The {kind} {name!r} is inside a jax.vmap, lax.scan, lax.cond or another "
+        "transformation within the program; sg.sample and sg.cost must be called at "
+        "the program's top level. Use vectorised distributions (one site for a whole "
+        "array), a Python loop with one name per step, or surrogate(..., "
+        "num_samples=...) for independent repetitions."
+      )
 
   def __enter__(self):
     _STACK.append(self)
@@ -153,9 +154,10 @@ class _Handler:
     if name in self.sites or name in self.costs:
       other = "sample site" if name in self.sites else "cost term"
       raise ValueError(
-          f"The name {name!r} is used twice in the program: a {kind} and an earlier "
-          f"{other} are both called {name!r}. Every sg.sample and sg.cost needs its "
-          "own name; in a Python loop use e.g. f\"z{t}\".")
+        f"The name {name!r} is used twice in the program: a {kind} and an earlier "
+        f"{other} are both called {name!r}. Every sg.sample and sg.cost needs its "
+        'own name; in a Python loop use e.g. f"z{t}".'
+      )
 
   def sample(self, name, dist, key, estimator):
     self._check_trace(name, "sample site")
@@ -163,17 +165,18 @@ class _Handler:
     for used, owner in self._keys:
       if used is key:
         raise ValueError(
-            f"Site {name!r} was given the same key object as site {owner!r}: their "
-            "samples would be correlated (identical noise). Split the key, e.g. "
-            "`k1, k2 = jax.random.split(key)`, and give each site its own. (Reuse is "
-            "detected for the same key object only; keys equal in value but "
-            "computed separately cannot be told apart while tracing.)")
+          f"Site {name!r} was given the same key object as site {owner!r}: their "
+          "samples would be correlated (identical noise). Split the key, e.g. "
+          "`k1, k2 = jax.random.split(key)`, and give each site its own. (Reuse is "
+          "detected for the same key object only; keys equal in value but "
+          "computed separately cannot be told apart while tracing.)"
+        )
     self._keys.append((key, name))
     estimator = _resolve_estimator(name, dist, estimator)
     pair = None
     if name in self.substitutes:
       value = self.substitutes[name]
-    elif name in self.branches:   # disarm: branch 0 draws b, branch 1 its antithetic b̃
+    elif name in self.branches:  # disarm: branch 0 draws b, branch 1 its antithetic b̃
       logits = jnp.asarray(dist.logits)
       u = jax.random.uniform(key, logits.shape, logits.dtype)
       b, b_tilde = dist.antithetic_pair(u, jax.lax.stop_gradient(logits))
@@ -188,10 +191,11 @@ class _Handler:
     log_prob = jnp.asarray(dist.log_prob(jax.lax.stop_gradient(value)))
     if log_prob.shape != ():
       raise ValueError(
-          f"Site {name!r}: `dist.log_prob(x)` of one sample must be a scalar (summed "
-          f"over the event); it has shape {log_prob.shape}. scoregrad.dists sum over "
-          "every dimension of their parameters; wrap other distributions with "
-          "scoregrad.dists.from_log_prob.")
+        f"Site {name!r}: `dist.log_prob(x)` of one sample must be a scalar (summed "
+        f"over the event); it has shape {log_prob.shape}. scoregrad.dists sum over "
+        "every dimension of their parameters; wrap other distributions with "
+        "scoregrad.dists.from_log_prob."
+      )
     self.sites[name] = _SiteRecord(name, estimator, value, log_prob, dist, pair)
     return value
 
@@ -208,13 +212,14 @@ def _check_scalar_cost(value, where: str) -> jax.Array:
     arr = jnp.asarray(value)
   except TypeError:
     raise TypeError(
-        f"{where}: a cost must be a scalar array; got {value!r} of type "
-        f"{type(value).__name__}.") from None
+      f"{where}: a cost must be a scalar array; got {value!r} of type {type(value).__name__}."
+    ) from None
   if arr.shape != ():
     raise ValueError(
-        f"{where}: a cost must be a scalar; got shape {arr.shape}. Reduce it, e.g. "
-        "`jnp.sum(...)`, or report several terms with their own sg.cost names "
-        "(each term then gets only its own ancestors' credit).")
+      f"{where}: a cost must be a scalar; got shape {arr.shape}. Reduce it, e.g. "
+      "`jnp.sum(...)`, or report several terms with their own sg.cost names "
+      "(each term then gets only its own ancestors' credit)."
+    )
   return arr
 
 
@@ -223,30 +228,36 @@ def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
     return "pathwise" if getattr(dist, "reparameterized", False) else "score_function"
   if estimator not in ESTIMATORS:
     raise ValueError(
-        f"Site {name!r}: `estimator` must be one of {ESTIMATORS} or None (pathwise "
-        f"for reparameterized distributions, else score_function); got "
-        f"estimator={estimator!r}.")
+      f"Site {name!r}: `estimator` must be one of {ESTIMATORS} or None (pathwise "
+      f"for reparameterized distributions, else score_function); got "
+      f"estimator={estimator!r}."
+    )
   if estimator == "pathwise":
     check_reparameterized(dist, f"dist of site {name!r}")
-  if estimator == "exact" and not (callable(getattr(dist, "enumerate_configurations", None))
-                                   and hasattr(dist, "logits")):
+  if estimator == "exact" and not (
+    callable(getattr(dist, "enumerate_configurations", None)) and hasattr(dist, "logits")
+  ):
     raise ValueError(
-        f"Site {name!r}: estimator='exact' enumerates a discrete distribution's "
-        f"configurations; {type(dist).__name__} cannot be enumerated. Families that "
-        f"can: {', '.join(families_with('enumerate_configurations'))}. Use "
-        "estimator='score_function' instead.")
-  if estimator == "disarm" and not (callable(getattr(dist, "antithetic_pair", None))
-                                    and hasattr(dist, "logits")):
+      f"Site {name!r}: estimator='exact' enumerates a discrete distribution's "
+      f"configurations; {type(dist).__name__} cannot be enumerated. Families that "
+      f"can: {', '.join(families_with('enumerate_configurations'))}. Use "
+      "estimator='score_function' instead."
+    )
+  if estimator == "disarm" and not (
+    callable(getattr(dist, "antithetic_pair", None)) and hasattr(dist, "logits")
+  ):
     raise ValueError(
-        f"Site {name!r}: estimator='disarm' needs a factorised Bernoulli; got "
-        f"{type(dist).__name__}. Families that support it: "
-        f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
-        "or, for small sites, estimator='exact'.")
+      f"Site {name!r}: estimator='disarm' needs a factorised Bernoulli; got "
+      f"{type(dist).__name__}. Families that support it: "
+      f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
+      "or, for small sites, estimator='exact'."
+    )
   if estimator == "score_function" and getattr(dist, "score_function_order", None) == 1:
     raise ValueError(
-        f"Site {name!r}: {type(dist).__name__}.log_prob is differentiable once only, so "
-        "the surrogate's higher derivatives would be silently wrong at a "
-        "score-function site. Use estimator='pathwise' (it is reparameterized).")
+      f"Site {name!r}: {type(dist).__name__}.log_prob is differentiable once only, so "
+      "the surrogate's higher derivatives would be silently wrong at a "
+      "score-function site. Use estimator='pathwise' (it is reparameterized)."
+    )
   return estimator
 
 
@@ -319,39 +330,52 @@ def _run(program, params, key, substitutes, branches=None) -> _Handler:
     out = program(params, key)
   if out is not None:
     out = _check_scalar_cost(
-        out, "The program's return value (None, or a scalar cost added to the sg.cost terms)")
+      out, "The program's return value (None, or a scalar cost added to the sg.cost terms)"
+    )
     handler._check_name(RETURN_NAME, "return value")
     handler.costs[RETURN_NAME] = out
   if not handler.costs:
     raise ValueError(
-        "The program reported no cost: return a scalar cost, or report terms with "
-        "sg.cost(name, value).")
+      "The program reported no cost: return a scalar cost, or report terms with "
+      "sg.cost(name, value)."
+    )
   return handler
 
 
 class _SiteInfo(NamedTuple):
   name: str
   estimator: str
-  value: Any            # ShapeDtypeStruct pytree
-  family: Any           # the distribution's class (for enumeration)
+  value: Any  # ShapeDtypeStruct pytree
+  family: Any  # the distribution's class (for enumeration)
   logits_shape: Optional[tuple]
   logits_dtype: Any
 
 
 class _Graph(NamedTuple):
-  sites: tuple          # _SiteInfo, in program order
+  sites: tuple  # _SiteInfo, in program order
   cost_names: tuple
-  ancestors: tuple      # per site: frozenset of indices of its stochastic ancestors
+  ancestors: tuple  # per site: frozenset of indices of its stochastic ancestors
   cost_ancestors: tuple  # per cost: frozenset of site indices
 
 
 def _abstract(tree):
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
+    lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree
+  )
 
 
-_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-          "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+_CALLS = (
+  "jit",
+  "pjit",
+  "closed_call",
+  "core_call",
+  "remat",
+  "remat2",
+  "checkpoint",
+  "custom_jvp_call",
+  "custom_vjp_call",
+  "custom_vjp_call_jaxpr",
+)
 
 
 def _inner(eqn):
@@ -360,8 +384,11 @@ def _inner(eqn):
     return None
   for value in eqn.params.values():
     jaxpr = value.jaxpr if isinstance(value, jex_core.ClosedJaxpr) else value
-    if (isinstance(jaxpr, jex_core.Jaxpr) and len(jaxpr.invars) == len(eqn.invars)
-        and len(jaxpr.outvars) == len(eqn.outvars)):
+    if (
+      isinstance(jaxpr, jex_core.Jaxpr)
+      and len(jaxpr.invars) == len(eqn.invars)
+      and len(jaxpr.outvars) == len(eqn.outvars)
+    ):
       return jaxpr
   return None
 
@@ -401,10 +428,21 @@ def _analyse(program, params, key) -> _Graph:
   def record(p, k):
     h = _run(program, p, k, {})
     found.append(
-        ([_SiteInfo(s.name, s.estimator, _abstract(s.value), type(s.dist),
-                    tuple(jnp.shape(s.dist.logits)) if s.estimator == "exact" else None,
-                    jnp.result_type(s.dist.logits) if s.estimator == "exact" else None)
-          for s in h.sites.values()], tuple(h.costs)))
+      (
+        [
+          _SiteInfo(
+            s.name,
+            s.estimator,
+            _abstract(s.value),
+            type(s.dist),
+            tuple(jnp.shape(s.dist.logits)) if s.estimator == "exact" else None,
+            jnp.result_type(s.dist.logits) if s.estimator == "exact" else None,
+          )
+          for s in h.sites.values()
+        ],
+        tuple(h.costs),
+      )
+    )
 
   jax.eval_shape(record, params_a, key_a)
   sites, cost_names = found[0]
@@ -413,8 +451,10 @@ def _analyse(program, params, key) -> _Graph:
   def substituted(p, k, values):
     h = _run(program, p, k, dict(zip(names, values)))
     if tuple(h.costs) != cost_names or list(h.sites) != names:
-      raise ValueError("The program must record the same sites and costs on every run "
-                       "(no Python branching on random values).")
+      raise ValueError(
+        "The program must record the same sites and costs on every run "
+        "(no Python branching on random values)."
+      )
     return [h.costs[c] for c in cost_names], [h.sites[n].log_prob for n in names]
 
   values = [s.value for s in sites]
@@ -425,7 +465,7 @@ def _analyse(program, params, key) -> _Graph:
     labels += [frozenset([i])] * len(jax.tree_util.tree_leaves(v))
   labels += [frozenset()] * (len(closed.jaxpr.invars) - len(labels))
   out = _reach(closed.jaxpr, labels)
-  cost_deps, site_deps = out[:len(cost_names)], out[len(cost_names):]
+  cost_deps, site_deps = out[: len(cost_names)], out[len(cost_names) :]
   ancestors: list[frozenset[int]] = []
   for i, deps in enumerate(site_deps):
     parents = deps - {i}
@@ -443,29 +483,36 @@ def _check_baseline(name: str, spec, num_samples: Optional[int]):
   if spec is None or isinstance(spec, _baselines.Baseline):
     spec = _baselines.resolve(spec)
     _baselines.require_scalar(
-        spec, where=f"surrogate() (site {name!r})",
-        instead="Use leave_one_out(), constant(...), moving_average(...) or a callable "
-                "baseline of the site's non-descendants.")
+      spec,
+      where=f"surrogate() (site {name!r})",
+      instead="Use leave_one_out(), constant(...), moving_average(...) or a callable "
+      "baseline of the site's non-descendants.",
+    )
     if spec.min_samples > 1 and num_samples is None:
       raise ValueError(
-          f"`baseline={spec.name}` for site {name!r} averages over the other runs of the "
-          "program: pass surrogate(..., num_samples=n) with n >= "
-          f"{spec.min_samples}, or use moving_average(decay=0.9).")
+        f"`baseline={spec.name}` for site {name!r} averages over the other runs of the "
+        "program: pass surrogate(..., num_samples=n) with n >= "
+        f"{spec.min_samples}, or use moving_average(decay=0.9)."
+      )
     if num_samples is not None:
       _baselines.check_num_samples(spec, num_samples)
     return spec
   if callable(spec):
     return spec
   raise TypeError(
-      f"The baseline of site {name!r} must be a scoregrad.baselines.Baseline, a callable "
-      f"`b(values) -> scalar` of the values of the site's non-descendant sites, or None; "
-      f"got {spec!r}.")
+    f"The baseline of site {name!r} must be a scoregrad.baselines.Baseline, a callable "
+    f"`b(values) -> scalar` of the values of the site's non-descendant sites, or None; "
+    f"got {spec!r}."
+  )
 
 
-def surrogate(program: Callable[[Any, jax.Array], Any], *,
-              num_samples: Optional[int] = None,
-              baseline: Union[BaselineSpec, Mapping[str, BaselineSpec]] = None,
-              max_configurations: int = 2 ** 12) -> Callable:
+def surrogate(
+  program: Callable[[Any, jax.Array], Any],
+  *,
+  num_samples: Optional[int] = None,
+  baseline: Union[BaselineSpec, Mapping[str, BaselineSpec]] = None,
+  max_configurations: int = 2**12,
+) -> Callable:
   r"""The DiCE surrogate of a program with sample sites: ``(params, key) -> scalar``.
 
   For ``program(params, key)`` that draws with :func:`sample` and reports costs
@@ -533,14 +580,15 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
   max_configurations = check_positive_int("max_configurations", max_configurations)
   per_site = isinstance(baseline, Mapping)
   if per_site:
-    specs = {n: _check_baseline(n, b, num_samples)
-             for n, b in cast(Mapping[str, Any], baseline).items()}
+    specs = {
+      n: _check_baseline(n, b, num_samples) for n, b in cast(Mapping[str, Any], baseline).items()
+    }
   else:
     default = _check_baseline("every score-function site", baseline, num_samples)
-  stateful_default = (not per_site and isinstance(default, _baselines.Baseline)
-                      and default.stateful)
-  stateful = stateful_default or (per_site and any(
-      isinstance(b, _baselines.Baseline) and b.stateful for b in specs.values()))
+  stateful_default = not per_site and isinstance(default, _baselines.Baseline) and default.stateful
+  stateful = stateful_default or (
+    per_site and any(isinstance(b, _baselines.Baseline) and b.stateful for b in specs.values())
+  )
 
   def spec_of(name):
     if per_site:
@@ -551,9 +599,13 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
     """The baselines' state, ``{site name: state}`` for the stateful ones (traces the
     program to find its score-function sites)."""
     g = _analyse(program, params, check_key(key))
-    return {s.name: spec_of(s.name).init() for s in g.sites
-            if s.estimator == "score_function" and isinstance(spec_of(s.name), _baselines.Baseline)
-            and spec_of(s.name).stateful}
+    return {
+      s.name: spec_of(s.name).init()
+      for s in g.sites
+      if s.estimator == "score_function"
+      and isinstance(spec_of(s.name), _baselines.Baseline)
+      and spec_of(s.name).stateful
+    }
 
   def build(params, key, state):
     key = check_key(key)
@@ -563,21 +615,25 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
     if per_site:
       unknown = sorted(set(specs) - set(names))
       if unknown:
-        raise ValueError(f"`baseline` names sites {unknown} that the program does not "
-                         f"have; its sites are {names}.")
+        raise ValueError(
+          f"`baseline` names sites {unknown} that the program does not have; its sites are {names}."
+        )
     score = [i for i, s in enumerate(sites) if s.estimator == "score_function"]
     exact = [i for i, s in enumerate(sites) if s.estimator == "exact"]
     disarm = [i for i, s in enumerate(sites) if s.estimator == "disarm"]
     if len(disarm) > 1 or (disarm and exact):
       raise ValueError(
-          "estimator='disarm' is supported for one site per program, without 'exact' "
-          f"sites; got disarm sites {[names[i] for i in disarm]} and exact sites "
-          f"{[names[i] for i in exact]}. Use estimator='score_function' (any order) or "
-          "'exact' for the others.")
-    for n in (specs if per_site else {}):
+        "estimator='disarm' is supported for one site per program, without 'exact' "
+        f"sites; got disarm sites {[names[i] for i in disarm]} and exact sites "
+        f"{[names[i] for i in exact]}. Use estimator='score_function' (any order) or "
+        "'exact' for the others."
+      )
+    for n in specs if per_site else {}:
       if sites[names.index(n)].estimator != "score_function":
-        raise ValueError(f"`baseline` for site {n!r}: baselines apply to score-function "
-                         f"sites only, and {n!r} uses {sites[names.index(n)].estimator!r}.")
+        raise ValueError(
+          f"`baseline` for site {n!r}: baselines apply to score-function "
+          f"sites only, and {n!r} uses {sites[names.index(n)].estimator!r}."
+        )
 
     # The joint grid of the exact sites' configurations: (K, *shape) per site.
     counts = [sites[i].family.num_configurations(sites[i].logits_shape) for i in exact]
@@ -585,22 +641,34 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
     if total > max_configurations:
       shown = ", ".join(f"{names[i]!r}: {c}" for i, c in zip(exact, counts))
       raise ValueError(
-          f"The 'exact' sites have {total:,} joint configurations ({shown}), more than "
-          f"max_configurations={max_configurations:,}. Use estimator='score_function' "
-          "for some of them, or raise surrogate(..., max_configurations=...).")
+        f"The 'exact' sites have {total:,} joint configurations ({shown}), more than "
+        f"max_configurations={max_configurations:,}. Use estimator='score_function' "
+        "for some of them, or raise surrogate(..., max_configurations=...)."
+      )
     grid = np.indices(counts).reshape(len(counts), -1) if exact else None
-    configs = [sites[i].family.enumerate_configurations(sites[i].logits_shape,
-                                                        sites[i].logits_dtype)[grid[j]]
-               for j, i in enumerate(exact)]
+    configs = [
+      sites[i].family.enumerate_configurations(sites[i].logits_shape, sites[i].logits_dtype)[
+        grid[j]
+      ]
+      for j, i in enumerate(exact)
+    ]
 
     def run_one(k, values, branch=None):
-      h = _run(program, params, k, dict(zip([names[i] for i in exact], values)),
-               {names[disarm[0]]: branch} if disarm else None)
+      h = _run(
+        program,
+        params,
+        k,
+        dict(zip([names[i] for i in exact], values)),
+        {names[disarm[0]]: branch} if disarm else None,
+      )
       costs = [h.costs[c] for c in g.cost_names]
       floats = [c for c in costs if jnp.issubdtype(c.dtype, jnp.floating)]
       dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
-      taus = jnp.stack([h.sites[names[i]].log_prob for i in score]).astype(dtype) \
-          if score else jnp.zeros((0,), dtype)
+      taus = (
+        jnp.stack([h.sites[names[i]].log_prob for i in score]).astype(dtype)
+        if score
+        else jnp.zeros((0,), dtype)
+      )
       log_w = sum((h.sites[names[i]].log_prob for i in exact), jnp.zeros((), dtype))
       values_out = {n: h.sites[n].value for n in names}
       pair = h.sites[names[disarm[0]]].pair if disarm else ()
@@ -619,21 +687,30 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
       rec = jax.tree_util.tree_map(lambda x: x[None], per_key(key))
     else:
       rec = jax.vmap(per_key)(jax.random.split(key, num_samples))
-    costs, taus, log_w, values, pair = rec    # (n, K, m), (n, K, s), (n, K), dict
+    costs, taus, log_w, values, pair = rec  # (n, K, m), (n, K, s), (n, K), dict
     dtype = costs.dtype
     # A[c, j]: score site j is a stochastic ancestor of cost c.
-    A = np.array([[score[j] in g.cost_ancestors[c] for j in range(len(score))]
-                  for c in range(len(g.cost_names))], dtype=np.float64).reshape(
-                      len(g.cost_names), len(score))
-    P = np.array([[score[j] in g.ancestors[score[i]] for j in range(len(score))]
-                  for i in range(len(score))], dtype=np.float64).reshape(len(score), len(score))
+    A = np.array(
+      [
+        [score[j] in g.cost_ancestors[c] for j in range(len(score))]
+        for c in range(len(g.cost_names))
+      ],
+      dtype=np.float64,
+    ).reshape(len(g.cost_names), len(score))
+    P = np.array(
+      [[score[j] in g.ancestors[score[i]] for j in range(len(score))] for i in range(len(score))],
+      dtype=np.float64,
+    ).reshape(len(score), len(score))
     A_, P_ = jnp.asarray(A, dtype), jnp.asarray(P, dtype)
-    terms = jnp.sum(magic_box(taus @ A_.T) * costs, axis=-1)          # (n, K)
+    terms = jnp.sum(magic_box(taus @ A_.T) * costs, axis=-1)  # (n, K)
     weights = jnp.exp(log_w)
     new_state = dict(state)
-    downstream = jax.lax.stop_gradient(costs) @ A_                     # (n, K, s)
-    info = {"values": values, "weights": jax.lax.stop_gradient(weights),
-            "downstream": {names[i]: downstream[..., j] for j, i in enumerate(score)}}
+    downstream = jax.lax.stop_gradient(costs) @ A_  # (n, K, s)
+    info = {
+      "values": values,
+      "weights": jax.lax.stop_gradient(weights),
+      "downstream": {names[i]: downstream[..., j] for j, i in enumerate(score)},
+    }
     if score:
       b_cols = []
       for j, i in enumerate(score):
@@ -643,22 +720,25 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
           st = spec.init()
           if spec.stateful:
             if names[i] not in state:
-              raise ValueError(f"`state` has no entry for site {names[i]!r}: create it with "
-                               "fn.init(params, key).")
+              raise ValueError(
+                f"`state` has no entry for site {names[i]!r}: create it with fn.init(params, key)."
+              )
             st = state[names[i]]
-          b = jax.vmap(lambda rk, spec=spec, st=st: spec.values(rk, None, st),
-                       in_axes=1, out_axes=1)(r)
+          b = jax.vmap(
+            lambda rk, spec=spec, st=st: spec.values(rk, None, st), in_axes=1, out_axes=1
+          )(r)
           if spec.stateful:
             mixed = jnp.sum(jax.lax.stop_gradient(weights) * r, axis=1)
             new_state[names[i]] = spec.update(st, mixed)
         else:
           descendants = {t for t in range(len(sites)) if i in g.ancestors[t]} | {i}
-          visible = {names[t]: values[names[t]] for t in range(len(sites))
-                     if t not in descendants}
+          visible = {names[t]: values[names[t]] for t in range(len(sites)) if t not in descendants}
           b = jax.vmap(jax.vmap(lambda v, spec=spec: jnp.asarray(spec(v), dtype)))(visible)
           if b.shape != r.shape:
-            raise ValueError(f"The callable baseline of site {names[i]!r} must return a "
-                             f"scalar; it returned shape {b.shape[2:]}.")
+            raise ValueError(
+              f"The callable baseline of site {names[i]!r} must return a "
+              f"scalar; it returned shape {b.shape[2:]}."
+            )
         b_cols.append(jax.lax.stop_gradient(b))
       bvals = jnp.stack(b_cols, axis=-1)
       terms = terms + jnp.sum((1.0 - magic_box(taus)) * magic_box(taus @ P_.T) * bvals, -1)
@@ -676,24 +756,33 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
       # downstream of it, carried by a zero whose derivative is ⟨∇α, ĝ⟩.
       d = disarm[0]
       mask = jnp.asarray([float(d in a) for a in g.cost_ancestors], dtype)
-      down = jax.lax.stop_gradient(costs) @ mask                       # (n, 2)
+      down = jax.lax.stop_gradient(costs) @ mask  # (n, 2)
       logits, b, b_tilde = pair[0][:, 0], pair[1][:, 0], pair[2][:, 0]
       diff = (down[:, 0] - down[:, 1]).reshape((-1,) + (1,) * (logits.ndim - 1))
-      ghat = (0.5 * diff * (1.0 - 2.0 * b_tilde) * (b != b_tilde).astype(dtype)
-              * jax.nn.sigmoid(jnp.abs(jax.lax.stop_gradient(logits))))
+      ghat = (
+        0.5
+        * diff
+        * (1.0 - 2.0 * b_tilde)
+        * (b != b_tilde).astype(dtype)
+        * jax.nn.sigmoid(jnp.abs(jax.lax.stop_gradient(logits)))
+      )
       value = value + gradient_carrier(
-          logits, ghat / logits.shape[0],
-          f"surrogate() with a disarm site ({names[d]!r})", dtype)
+        logits, ghat / logits.shape[0], f"surrogate() with a disarm site ({names[d]!r})", dtype
+      )
     return value, new_state, info
 
   fn: Any
   if stateful:
+
     def fn(params, key, state):
       if not isinstance(state, dict):
-        raise TypeError("`state` must be the dict returned by fn.init(params, key) (or the previous "
-                        f"call's state); got {state!r}.")
+        raise TypeError(
+          "`state` must be the dict returned by fn.init(params, key) (or the previous "
+          f"call's state); got {state!r}."
+        )
       return build(params, key, state)[:2]
   else:
+
     def fn(params, key):  # type: ignore[misc]
       return build(params, key, {})[0]
 
@@ -714,9 +803,13 @@ def surrogate(program: Callable[[Any, jax.Array], Any], *,
     """The sites, their estimators and each cost's stochastic ancestors (for inspection)."""
     g = _analyse(program, params, check_key(key))
     names = [s.name for s in g.sites]
-    return {"sites": {s.name: s.estimator for s in g.sites},
-            "costs": {c: sorted((names[i] for i in a), key=names.index)
-                      for c, a in zip(g.cost_names, g.cost_ancestors)}}
+    return {
+      "sites": {s.name: s.estimator for s in g.sites},
+      "costs": {
+        c: sorted((names[i] for i in a), key=names.index)
+        for c, a in zip(g.cost_names, g.cost_ancestors)
+      },
+    }
 
   fn.init = init
   fn.graph = graph

@@ -46,7 +46,7 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,19 +64,19 @@ from scoregrad.dists._user import UserDistribution as _UserDistribution
 from scoregrad.dists._weak import replace_eval
 
 __all__ = (
-    "MultiNormalDiagFromLogScale",
-    "control_delta_method",
-    "control_variates_jacobians",
-    "estimate_control_variate_coefficients",
-    "measure_valued_jacobians",
-    "moving_avg_baseline",
-    "multi_normal",
-    "pathwise_jacobians",
-    "score_function_jacobians",
+  "MultiNormalDiagFromLogScale",
+  "control_delta_method",
+  "control_variates_jacobians",
+  "estimate_control_variate_coefficients",
+  "measure_valued_jacobians",
+  "moving_avg_baseline",
+  "multi_normal",
+  "pathwise_jacobians",
+  "score_function_jacobians",
 )
 
 CvState = Any
-ControlVariate = Tuple[Callable, Callable, Callable]
+ControlVariate = tuple[Callable, Callable, Callable]
 
 
 # ---------------------------------------------------------------------------
@@ -101,10 +101,10 @@ class MultiNormalDiagFromLogScale:
       self._param_shape = jnp.broadcast_shapes(self._loc.shape, self._scale.shape)
     except ValueError:
       raise ValueError(
-          f"multi_normal(loc, log_scale), i.e. `params` = [loc, log_scale]: the two "
-          f"shapes must broadcast together; got loc of shape {self._loc.shape} and "
-          f"log_scale of shape {self._log_scale.shape}. Give log_scale the shape of "
-          "loc (e.g. jnp.zeros_like(loc)), or a scalar shared by all coordinates."
+        f"multi_normal(loc, log_scale), i.e. `params` = [loc, log_scale]: the two "
+        f"shapes must broadcast together; got loc of shape {self._loc.shape} and "
+        f"log_scale of shape {self._log_scale.shape}. Give log_scale the shape of "
+        "loc (e.g. jnp.zeros_like(loc)), or a scalar shared by all coordinates."
       ) from None
 
   def sample(self, shape: Sequence[int], seed) -> jax.Array:
@@ -136,14 +136,16 @@ def multi_normal(loc, log_scale) -> MultiNormalDiagFromLogScale:
 
 
 _ESTIMATOR_ARGS = "(function, params, dist_builder, rng, num_samples)"
-_CV_ARGS = ("(function, control_variate_from_function, grad_estimator, params, "
-            "dist_builder, rng, num_samples, control_variate_state, ...)")
+_CV_ARGS = (
+  "(function, control_variate_from_function, grad_estimator, params, "
+  "dist_builder, rng, num_samples, control_variate_state, ...)"
+)
 
 
 def _short(obj, limit: int = 200) -> str:
   """``repr(obj)``, cut to ``limit`` characters for error messages."""
   text = repr(obj)
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+  return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _shapes(params) -> str:
@@ -154,21 +156,23 @@ def _check_function(function, params=None, *, order=_ESTIMATOR_ARGS):
   if not callable(function):
     swapped = ""
     if isinstance(function, (list, tuple)) and callable(params):
-      swapped = (f" `function` and `params` look swapped: the arguments are {order}.")
+      swapped = f" `function` and `params` look swapped: the arguments are {order}."
     raise TypeError(
-        f"`function` must be a callable f(x) -> scalar for ONE sample x; got "
-        f"{_short(function)} of type {type(function).__name__}.{swapped}")
+      f"`function` must be a callable f(x) -> scalar for ONE sample x; got "
+      f"{_short(function)} of type {type(function).__name__}.{swapped}"
+    )
 
 
 def _check_params(params, dist_builder=None, *, order=_ESTIMATOR_ARGS):
   if not isinstance(params, (list, tuple)):
     swapped = ""
     if callable(params) and isinstance(dist_builder, (list, tuple)):
-      swapped = (f" `params` and `dist_builder` look swapped: the arguments are {order}.")
+      swapped = f" `params` and `dist_builder` look swapped: the arguments are {order}."
     raise TypeError(
-        "`params` must be a list or tuple of arrays, passed to the builder as "
-        f"`dist_builder(*params)` (optax.monte_carlo's convention); got {_short(params)} of "
-        f"type {type(params).__name__}.{swapped} E.g. params = [mean, log_scale].")
+      "`params` must be a list or tuple of arrays, passed to the builder as "
+      f"`dist_builder(*params)` (optax.monte_carlo's convention); got {_short(params)} of "
+      f"type {type(params).__name__}.{swapped} E.g. params = [mean, log_scale]."
+    )
 
 
 def _check_rng_and_num_samples(rng, num_samples, *, order=_ESTIMATOR_ARGS):
@@ -176,9 +180,10 @@ def _check_rng_and_num_samples(rng, num_samples, *, order=_ESTIMATOR_ARGS):
   rng_is_int = isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)
   if rng_is_int and hasattr(num_samples, "dtype") and hasattr(num_samples, "shape"):
     raise TypeError(
-        f"`rng` and `num_samples` look swapped: got rng={rng!r} and num_samples, "
-        f"an array of dtype {num_samples.dtype} and shape {num_samples.shape}. The "
-        f"arguments are {order}: the key comes first, then the number of samples.")
+      f"`rng` and `num_samples` look swapped: got rng={rng!r} and num_samples, "
+      f"an array of dtype {num_samples.dtype} and shape {num_samples.shape}. The "
+      f"arguments are {order}: the key comes first, then the number of samples."
+    )
   num_samples = check_positive_int("num_samples", num_samples)
   return check_key(rng, "rng"), num_samples
 
@@ -194,24 +199,27 @@ def _build(dist_builder, params):
   """``dist_builder(*params)`` with clear errors for bad builders."""
   if not callable(dist_builder):
     raise TypeError(
-        f"`dist_builder` must be a callable returning a distribution, called as "
-        f"dist_builder(*params); got {dist_builder!r}.")
+      f"`dist_builder` must be a callable returning a distribution, called as "
+      f"dist_builder(*params); got {dist_builder!r}."
+    )
   try:
     dist = dist_builder(*params)
   except TypeError as e:
     raise TypeError(
-        f"`dist_builder(*params)` raised TypeError: {e}. The builder is called "
-        f"with the entries of `params` as positional arguments; got {len(params)} "
-        f"(shapes {_shapes(params)}), e.g. multi_normal takes params = [mean, "
-        "log_scale].") from e
+      f"`dist_builder(*params)` raised TypeError: {e}. The builder is called "
+      f"with the entries of `params` as positional arguments; got {len(params)} "
+      f"(shapes {_shapes(params)}), e.g. multi_normal takes params = [mean, "
+      "log_scale]."
+    ) from e
   missing = [m for m in ("sample", "log_prob") if not callable(getattr(dist, m, None))]
   if missing:
     raise TypeError(
-        f"`dist_builder(*params)` returned {type(dist).__name__}, which lacks "
-        f"{' and '.join(missing)}. The builder must return a distribution with "
-        "`sample(sample_shape, seed)` and `log_prob(x)`: optax's "
-        "multi_normal, scoregrad.compat.optax_monte_carlo.multi_normal, a "
-        "scoregrad.dists distribution, or a distrax/TFP/NumPyro one.")
+      f"`dist_builder(*params)` returned {type(dist).__name__}, which lacks "
+      f"{' and '.join(missing)}. The builder must return a distribution with "
+      "`sample(sample_shape, seed)` and `log_prob(x)`: optax's "
+      "multi_normal, scoregrad.compat.optax_monte_carlo.multi_normal, a "
+      "scoregrad.dists distribution, or a distrax/TFP/NumPyro one."
+    )
   return dist
 
 
@@ -224,17 +232,21 @@ def _draw(dist, rng, sample_shape):
   if isinstance(dist, (_Distribution, _UserDistribution)):
     return dist.sample(rng, sample_shape)
   try:
-    names = [p.name for p in inspect.signature(dist.sample).parameters.values()
-             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    kw_only = {p.name for p in inspect.signature(dist.sample).parameters.values()
-               if p.kind is p.KEYWORD_ONLY}
+    names = [
+      p.name
+      for p in inspect.signature(dist.sample).parameters.values()
+      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    kw_only = {
+      p.name for p in inspect.signature(dist.sample).parameters.values() if p.kind is p.KEYWORD_ONLY
+    }
   except (TypeError, ValueError):
     names, kw_only = [], set()
-  if names and names[0] in _KEY_NAMES:          # NumPyro-style sample(key, shape)
+  if names and names[0] in _KEY_NAMES:  # NumPyro-style sample(key, shape)
     return dist.sample(rng, sample_shape)
-  if "seed" in kw_only:                          # distrax/TFP: sample(*, seed, sample_shape)
+  if "seed" in kw_only:  # distrax/TFP: sample(*, seed, sample_shape)
     return dist.sample(seed=rng, sample_shape=sample_shape)
-  return dist.sample(sample_shape, rng)          # optax: sample(shape, seed | key)
+  return dist.sample(sample_shape, rng)  # optax: sample(shape, seed | key)
 
 
 class _Builder:
@@ -255,11 +267,13 @@ class _Builder:
 
 def _family(dist_builder) -> Callable:
   """``params -> distribution`` for the public estimators (params a list)."""
+
   def dist_fn(p):
     dist = _build(dist_builder, p)
     if isinstance(dist, _Distribution):
       return dist
     return _Builder(dist)
+
   return dist_fn
 
 
@@ -270,8 +284,12 @@ def _like_params(params, leaves):
 def _is_log_scale_gaussian(dist) -> bool:
   """optax's MultiNormalDiagFromLogScale, or any object exposing the same."""
   p = getattr(dist, "params", None)
-  return (hasattr(dist, "log_scale") and isinstance(p, (list, tuple)) and len(p) == 2
-          and not isinstance(dist, _Distribution))
+  return (
+    hasattr(dist, "log_scale")
+    and isinstance(p, (list, tuple))
+    and len(p) == 2
+    and not isinstance(dist, _Distribution)
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -279,11 +297,12 @@ def _is_log_scale_gaussian(dist) -> bool:
 
 
 def score_function_jacobians(
-    function: Callable[[jax.Array], float],
-    params: Sequence[jax.Array],
-    dist_builder: Callable[..., Any],
-    rng: jax.Array,
-    num_samples: int) -> Sequence[jax.Array]:
+  function: Callable[[jax.Array], float],
+  params: Sequence[jax.Array],
+  dist_builder: Callable[..., Any],
+  rng: jax.Array,
+  num_samples: int,
+) -> Sequence[jax.Array]:
   r"""Per-sample score-function jacobians, as ``optax.monte_carlo`` 0.1.8.
 
   With x_i = ``dist_builder(*params).sample((num_samples,), seed=rng)``
@@ -329,10 +348,11 @@ def _reparameterized_draws(dist_builder, params, rng, num_samples):
   dist = _build(dist_builder, params)
   if getattr(dist, "reparameterized", True) is False:
     raise ValueError(
-        f"pathwise_jacobians needs a reparameterized distribution, but "
-        f"`dist_builder(*params)` returned {type(dist).__name__}, whose samples "
-        "are not differentiable in its parameters (the jacobians would be "
-        "silently zero). Use score_function_jacobians or measure_valued_jacobians.")
+      f"pathwise_jacobians needs a reparameterized distribution, but "
+      f"`dist_builder(*params)` returned {type(dist).__name__}, whose samples "
+      "are not differentiable in its parameters (the jacobians would be "
+      "silently zero). Use score_function_jacobians or measure_valued_jacobians."
+    )
   if _is_log_scale_gaussian(dist):
     samples = jax.lax.stop_gradient(_draw(dist, rng, (num_samples,)))
     loc, log_scale = (jax.lax.stop_gradient(v) for v in dist.params)
@@ -343,7 +363,7 @@ def _reparameterized_draws(dist_builder, params, rng, num_samples):
       return loc_p + jnp.exp(log_scale_p) * eps
 
     return noise, draw
-  if callable(getattr(dist, "to_standard_normal", None)):   # Gaussian families
+  if callable(getattr(dist, "to_standard_normal", None)):  # Gaussian families
     samples = jax.lax.stop_gradient(_draw(dist, rng, (num_samples,)))
     noise = jax.lax.stop_gradient(dist).to_standard_normal(samples)
 
@@ -354,15 +374,13 @@ def _reparameterized_draws(dist_builder, params, rng, num_samples):
   return None, None
 
 
-
-
-
 def pathwise_jacobians(
-    function: Callable[[jax.Array], float],
-    params: Sequence[jax.Array],
-    dist_builder: Callable[..., Any],
-    rng: jax.Array,
-    num_samples: int) -> Sequence[jax.Array]:
+  function: Callable[[jax.Array], float],
+  params: Sequence[jax.Array],
+  dist_builder: Callable[..., Any],
+  rng: jax.Array,
+  num_samples: int,
+) -> Sequence[jax.Array]:
   r"""Per-sample pathwise (reparameterization) jacobians, as optax 0.1.8.
 
   With x_i = g(ε_i; params), jacobian i is ∇params f(g(ε_i; params)).
@@ -395,8 +413,11 @@ def pathwise_jacobians(
     est = _pathwise(num_samples=num_samples, per_sample=True)
     out = est.estimate(rng, function, _family(dist_builder), as_list, est.init(as_list))
     return _like_params(params, out.per_sample)
-  check_cost(function, jax.eval_shape(lambda h: draw(as_list, h), handles[0]),
-             where="pathwise_jacobians differentiates it")
+  check_cost(
+    function,
+    jax.eval_shape(lambda h: draw(as_list, h), handles[0]),
+    where="pathwise_jacobians differentiates it",
+  )
 
   def one(p, h):
     return function(draw(p, h))
@@ -417,8 +438,11 @@ def _gaussian_log_scale_mvd(function, dist, rng, num_samples, coupling):
   loc, log_scale = (jax.lax.stop_gradient(v) for v in dist.params)
   std = jnp.exp(log_scale)
   base = jax.lax.stop_gradient(_draw(dist, rng, (num_samples,)))
-  check_cost(function, jax.ShapeDtypeStruct(base.shape[1:], base.dtype),
-             where="measure_valued_jacobians evaluates it on one sample at a time")
+  check_cost(
+    function,
+    jax.ShapeDtypeStruct(base.shape[1:], base.dtype),
+    where="measure_valued_jacobians evaluates it on one sample at a time",
+  )
   shape = base.shape
   event_shape = shape[1:]
   flat = base.reshape(num_samples, -1)
@@ -432,19 +456,26 @@ def _gaussian_log_scale_mvd(function, dist, rng, num_samples, coupling):
     neg = replace_eval(fn, flat, mu + sd * neg_noise.reshape(num_samples, -1), event_shape)
     return (pos - neg)[..., 0]
 
-  w_pos = jax.random.weibull_min(pos_rng, scale=math.sqrt(2.0), concentration=2.0, shape=shape,
-                                 dtype=base.dtype)
-  w_neg = w_pos if coupling else jax.random.weibull_min(
-      neg_rng, scale=math.sqrt(2.0), concentration=2.0, shape=shape, dtype=base.dtype)
+  w_pos = jax.random.weibull_min(
+    pos_rng, scale=math.sqrt(2.0), concentration=2.0, shape=shape, dtype=base.dtype
+  )
+  w_neg = (
+    w_pos
+    if coupling
+    else jax.random.weibull_min(
+      neg_rng, scale=math.sqrt(2.0), concentration=2.0, shape=shape, dtype=base.dtype
+    )
+  )
   grad_mean = coordinate_differences(w_pos, -w_neg) / (math.sqrt(2 * math.pi) * sd)
 
-  m_pos = jax.random.double_sided_maxwell(pos_rng, loc=0.0, scale=1.0, shape=shape,
-                                          dtype=base.dtype)
+  m_pos = jax.random.double_sided_maxwell(
+    pos_rng, loc=0.0, scale=1.0, shape=shape, dtype=base.dtype
+  )
   if coupling:
     m_neg = jax.random.uniform(neg_rng, shape, base.dtype) * m_pos
   else:
     m_neg = jax.random.normal(neg_rng, shape, base.dtype)
-  grad_log_scale = coordinate_differences(m_pos, m_neg)    # (1/σ)·σ: the chain rule
+  grad_log_scale = coordinate_differences(m_pos, m_neg)  # (1/σ)·σ: the chain rule
   return (grad_mean.reshape(shape), grad_log_scale.reshape(shape))
 
 
@@ -452,7 +483,8 @@ def _sum_to_shape(g, shape):
   """Sums per-sample terms g (n, *event) over the axes that ``shape`` broadcasts."""
   lead = g.ndim - 1 - len(shape)
   axes = tuple(range(1, 1 + lead)) + tuple(
-      1 + lead + i for i, s in enumerate(shape) if s == 1 and g.shape[1 + lead + i] != 1)
+    1 + lead + i for i, s in enumerate(shape) if s == 1 and g.shape[1 + lead + i] != 1
+  )
   return jnp.sum(g, axis=axes, keepdims=False).reshape((g.shape[0],) + tuple(shape))
 
 
@@ -475,31 +507,41 @@ def _build_for_measure_valued(dist_builder, params):
     except TypeError as e:
       got, cause = f"dist_builder(*params) raised TypeError: {e}", e
   if got is None:
-    if _is_log_scale_gaussian(dist) or (isinstance(dist, _Distribution)
-                                        and has_weak_derivative(dist)):
+    if _is_log_scale_gaussian(dist) or (
+      isinstance(dist, _Distribution) and has_weak_derivative(dist)
+    ):
       return dist
     got = f"dist_builder(*params) returned {type(dist).__name__}"
-  described = dict.fromkeys(c.weak_derivative_description for c in all_families()
-                            if callable(getattr(c, "weak_derivative", None)))
+  described = dict.fromkeys(
+    c.weak_derivative_description
+    for c in all_families()
+    if callable(getattr(c, "weak_derivative", None))
+  )
   supported = "; ".join(
-      ["optax's multi_normal or scoregrad.compat.optax_monte_carlo.multi_normal "
-       "(any builder returning an object with `params == [loc, log_scale]` and "
-       "`log_scale`)"] + [f"scoregrad.dists.{d}" for d in described])
+    [
+      "optax's multi_normal or scoregrad.compat.optax_monte_carlo.multi_normal "
+      "(any builder returning an object with `params == [loc, log_scale]` and "
+      "`log_scale`)"
+    ]
+    + [f"scoregrad.dists.{d}" for d in described]
+  )
   raise ValueError(
-      "measure_valued_jacobians needs `dist_builder` to be multi_normal or to return "
-      "a distribution with a weak-derivative decomposition; got dist_builder="
-      f"{_name(dist_builder)}, and {got}. Supported: {supported}. For other "
-      "distributions use score_function_jacobians (any distribution with a "
-      "log_prob) or pathwise_jacobians (reparameterized ones).") from cause
+    "measure_valued_jacobians needs `dist_builder` to be multi_normal or to return "
+    "a distribution with a weak-derivative decomposition; got dist_builder="
+    f"{_name(dist_builder)}, and {got}. Supported: {supported}. For other "
+    "distributions use score_function_jacobians (any distribution with a "
+    "log_prob) or pathwise_jacobians (reparameterized ones)."
+  ) from cause
 
 
 def measure_valued_jacobians(
-    function: Callable[[jax.Array], float],
-    params: Sequence[jax.Array],
-    dist_builder: Callable[..., Any],
-    rng: jax.Array,
-    num_samples: int,
-    coupling: bool = True) -> Sequence[jax.Array]:
+  function: Callable[[jax.Array], float],
+  params: Sequence[jax.Array],
+  dist_builder: Callable[..., Any],
+  rng: jax.Array,
+  num_samples: int,
+  coupling: bool = True,
+) -> Sequence[jax.Array]:
   r"""Per-sample measure-valued jacobians, as optax 0.1.8 (and more families).
 
   ∂θ E_p[f] = c (E_{p⁺}[f] − E_{p⁻}[f]) per parameter coordinate, with one
@@ -546,7 +588,7 @@ def measure_valued_jacobians(
   else:
     est = _measure_valued(num_samples=num_samples, coupling=coupling, per_sample=True)
     out = est.estimate(rng, function, _family(dist_builder), params, est.init(params))
-    return list(typing.cast(Sequence[jax.Array], out.per_sample))   # per_sample=True
+    return list(typing.cast(Sequence[jax.Array], out.per_sample))  # per_sample=True
   _, vjp_fn = jax.vjp(canon_fn, params)
   jac = jax.vmap(lambda ct: vjp_fn(tuple(ct))[0])(tuple(terms))
   return list(jac)
@@ -557,16 +599,18 @@ def measure_valued_jacobians(
 
 
 def _gaussian_builder_check(dist, name):
-  diagonal_gaussian = (callable(getattr(dist, "from_standard_normal", None))
-                       and hasattr(dist, "scale"))   # loc + scale·ε, e.g. dists.Normal
+  diagonal_gaussian = callable(getattr(dist, "from_standard_normal", None)) and hasattr(
+    dist, "scale"
+  )  # loc + scale·ε, e.g. dists.Normal
   if not (_is_log_scale_gaussian(dist) or diagonal_gaussian):
     raise ValueError(
-        f"`{name}` has a closed-form expectation only for diagonal Gaussians "
-        "with params = (mean, log_scale) (optax's multi_normal, or a builder "
-        "returning scoregrad.dists.Normal(mean, exp(log_scale))); "
-        f"`dist_builder(*params)` returned {type(dist).__name__}, so the control "
-        "variate's expectation would not match its samples and the jacobians "
-        "would be biased.")
+      f"`{name}` has a closed-form expectation only for diagonal Gaussians "
+      "with params = (mean, log_scale) (optax's multi_normal, or a builder "
+      "returning scoregrad.dists.Normal(mean, exp(log_scale))); "
+      f"`dist_builder(*params)` returned {type(dist).__name__}, so the control "
+      "variate's expectation would not match its samples and the jacobians "
+      "would be biased."
+    )
 
 
 def control_delta_method(function: Callable[[jax.Array], float]) -> ControlVariate:
@@ -620,27 +664,32 @@ def control_delta_method(function: Callable[[jax.Array], float]) -> ControlVaria
 
 def _moving_avg_state(state):
   """``(value, step)`` of a moving-average state, or an error naming the argument."""
-  fix = ("Start from control_variate_state=(jnp.array(0.), 0) and pass on the state "
-         "that control_variates_jacobians returns.")
+  fix = (
+    "Start from control_variate_state=(jnp.array(0.), 0) and pass on the state "
+    "that control_variates_jacobians returns."
+  )
   if not (isinstance(state, (tuple, list)) and len(state) == 2):
     raise TypeError(
-        "`control_variate_state` of moving_avg_baseline (the `state` argument of its "
-        "three functions) must be a pair (value, step): the running average and the "
-        f"number of updates so far; got control_variate_state={_short(state)}. {fix}")
+      "`control_variate_state` of moving_avg_baseline (the `state` argument of its "
+      "three functions) must be a pair (value, step): the running average and the "
+      f"number of updates so far; got control_variate_state={_short(state)}. {fix}"
+    )
   value, step = state
   if jnp.ndim(value) != 0 or jnp.ndim(step) != 0:
     raise ValueError(
-        "`control_variate_state` of moving_avg_baseline must be a pair of scalars "
-        f"(value, step); got a value of shape {jnp.shape(value)} and a step of shape "
-        f"{jnp.shape(step)} (control_variate_state={_short(state)}). {fix}")
+      "`control_variate_state` of moving_avg_baseline must be a pair of scalars "
+      f"(value, step); got a value of shape {jnp.shape(value)} and a step of shape "
+      f"{jnp.shape(step)} (control_variate_state={_short(state)}). {fix}"
+    )
   return value, step
 
 
 def moving_avg_baseline(
-    function: Callable[[jax.Array], float],
-    decay: float = 0.99,
-    zero_debias: bool = True,
-    use_decay_early_training_heuristic=True) -> ControlVariate:
+  function: Callable[[jax.Array], float],
+  decay: float = 0.99,
+  zero_debias: bool = True,
+  use_decay_early_training_heuristic=True,
+) -> ControlVariate:
   r"""A moving-average baseline as a control variate, as optax 0.1.8.
 
   The state is ``(value, i)``; h(x) = value and E[h] = value (no dependence
@@ -693,16 +742,16 @@ def moving_avg_baseline(
 
 
 _CV_FACTORIES = ("control_delta_method", "moving_avg_baseline")
-_GRAD_ESTIMATORS = ("score_function_jacobians", "pathwise_jacobians",
-                    "measure_valued_jacobians")
+_GRAD_ESTIMATORS = ("score_function_jacobians", "pathwise_jacobians", "measure_valued_jacobians")
 
 
 def _name(obj) -> str:
   return getattr(obj, "__name__", None) or _short(obj)
 
 
-def _check_control_variate(control_variate_from_function, grad_estimator, function, params,
-                           dist_builder):
+def _check_control_variate(
+  control_variate_from_function, grad_estimator, function, params, dist_builder
+):
   """Checks the two callables of the control-variate functions; returns the cv triple."""
   cv_name = getattr(control_variate_from_function, "__name__", None)
   ge_name = getattr(grad_estimator, "__name__", None)
@@ -710,64 +759,73 @@ def _check_control_variate(control_variate_from_function, grad_estimator, functi
   estimators = "score_function_jacobians, pathwise_jacobians or measure_valued_jacobians"
   if cv_name in _GRAD_ESTIMATORS and ge_name in _CV_FACTORIES:
     raise TypeError(
-        "`control_variate_from_function` and `grad_estimator` look swapped: got "
-        f"control_variate_from_function={cv_name} and grad_estimator={ge_name}. The "
-        f"arguments are {_CV_ARGS}: the control-variate factory ({factories}) "
-        f"comes before the gradient estimator ({estimators}).")
+      "`control_variate_from_function` and `grad_estimator` look swapped: got "
+      f"control_variate_from_function={cv_name} and grad_estimator={ge_name}. The "
+      f"arguments are {_CV_ARGS}: the control-variate factory ({factories}) "
+      f"comes before the gradient estimator ({estimators})."
+    )
   if cv_name in _GRAD_ESTIMATORS:
     raise TypeError(
-        f"`control_variate_from_function` must be a control-variate factory such as "
-        f"{factories}; got control_variate_from_function={cv_name}, a gradient "
-        f"estimator (it belongs in `grad_estimator`). The arguments are {_CV_ARGS}.")
+      f"`control_variate_from_function` must be a control-variate factory such as "
+      f"{factories}; got control_variate_from_function={cv_name}, a gradient "
+      f"estimator (it belongs in `grad_estimator`). The arguments are {_CV_ARGS}."
+    )
   if ge_name in _CV_FACTORIES:
     raise TypeError(
-        f"`grad_estimator` must be a gradient estimator such as {estimators}; got "
-        f"grad_estimator={ge_name}, a control-variate factory (it belongs in "
-        f"`control_variate_from_function`). The arguments are {_CV_ARGS}.")
+      f"`grad_estimator` must be a gradient estimator such as {estimators}; got "
+      f"grad_estimator={ge_name}, a control-variate factory (it belongs in "
+      f"`control_variate_from_function`). The arguments are {_CV_ARGS}."
+    )
   if not callable(control_variate_from_function):
     raise TypeError(
-        "`control_variate_from_function` must be a callable such as "
-        f"{factories} (the function, not its result); got "
-        f"control_variate_from_function={_short(control_variate_from_function)}.")
+      "`control_variate_from_function` must be a callable such as "
+      f"{factories} (the function, not its result); got "
+      f"control_variate_from_function={_short(control_variate_from_function)}."
+    )
   if not callable(grad_estimator):
     raise TypeError(
-        "`grad_estimator` must be a callable (function, params, dist_builder, "
-        f"rng, num_samples) -> jacobians, e.g. score_function_jacobians; got "
-        f"grad_estimator={_short(grad_estimator)}.")
+      "`grad_estimator` must be a callable (function, params, dist_builder, "
+      f"rng, num_samples) -> jacobians, e.g. score_function_jacobians; got "
+      f"grad_estimator={_short(grad_estimator)}."
+    )
   try:
     cv = control_variate_from_function(function)
   except TypeError as e:
     raise TypeError(
-        f"`control_variate_from_function(function)` raised TypeError: {e}. It is "
-        f"called with `function` alone and must return (control_variate, "
-        f"expected_value, update_state), as {factories} do; got "
-        f"control_variate_from_function={_name(control_variate_from_function)}.") from e
+      f"`control_variate_from_function(function)` raised TypeError: {e}. It is "
+      f"called with `function` alone and must return (control_variate, "
+      f"expected_value, update_state), as {factories} do; got "
+      f"control_variate_from_function={_name(control_variate_from_function)}."
+    ) from e
   if not (isinstance(cv, tuple) and len(cv) == 3 and all(callable(c) for c in cv)):
     raise TypeError(
-        "`control_variate_from_function(function)` must return a tuple of three "
-        "callables (control_variate, expected_value, update_state); got "
-        f"{_short(cv)}. Pass control_delta_method, not control_delta_method(function).")
+      "`control_variate_from_function(function)` must return a tuple of three "
+      "callables (control_variate, expected_value, update_state); got "
+      f"{_short(cv)}. Pass control_delta_method, not control_delta_method(function)."
+    )
   check = getattr(cv[0], "_scoregrad_check", None)
   if check is not None:
-    check(_build(dist_builder, params), getattr(control_variate_from_function, "__name__",
-                                                "control_variate_from_function"))
+    check(
+      _build(dist_builder, params),
+      getattr(control_variate_from_function, "__name__", "control_variate_from_function"),
+    )
   return cv
 
 
 def control_variates_jacobians(
-    function: Callable[[jax.Array], float],
-    control_variate_from_function: Callable[[Callable], ControlVariate],
-    grad_estimator: Callable[..., Sequence[jax.Array]],
-    params: Sequence[jax.Array],
-    dist_builder: Callable[..., Any],
-    rng: jax.Array,
-    num_samples: int,
-    control_variate_state: CvState = None,
-    estimate_cv_coeffs: bool = False,
-    estimate_cv_coeffs_num_samples: int = 20,
-    *,
-    use_updated_state: bool = False,
-) -> Tuple[Sequence[jax.Array], CvState]:
+  function: Callable[[jax.Array], float],
+  control_variate_from_function: Callable[[Callable], ControlVariate],
+  grad_estimator: Callable[..., Sequence[jax.Array]],
+  params: Sequence[jax.Array],
+  dist_builder: Callable[..., Any],
+  rng: jax.Array,
+  num_samples: int,
+  control_variate_state: CvState = None,
+  estimate_cv_coeffs: bool = False,
+  estimate_cv_coeffs_num_samples: int = 20,
+  *,
+  use_updated_state: bool = False,
+) -> tuple[Sequence[jax.Array], CvState]:
   r"""Per-sample jacobians with a control variate, as optax 0.1.8.
 
   With h(x; θ) the control variate and β_k one coefficient per parameter
@@ -807,18 +865,29 @@ def control_variates_jacobians(
   _check_params(params, dist_builder, order=_CV_ARGS)
   rng, num_samples = _check_rng_and_num_samples(rng, num_samples, order=_CV_ARGS)
   stochastic_cv, expected_value_cv, update_state_cv = _check_control_variate(
-      control_variate_from_function, grad_estimator, function, params, dist_builder)
-  if not (isinstance(estimate_cv_coeffs, (bool, np.bool_))
-          or (isinstance(estimate_cv_coeffs, int) and estimate_cv_coeffs in (0, 1))):
+    control_variate_from_function, grad_estimator, function, params, dist_builder
+  )
+  if not (
+    isinstance(estimate_cv_coeffs, (bool, np.bool_))
+    or (isinstance(estimate_cv_coeffs, int) and estimate_cv_coeffs in (0, 1))
+  ):
     raise TypeError(
-        f"`estimate_cv_coeffs` must be a bool; got estimate_cv_coeffs="
-        f"{_short(estimate_cv_coeffs)} of type {type(estimate_cv_coeffs).__name__}. "
-        f"It is a static Python value (under jax.jit, list it in static_argnums); "
-        f"the arguments are {_CV_ARGS}.")
+      f"`estimate_cv_coeffs` must be a bool; got estimate_cv_coeffs="
+      f"{_short(estimate_cv_coeffs)} of type {type(estimate_cv_coeffs).__name__}. "
+      f"It is a static Python value (under jax.jit, list it in static_argnums); "
+      f"the arguments are {_CV_ARGS}."
+    )
   if estimate_cv_coeffs:
     coeffs = estimate_control_variate_coefficients(
-        function, control_variate_from_function, grad_estimator, params, dist_builder, rng,
-        estimate_cv_coeffs_num_samples, control_variate_state)
+      function,
+      control_variate_from_function,
+      grad_estimator,
+      params,
+      dist_builder,
+      rng,
+      estimate_cv_coeffs_num_samples,
+      control_variate_state,
+    )
   else:
     coeffs = [jnp.asarray(1.0)] * len(params)
 
@@ -836,8 +905,9 @@ def control_variates_jacobians(
 
   cv_jacobians = grad_estimator(cv_of_sample, params, dist_builder, rng, num_samples)
   held = jax.lax.stop_gradient(samples)
-  cv_param_grads = jax.grad(lambda p: jnp.mean(
-      jax.vmap(lambda x: stochastic_cv(p, x, state))(held)))(params)
+  cv_param_grads = jax.grad(
+    lambda p: jnp.mean(jax.vmap(lambda x: stochastic_cv(p, x, state))(held))
+  )(params)
   expected_grads = jax.grad(lambda p: expected_value_cv(p, state))(params)
 
   jacobians = []
@@ -849,15 +919,15 @@ def control_variates_jacobians(
 
 
 def estimate_control_variate_coefficients(
-    function: Callable[[jax.Array], float],
-    control_variate_from_function: Callable[[Callable], ControlVariate],
-    grad_estimator: Callable[..., Sequence[jax.Array]],
-    params: Sequence[jax.Array],
-    dist_builder: Callable[..., Any],
-    rng: jax.Array,
-    num_samples: int,
-    control_variate_state: CvState = None,
-    eps: float = 1e-3,
+  function: Callable[[jax.Array], float],
+  control_variate_from_function: Callable[[Callable], ControlVariate],
+  grad_estimator: Callable[..., Sequence[jax.Array]],
+  params: Sequence[jax.Array],
+  dist_builder: Callable[..., Any],
+  rng: jax.Array,
+  num_samples: int,
+  control_variate_state: CvState = None,
+  eps: float = 1e-3,
 ) -> Sequence[jax.Array]:
   r"""Variance-minimising control-variate coefficients, as optax 0.1.8.
 
@@ -878,9 +948,15 @@ def estimate_control_variate_coefficients(
   rng, num_samples = _check_rng_and_num_samples(rng, num_samples, order=_CV_ARGS)
   cv_rng, _ = jax.random.split(rng)
   stochastic_cv, _, _ = _check_control_variate(
-      control_variate_from_function, grad_estimator, function, params, dist_builder)
-  cv_jacobians = grad_estimator(lambda x: stochastic_cv(params, x, control_variate_state),
-                                params, dist_builder, cv_rng, num_samples)
+    control_variate_from_function, grad_estimator, function, params, dist_builder
+  )
+  cv_jacobians = grad_estimator(
+    lambda x: stochastic_cv(params, x, control_variate_state),
+    params,
+    dist_builder,
+    cv_rng,
+    num_samples,
+  )
   function_jacobians = grad_estimator(function, params, dist_builder, cv_rng, num_samples)
 
   def coefficient(cv_jac, f_jac):

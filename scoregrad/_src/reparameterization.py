@@ -11,9 +11,16 @@ from scoregrad._src import control_variates as _cv
 from scoregrad._src import sampling as _sampling
 from scoregrad._src import scale as _scale
 from scoregrad._src import variance_reduction as _vr
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
-                                 check_estimate_inputs, stateless_init, tree_mean0,
-                                 finish)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  check_cost,
+  check_estimate_inputs,
+  finish,
+  stateless_init,
+  tree_mean0,
+)
 from scoregrad._src.validation import check_bool, check_positive_int
 from scoregrad.dists._base import check_reparameterized
 
@@ -30,14 +37,14 @@ class PathwiseState(NamedTuple):
 
 
 def pathwise(
-    *,
-    num_samples: int,
-    per_sample: bool = False,
-    control_variate: Optional[_cv.ControlVariate] = None,
-    sampling: str = "iid",
-    sharding: Optional[Any] = None,
-    chunk_size: Optional[int] = None,
-    moments: bool = False,
+  *,
+  num_samples: int,
+  per_sample: bool = False,
+  control_variate: Optional[_cv.ControlVariate] = None,
+  sampling: str = "iid",
+  sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
+  moments: bool = False,
 ) -> GradientEstimator:
   r"""The pathwise (reparameterization) estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -106,56 +113,80 @@ def pathwise(
   sampling = _sampling.check_sampling(sampling, num_samples)
   sharding = _scale.check_sharding(sharding, num_samples)
   moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
-                                       per_sample=per_sample)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
   if chunk_size is not None and sampling != "iid":
     if sampling == "qmc" or chunk_size % 2:
       raise ValueError(
-          f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
-          + ("a chunked lattice is a different point set; use sampling='iid' or "
-             "'antithetic', or drop chunk_size." if sampling == "qmc" else
-             "antithetic pairs stay within a chunk, so chunk_size must be even; use "
-             f"chunk_size={chunk_size + 1}."))
+        f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
+        + (
+          "a chunked lattice is a different point set; use sampling='iid' or "
+          "'antithetic', or drop chunk_size."
+          if sampling == "qmc"
+          else "antithetic pairs stay within a chunk, so chunk_size must be even; use "
+          f"chunk_size={chunk_size + 1}."
+        )
+      )
   if control_variate is not None:
     _scale.refuse_with_control_variate(chunk_size, moments)
     cv = _cv.resolve(control_variate)
     if _cv.is_estimated(cv) and sampling != "iid":
       raise ValueError(
-          f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
-          "from per-sample gradients that must be independent, but "
-          f"sampling={sampling!r} couples them. Use a fixed float coefficient "
-          "(e.g. delta_method()) or sampling='iid'.")
+        f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
+        "from per-sample gradients that must be independent, but "
+        f"sampling={sampling!r} couples them. Use a fixed float coefficient "
+        "(e.g. delta_method()) or sampling='iid'."
+      )
     return _vr.shorthand(
-        lambda rows: pathwise(num_samples=num_samples, per_sample=rows, sampling=sampling,
-                              sharding=sharding),
-        cv, num_samples=num_samples, per_sample=per_sample)
+      lambda rows: pathwise(
+        num_samples=num_samples, per_sample=rows, sampling=sampling, sharding=sharding
+      ),
+      cv,
+      num_samples=num_samples,
+      per_sample=per_sample,
+    )
   if chunk_size is not None:
-    return GradientEstimator(init=stateless_init, estimate=_scale.chunked(
-        lambda _: pathwise(num_samples=chunk_size, per_sample=moments, sampling=sampling,
-                           sharding=sharding),
-        num_samples=num_samples, chunk_size=chunk_size, moments=moments))
+    return GradientEstimator(
+      init=stateless_init,
+      estimate=_scale.chunked(
+        lambda _: pathwise(
+          num_samples=chunk_size, per_sample=moments, sampling=sampling, sharding=sharding
+        ),
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        moments=moments,
+      ),
+    )
   if moments:
     return _scale.with_moments(
-        pathwise(num_samples=num_samples, per_sample=True, sampling=sampling,
-                 sharding=sharding), per_sample=per_sample)
+      pathwise(num_samples=num_samples, per_sample=True, sampling=sampling, sharding=sharding),
+      per_sample=per_sample,
+    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     dist = call_dist_fn(dist_fn, params)
     check_reparameterized(dist, "dist_fn(params)")
     if sampling == "iid":
-      keys = _scale.shard_samples(lambda k: jax.random.split(k, num_samples), sharding,
-                                  num_samples)(key)
+      keys = _scale.shard_samples(
+        lambda k: jax.random.split(k, num_samples), sharding, num_samples
+      )(key)
       draw = lambda p, k: call_dist_fn(dist_fn, p).sample(k)
     else:
       _sampling.check_gaussian(dist, sampling)
       keys = _scale.shard_samples(
-          lambda k: _sampling.standard_normal_noise(
-              k, sampling, num_samples, tuple(dist.event_shape), dist.dtype),
-          sharding, num_samples)(key)
+        lambda k: _sampling.standard_normal_noise(
+          k, sampling, num_samples, tuple(dist.event_shape), dist.dtype
+        ),
+        sharding,
+        num_samples,
+      )(key)
       draw = lambda p, eps: call_dist_fn(dist_fn, p).from_standard_normal(eps)
-    check_cost(f, jax.eval_shape(draw, params, jax.tree_util.tree_map(lambda k: k[0], keys)),
-               where="the pathwise estimator differentiates it", floating=True)
+    check_cost(
+      f,
+      jax.eval_shape(draw, params, jax.tree_util.tree_map(lambda k: k[0], keys)),
+      where="the pathwise estimator differentiates it",
+      floating=True,
+    )
 
     def one_cost(p, k):
       return f(draw(p, k))

@@ -43,8 +43,10 @@ def check_unit_interval(name: str, value, *, hint: str = ""):
 
 def check_discount(discount):
   return check_unit_interval(
-      "discount", discount,
-      hint=" γ weights step t by γ^t: typical values are 0.95 to 0.999; 1.0 is undiscounted.")
+    "discount",
+    discount,
+    hint=" γ weights step t by γ^t: typical values are 0.95 to 0.999; 1.0 is undiscounted.",
+  )
 
 
 def check_mask(mask, shape):
@@ -54,8 +56,9 @@ def check_mask(mask, shape):
   mask = jnp.asarray(mask)
   if mask.shape != tuple(shape):
     raise ValueError(
-        f"`mask` must have the shape of the per-step arrays, {tuple(shape)}; got "
-        f"mask.shape={mask.shape}.")
+      f"`mask` must have the shape of the per-step arrays, {tuple(shape)}; got "
+      f"mask.shape={mask.shape}."
+    )
   if mask.dtype == jnp.bool_:
     return mask, None
   valid = (mask == 0) | (mask == 1)
@@ -63,10 +66,11 @@ def check_mask(mask, shape):
     if not bool(jnp.all(valid)):
       bad = jnp.unique(mask[~valid])[:5]
       raise ValueError(
-          "`mask` must hold only 0/1 (or bool): 1 while an episode runs, 0 after it "
-          f"terminated; got values {bad.tolist()}. Build it from the done flags, e.g. "
-          "`mask = jnp.cumprod(1 - done, axis=1)` shifted by one step; to weight "
-          "steps, scale the costs instead.")
+        "`mask` must hold only 0/1 (or bool): 1 while an episode runs, 0 after it "
+        f"terminated; got values {bad.tolist()}. Build it from the done flags, e.g. "
+        "`mask = jnp.cumprod(1 - done, axis=1)` shifted by one step; to weight "
+        "steps, scale the costs instead."
+      )
     return mask != 0, None
   return mask != 0, jnp.all(valid)
 
@@ -93,8 +97,9 @@ def _prepare(costs, values, discount, mask, bootstrap_value):
     boot = jnp.asarray(bootstrap_value, dtype)
     if boot.shape != (n,):
       raise ValueError(
-          f"`bootstrap_value` must have shape ({n},): one value estimate of the state "
-          f"after the last step per episode; got shape {boot.shape}.")
+        f"`bootstrap_value` must have shape ({n},): one value estimate of the state "
+        f"after the last step per episode; got shape {boot.shape}."
+      )
   if alive is None:
     alive = jnp.ones(costs.shape, bool)
   costs = jnp.where(alive, costs, 0.0).astype(dtype)
@@ -117,11 +122,11 @@ def _reverse_scan(step, init, xs):
 
 
 def discounted_returns(
-    costs: jax.Array,
-    *,
-    discount: float | jax.Array = 1.0,
-    mask: Optional[jax.Array] = None,
-    bootstrap_value: Optional[jax.Array] = None,
+  costs: jax.Array,
+  *,
+  discount: float | jax.Array = 1.0,
+  mask: Optional[jax.Array] = None,
+  bootstrap_value: Optional[jax.Array] = None,
 ) -> jax.Array:
   """The discounted cost-to-go G_t = Σ_{t'≥t} γ^{t'−t} m_{t'} c_{t'} of each step.
 
@@ -161,13 +166,13 @@ def discounted_returns(
 
 
 def lambda_returns(
-    costs: jax.Array,
-    values: jax.Array,
-    *,
-    discount: float | jax.Array = 1.0,
-    lambda_: float | jax.Array = 1.0,
-    mask: Optional[jax.Array] = None,
-    bootstrap_value: Optional[jax.Array] = None,
+  costs: jax.Array,
+  values: jax.Array,
+  *,
+  discount: float | jax.Array = 1.0,
+  lambda_: float | jax.Array = 1.0,
+  mask: Optional[jax.Array] = None,
+  bootstrap_value: Optional[jax.Array] = None,
 ) -> jax.Array:
   """λ-returns G^λ_t = c_t + γ [(1 − λ) V_{t+1} + λ G^λ_{t+1}] (costs, batch-major).
 
@@ -197,8 +202,9 @@ def lambda_returns(
   References:
     Sutton & Barto, "Reinforcement Learning: An Introduction", 2018, §12.1.
   """
-  costs, values, gamma, alive, boot, checks = _prepare(costs, values, discount, mask,
-                                                       bootstrap_value)
+  costs, values, gamma, alive, boot, checks = _prepare(
+    costs, values, discount, mask, bootstrap_value
+  )
   lam, lambda_ok = check_unit_interval("lambda_", lambda_)
   lam = lam.astype(costs.dtype)
   if lambda_ok is not None:
@@ -214,13 +220,13 @@ def lambda_returns(
 
 
 def generalized_advantage_estimation(
-    costs: jax.Array,
-    values: jax.Array,
-    *,
-    discount: float | jax.Array = 1.0,
-    lambda_: float | jax.Array = 0.95,
-    mask: Optional[jax.Array] = None,
-    bootstrap_value: Optional[jax.Array] = None,
+  costs: jax.Array,
+  values: jax.Array,
+  *,
+  discount: float | jax.Array = 1.0,
+  lambda_: float | jax.Array = 0.95,
+  mask: Optional[jax.Array] = None,
+  bootstrap_value: Optional[jax.Array] = None,
 ) -> jax.Array:
   """GAE advantages A_t = Σ_k (γλ)^k δ_{t+k}, δ_t = c_t + γ V_{t+1} − V_t (costs).
 
@@ -255,8 +261,9 @@ def generalized_advantage_estimation(
     Schulman et al., "High-Dimensional Continuous Control Using Generalized
     Advantage Estimation", ICLR 2016.
   """
-  costs, values, gamma, alive, boot, checks = _prepare(costs, values, discount, mask,
-                                                       bootstrap_value)
+  costs, values, gamma, alive, boot, checks = _prepare(
+    costs, values, discount, mask, bootstrap_value
+  )
   lam, lambda_ok = check_unit_interval("lambda_", lambda_)
   lam = lam.astype(costs.dtype)
   if lambda_ok is not None:
@@ -269,5 +276,4 @@ def generalized_advantage_estimation(
     a = jnp.where(m, delta + gamma * lam * a_next, 0.0)
     return (a, jnp.where(m, v, 0.0)), a
 
-  return _finish(_reverse_scan(step, (jnp.zeros_like(boot), boot), (costs, values, alive)),
-                 checks)
+  return _finish(_reverse_scan(step, (jnp.zeros_like(boot), boot), (costs, values, alive)), checks)

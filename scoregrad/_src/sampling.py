@@ -56,13 +56,13 @@ SAMPLING_METHODS = ("iid", "antithetic", "qmc")
 def check_sampling(sampling, num_samples: int) -> str:
   """Validates the ``sampling`` factory argument."""
   if sampling not in SAMPLING_METHODS:
-    raise ValueError(
-        f"`sampling` must be one of {SAMPLING_METHODS}; got sampling={sampling!r}.")
+    raise ValueError(f"`sampling` must be one of {SAMPLING_METHODS}; got sampling={sampling!r}.")
   if sampling == "antithetic" and num_samples % 2:
     raise ValueError(
-        f"sampling='antithetic' draws samples in pairs (ε, −ε), so `num_samples` "
-        f"must be even; got num_samples={num_samples}. Use "
-        f"num_samples={num_samples + 1}.")
+      f"sampling='antithetic' draws samples in pairs (ε, −ε), so `num_samples` "
+      f"must be even; got num_samples={num_samples}. Use "
+      f"num_samples={num_samples + 1}."
+    )
   return sampling
 
 
@@ -76,7 +76,7 @@ def _primes(count: int) -> np.ndarray:
     sieve[:2] = False
     for p in range(2, int(limit**0.5) + 1):
       if sieve[p]:
-        sieve[p * p::p] = False
+        sieve[p * p :: p] = False
     primes = np.flatnonzero(sieve)
     if primes.size >= count:
       return primes[:count]
@@ -222,9 +222,10 @@ def _working_dtype(dtype):
   dtype = jnp.dtype(dtype)
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        f"Quasi-Monte Carlo noise needs a floating dtype; got dtype={dtype} (the "
-        "dtype of the distribution's parameters). Pass float parameters, e.g. "
-        "jnp.asarray(params, jnp.float32).")
+      f"Quasi-Monte Carlo noise needs a floating dtype; got dtype={dtype} (the "
+      "dtype of the distribution's parameters). Pass float parameters, e.g. "
+      "jnp.asarray(params, jnp.float32)."
+    )
   return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else dtype
 
 
@@ -234,9 +235,10 @@ def check_gaussian(dist, sampling: str, name: str = "dist_fn(params)") -> None:
     inner = getattr(dist, "dist", dist)
     families = "scoregrad.dists." + " and ".join(families_with("from_standard_normal"))
     raise NotApplicableError(
-        f"sampling={sampling!r} draws Gaussian noise ε and maps it through "
-        f"x = loc + scale·ε, so it supports {families}; `{name}` is "
-        f"{type(inner).__name__}. Use sampling='iid' for other distributions.")
+      f"sampling={sampling!r} draws Gaussian noise ε and maps it through "
+      f"x = loc + scale·ε, so it supports {families}; `{name}` is "
+      f"{type(inner).__name__}. Use sampling='iid' for other distributions."
+    )
 
 
 def standard_normal_noise(key, sampling: str, num_samples: int, event_shape, dtype):

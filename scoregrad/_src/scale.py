@@ -55,8 +55,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from scoregrad._src.base import Estimate, GradientEstimator, GradientMoments
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
@@ -64,10 +63,11 @@ from scoregrad._src.validation import check_bool, check_key, check_positive_int
 PyTree = Any
 
 _SHARDING_HINT = (
-    "Pass a jax.sharding.Sharding of the leading sample axis, e.g. "
-    "`mesh = jax.make_mesh((jax.device_count(),), ('samples',)); "
-    "sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('samples'))`, "
-    "or None for one device.")
+  "Pass a jax.sharding.Sharding of the leading sample axis, e.g. "
+  "`mesh = jax.make_mesh((jax.device_count(),), ('samples',)); "
+  "sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('samples'))`, "
+  "or None for one device."
+)
 
 
 # -- sharding ----------------------------------------------------------------
@@ -87,36 +87,40 @@ def _check_axes(spec, mesh, name: str) -> int:
   missing = [a for a in axes if a not in mesh.axis_names]
   if missing:
     raise ValueError(
-        f"`{name}`: the sample axis is partitioned over mesh axis "
-        f"{missing[0]!r}, which the mesh does not have (its axes are "
-        f"{tuple(mesh.axis_names)}); got {name}={spec!r}. Name one of the "
-        f"mesh's axes, e.g. PartitionSpec({mesh.axis_names[0]!r}).")
+      f"`{name}`: the sample axis is partitioned over mesh axis "
+      f"{missing[0]!r}, which the mesh does not have (its axes are "
+      f"{tuple(mesh.axis_names)}); got {name}={spec!r}. Name one of the "
+      f"mesh's axes, e.g. PartitionSpec({mesh.axis_names[0]!r})."
+    )
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def _check_divides(shards: int, num_samples: int, name: str, sharding,
-                   what: str = "num_samples") -> None:
+def _check_divides(
+  shards: int, num_samples: int, name: str, sharding, what: str = "num_samples"
+) -> None:
   if num_samples % shards:
     lower = (num_samples // shards) * shards
     options = f"{lower} or {lower + shards}" if lower else f"{shards}"
     raise ValueError(
-        f"`{name}` splits the sample axis into {shards} shards, which does not "
-        f"divide {what}={num_samples}; got {name}={sharding!r}. Use "
-        f"{what}={options} (a multiple of {shards}), or a mesh whose sample axis "
-        f"divides {what}.")
+      f"`{name}` splits the sample axis into {shards} shards, which does not "
+      f"divide {what}={num_samples}; got {name}={sharding!r}. Use "
+      f"{what}={options} (a multiple of {shards}), or a mesh whose sample axis "
+      f"divides {what}."
+    )
 
 
 def sample_shards(sharding, num_samples: int, name: str = "sharding") -> int:
   """How many shards ``sharding`` cuts the sample axis into (1 for ``None``)."""
   if sharding is None or isinstance(sharding, PartitionSpec):
-    return 1   # a bare PartitionSpec is resolved against the mesh at estimate time
+    return 1  # a bare PartitionSpec is resolved against the mesh at estimate time
   if isinstance(sharding, NamedSharding):
     return _check_axes(sharding.spec, sharding.mesh, name)
   try:
     local = sharding.shard_shape((num_samples,))[0]
   except Exception as e:  # IndivisibleError and friends
-    raise ValueError(f"`{name}={sharding!r}` cannot shard a sample axis of "
-                     f"num_samples={num_samples}: {e}") from None
+    raise ValueError(
+      f"`{name}={sharding!r}` cannot shard a sample axis of num_samples={num_samples}: {e}"
+    ) from None
   return max(1, num_samples // max(local, 1))
 
 
@@ -126,12 +130,15 @@ def check_sharding(sharding, num_samples: int, name: str = "sharding"):
     return None
   if isinstance(sharding, str):
     raise TypeError(
-        f"`{name}` must be a jax.sharding.Sharding or PartitionSpec, not the "
-        f"string {sharding!r}. Use jax.sharding.PartitionSpec({sharding!r}) inside "
-        f"`with jax.set_mesh(mesh):`, or NamedSharding(mesh, PartitionSpec({sharding!r})).")
+      f"`{name}` must be a jax.sharding.Sharding or PartitionSpec, not the "
+      f"string {sharding!r}. Use jax.sharding.PartitionSpec({sharding!r}) inside "
+      f"`with jax.set_mesh(mesh):`, or NamedSharding(mesh, PartitionSpec({sharding!r}))."
+    )
   if not isinstance(sharding, (jax.sharding.Sharding, PartitionSpec)):
-    raise TypeError(f"`{name}` must be a jax.sharding.Sharding; got {sharding!r} "
-                    f"of type {type(sharding).__name__}. {_SHARDING_HINT}")
+    raise TypeError(
+      f"`{name}` must be a jax.sharding.Sharding; got {sharding!r} "
+      f"of type {type(sharding).__name__}. {_SHARDING_HINT}"
+    )
   _check_divides(sample_shards(sharding, num_samples, name), num_samples, name, sharding)
   return sharding
 
@@ -158,9 +165,10 @@ def _resolve(sharding, num_samples: int):
   if isinstance(sharding, PartitionSpec):
     if context is None:
       raise ValueError(
-          f"`sharding={sharding!r}` is a bare PartitionSpec, which needs a mesh: "
-          "call the estimator inside `with jax.set_mesh(mesh):`, or pass "
-          "NamedSharding(mesh, spec).")
+        f"`sharding={sharding!r}` is a bare PartitionSpec, which needs a mesh: "
+        "call the estimator inside `with jax.set_mesh(mesh):`, or pass "
+        "NamedSharding(mesh, spec)."
+      )
     shards = _check_axes(sharding, context, "sharding")
     _check_divides(shards, num_samples, "sharding", sharding)
     return sharding, _is_explicit(context, _spec_axes(sharding))
@@ -170,8 +178,11 @@ def _resolve(sharding, num_samples: int):
       if context is not None and _is_explicit(context, axes):
         return sharding, True
       mesh = sharding.mesh
-      auto = jax.sharding.Mesh(mesh.devices, mesh.axis_names,
-                               axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names))
+      auto = jax.sharding.Mesh(
+        mesh.devices,
+        mesh.axis_names,
+        axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names),
+      )
       return NamedSharding(auto, sharding.spec), False
   return sharding, False
 
@@ -190,7 +201,8 @@ def shard_samples(draw: Callable, sharding, num_samples: int) -> Callable:
     if explicit:
       shapes = jax.eval_shape(draw, *args)
       return jax.sharding.auto_axes(
-          draw, out_sharding=jax.tree_util.tree_map(lambda _: target, shapes))(*args)
+        draw, out_sharding=jax.tree_util.tree_map(lambda _: target, shapes)
+      )(*args)
     return constrain_to(draw(*args), target)
 
   return sharded_draw
@@ -198,7 +210,8 @@ def shard_samples(draw: Callable, sharding, num_samples: int) -> Callable:
 
 def constrain_to(tree: PyTree, target) -> PyTree:
   return jax.tree_util.tree_map(
-      lambda x: jax.lax.with_sharding_constraint(x, target) if jnp.ndim(x) else x, tree)
+    lambda x: jax.lax.with_sharding_constraint(x, target) if jnp.ndim(x) else x, tree
+  )
 
 
 def constrain(tree: PyTree, sharding, num_samples: int) -> PyTree:
@@ -206,7 +219,7 @@ def constrain(tree: PyTree, sharding, num_samples: int) -> PyTree:
   if sharding is None:
     return tree
   target, explicit = _resolve(sharding, num_samples)
-  if explicit:   # their type already carries the samples' sharding
+  if explicit:  # their type already carries the samples' sharding
     return tree
   return constrain_to(tree, target)
 
@@ -214,8 +227,15 @@ def constrain(tree: PyTree, sharding, num_samples: int) -> PyTree:
 # -- streaming ----------------------------------------------------------------
 
 
-def check_chunk_size(chunk_size, num_samples: int, sharding, *, per_sample: bool,
-                     name: str = "chunk_size", samples_name: str = "num_samples"):
+def check_chunk_size(
+  chunk_size,
+  num_samples: int,
+  sharding,
+  *,
+  per_sample: bool,
+  name: str = "chunk_size",
+  samples_name: str = "num_samples",
+):
   """Validates ``chunk_size`` against ``num_samples`` (and the sharding of each chunk)."""
   if chunk_size is None:
     return None
@@ -223,19 +243,22 @@ def check_chunk_size(chunk_size, num_samples: int, sharding, *, per_sample: bool
   if num_samples % chunk_size:
     divisors = [c for c in range(min(chunk_size, num_samples), 0, -1) if num_samples % c == 0]
     raise ValueError(
-        f"`{name}` must divide {samples_name}={num_samples} (every chunk has the "
-        f"same size; there is no remainder chunk); got {name}={chunk_size}. Use "
-        f"{name}={divisors[0]}, or {samples_name}={(num_samples // chunk_size + 1) * chunk_size}.")
+      f"`{name}` must divide {samples_name}={num_samples} (every chunk has the "
+      f"same size; there is no remainder chunk); got {name}={chunk_size}. Use "
+      f"{name}={divisors[0]}, or {samples_name}={(num_samples // chunk_size + 1) * chunk_size}."
+    )
   if per_sample:
     raise ValueError(
-        f"per_sample=True returns num_samples × params rows, which `{name}` exists "
-        f"to avoid; got per_sample=True with {name}={chunk_size}. Use moments=True: "
-        "Estimate.moments then carries the streamed mean and second moment of the "
-        "per-sample gradients, and scoregrad.diagnostics.variance / snr / "
-        "total_variance accept it.")
+      f"per_sample=True returns num_samples × params rows, which `{name}` exists "
+      f"to avoid; got per_sample=True with {name}={chunk_size}. Use moments=True: "
+      "Estimate.moments then carries the streamed mean and second moment of the "
+      "per-sample gradients, and scoregrad.diagnostics.variance / snr / "
+      "total_variance accept it."
+    )
   if sharding is not None:
-    _check_divides(sample_shards(sharding, chunk_size, "sharding"), chunk_size, "sharding",
-                   sharding, what=name)
+    _check_divides(
+      sample_shards(sharding, chunk_size, "sharding"), chunk_size, "sharding", sharding, what=name
+    )
   return chunk_size
 
 
@@ -243,14 +266,16 @@ def check_streamable_baseline(baseline, name: str = "baseline") -> None:
   """Stateless baselines stream; leave-one-out in two passes; the rest is refused."""
   if baseline.stateful:
     raise ValueError(
-        f"`{name}={baseline.name}` keeps state across steps, which chunk_size does "
-        "not thread through its chunks. Use baselines.leave_one_out() (streamed in "
-        "two passes) or a constant, or drop chunk_size.")
+      f"`{name}={baseline.name}` keeps state across steps, which chunk_size does "
+      "not thread through its chunks. Use baselines.leave_one_out() (streamed in "
+      "two passes) or a constant, or drop chunk_size."
+    )
   if baseline.uses_other_samples and baseline.chunked is None:
     raise ValueError(
-        f"`{name}={baseline.name}` computes each sample's baseline from every other "
-        "sample's score, which chunk_size cannot stream. Use "
-        "baselines.leave_one_out() (streamed in two passes), or drop chunk_size.")
+      f"`{name}={baseline.name}` computes each sample's baseline from every other "
+      "sample's score, which chunk_size cannot stream. Use "
+      "baselines.leave_one_out() (streamed in two passes), or drop chunk_size."
+    )
 
 
 def _zeros(shapes):
@@ -275,12 +300,14 @@ def combine_moments(a: GradientMoments, b: GradientMoments) -> GradientMoments:
     return ma + (mb - ma) * wb
 
   def m2(sa, sb, ma, mb):
-    w = (a.count.astype(ma.dtype) * (b.count / count).astype(ma.dtype))
+    w = a.count.astype(ma.dtype) * (b.count / count).astype(ma.dtype)
     return sa + sb + jnp.square(mb - ma) * w
 
   return GradientMoments(
-      count=count, mean=jax.tree_util.tree_map(mean, a.mean, b.mean),
-      m2=jax.tree_util.tree_map(m2, a.m2, b.m2, a.mean, b.mean))
+    count=count,
+    mean=jax.tree_util.tree_map(mean, a.mean, b.mean),
+    m2=jax.tree_util.tree_map(m2, a.m2, b.m2, a.mean, b.mean),
+  )
 
 
 def with_moments(rows_estimator: GradientEstimator, *, per_sample: bool) -> GradientEstimator:
@@ -288,15 +315,21 @@ def with_moments(rows_estimator: GradientEstimator, *, per_sample: bool) -> Grad
 
   def estimate(key, f, dist_fn, params, state) -> Estimate:
     out = rows_estimator.estimate(key, f, dist_fn, params, state)
-    return out._replace(per_sample=out.per_sample if per_sample else None,
-                        moments=rows_moments(out.per_sample))
+    return out._replace(
+      per_sample=out.per_sample if per_sample else None, moments=rows_moments(out.per_sample)
+    )
 
   return GradientEstimator(init=rows_estimator.init, estimate=estimate)
 
 
-def chunked(build: Callable[[Optional[jax.Array]], GradientEstimator], *, num_samples: int,
-            chunk_size: int, moments: bool,
-            total_costs: Optional[Callable] = None) -> Callable:
+def chunked(
+  build: Callable[[Optional[jax.Array]], GradientEstimator],
+  *,
+  num_samples: int,
+  chunk_size: int,
+  moments: bool,
+  total_costs: Optional[Callable] = None,
+) -> Callable:
   """The ``estimate`` of a chunked estimator.
 
   ``build(total)`` makes the estimator of ONE chunk (``num_samples=
@@ -342,9 +375,14 @@ def chunked(build: Callable[[Optional[jax.Array]], GradientEstimator], *, num_sa
     if moments:
       rows = shapes.per_sample
       mom0 = GradientMoments(
-          count=jnp.zeros((), jnp.int32),
-          mean=_zeros(jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)),
-          m2=_zeros(jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)))
+        count=jnp.zeros((), jnp.int32),
+        mean=_zeros(
+          jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)
+        ),
+        m2=_zeros(
+          jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)
+        ),
+      )
     carry0 = (jnp.zeros(shapes.value.shape, shapes.value.dtype), _zeros(shapes.grad), mom0)
     (value, grad, mom), _ = jax.lax.scan(body, carry0, index)
     scale = lambda x: x / jnp.asarray(num_chunks, jnp.result_type(x))
@@ -357,9 +395,10 @@ def refuse_with_control_variate(chunk_size, moments) -> None:
   if chunk_size is not None or moments:
     which = "chunk_size" if chunk_size is not None else "moments"
     raise ValueError(
-        f"`{which}` is not supported together with `control_variate` yet; got "
-        f"{which}={chunk_size if chunk_size is not None else moments!r}. Drop one of them "
-        "(a chunked control variate is left for later).")
+      f"`{which}` is not supported together with `control_variate` yet; got "
+      f"{which}={chunk_size if chunk_size is not None else moments!r}. Drop one of them "
+      "(a chunked control variate is left for later)."
+    )
 
 
 def check_moments(moments) -> bool:

@@ -12,10 +12,20 @@ from scoregrad._src import control_variates as _cv
 from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src import variance_reduction as _vr
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
-                                 check_estimate_inputs, check_state, evaluate_costs,
-                                 expand_to, finish, first_order_only, gradient_carrier,
-                                 state_like_params, tree_mean0)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  check_estimate_inputs,
+  check_state,
+  evaluate_costs,
+  expand_to,
+  finish,
+  first_order_only,
+  gradient_carrier,
+  state_like_params,
+  tree_mean0,
+)
 from scoregrad._src.validation import check_bool, check_positive_int
 
 
@@ -35,14 +45,14 @@ class ScoreFunctionState(NamedTuple):
 
 
 def score_function(
-    *,
-    num_samples: int,
-    baseline: Optional[_baselines.Baseline] = None,
-    per_sample: bool = False,
-    control_variate: Optional[_cv.ControlVariate] = None,
-    sharding: Optional[Any] = None,
-    chunk_size: Optional[int] = None,
-    moments: bool = False,
+  *,
+  num_samples: int,
+  baseline: Optional[_baselines.Baseline] = None,
+  per_sample: bool = False,
+  control_variate: Optional[_cv.ControlVariate] = None,
+  sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
+  moments: bool = False,
 ) -> GradientEstimator:
   r"""The score-function estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -99,24 +109,30 @@ def score_function(
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
   moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
-                                       per_sample=per_sample)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
   if control_variate is not None:
     _scale.refuse_with_control_variate(chunk_size, moments)
     return _vr.shorthand(
-        lambda rows: score_function(num_samples=num_samples, baseline=baseline,
-                                    per_sample=rows, sharding=sharding),
-        control_variate, num_samples=num_samples, per_sample=per_sample,
-        fit=(lambda: score_function(num_samples=num_samples, per_sample=True,
-                                    sharding=sharding))
-        if baseline.uses_other_samples else None)
+      lambda rows: score_function(
+        num_samples=num_samples, baseline=baseline, per_sample=rows, sharding=sharding
+      ),
+      control_variate,
+      num_samples=num_samples,
+      per_sample=per_sample,
+      fit=(lambda: score_function(num_samples=num_samples, per_sample=True, sharding=sharding))
+      if baseline.uses_other_samples
+      else None,
+    )
   if chunk_size is not None:
     _scale.check_streamable_baseline(baseline)
 
     def chunk(total):
       return score_function(
-          num_samples=chunk_size, per_sample=moments, sharding=sharding,
-          baseline=baseline if total is None else baseline.chunked(total, num_samples))
+        num_samples=chunk_size,
+        per_sample=moments,
+        sharding=sharding,
+        baseline=baseline if total is None else baseline.chunked(total, num_samples),
+      )
 
     def chunk_cost_sum(key, f, dist_fn, params):
       dist = call_dist_fn(dist_fn, params)
@@ -124,20 +140,27 @@ def score_function(
       return jnp.sum(jax.lax.stop_gradient(evaluate_costs(f, samples, chunk_size)))
 
     return GradientEstimator(
-        init=score_function(num_samples=num_samples, baseline=baseline).init,
-        estimate=_scale.chunked(
-            chunk, num_samples=num_samples, chunk_size=chunk_size, moments=moments,
-            total_costs=chunk_cost_sum if baseline.uses_other_samples else None))
+      init=score_function(num_samples=num_samples, baseline=baseline).init,
+      estimate=_scale.chunked(
+        chunk,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        moments=moments,
+        total_costs=chunk_cost_sum if baseline.uses_other_samples else None,
+      ),
+    )
   if moments:
     return _scale.with_moments(
-        score_function(num_samples=num_samples, baseline=baseline, per_sample=True,
-                       sharding=sharding), per_sample=per_sample)
+      score_function(
+        num_samples=num_samples, baseline=baseline, per_sample=True, sharding=sharding
+      ),
+      per_sample=per_sample,
+    )
 
   def init(params) -> ScoreFunctionState:
     return ScoreFunctionState(baseline=state_like_params(baseline.init(), params))
 
-  def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState
-               ) -> Estimate:
+  def estimate(key, f: Callable, dist_fn: Callable, params, state: ScoreFunctionState) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     check_state(state, ScoreFunctionState, "score_function")
     dist = call_dist_fn(dist_fn, params)
@@ -145,8 +168,7 @@ def score_function(
     # Families whose log_prob is only once differentiable (the family fact
     # score_function_order) get the first-order-only treatment below.
     first_order = getattr(dist, "score_function_order", None) == 1
-    raw_costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding,
-                                 num_samples)
+    raw_costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
     costs = jax.lax.stop_gradient(raw_costs)
 
     def log_prob(p, x):
@@ -167,8 +189,7 @@ def score_function(
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
       b = baseline.values(costs, scores, state.baseline)
-      per = jax.tree_util.tree_map(
-          lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)
+      per = jax.tree_util.tree_map(lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)
       # The per-coordinate baseline is fitted to these very scores, so this
       # gradient is first-order only, and `.value` carries it (first order).
       name = f"score_function with a per-coordinate baseline ({baseline.name})"
@@ -179,8 +200,10 @@ def score_function(
 
     b = baseline.values(costs, None, state.baseline)
     if per_sample:
+
       def one(x, c, bi):
         return jax.value_and_grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
+
       # The per-sample surrogate values give the value's carrier too (one pass).
       d_rows, per = jax.vmap(one)(samples, costs, b)
       d, grad = jnp.mean(d_rows), tree_mean0(per)
@@ -188,8 +211,7 @@ def score_function(
       (d, grad), per = jax.value_and_grad(surrogate)(params, b), None
     if not first_order:
       return finish(value_of(d), grad, new_state, per)
-    name = (f"score_function on {type(dist).__name__} (its log_prob is differentiable "
-            "once only)")
+    name = f"score_function on {type(dist).__name__} (its log_prob is differentiable once only)"
     grad = first_order_only(grad, (params, raw_costs), name)
     per = None if per is None else first_order_only(per, (params, raw_costs), name)
     value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
@@ -200,5 +222,4 @@ def score_function(
 
 def _draw(dist, key, num_samples: int, sharding):
   """``dist.sample(key, (num_samples,))``, generated sharded when ``sharding`` is set."""
-  return _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding,
-                              num_samples)(key)
+  return _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)(key)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
 import time
-from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -12,10 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoregrad._src.base import GradientEstimator
-from scoregrad._src.validation import NotApplicableError
-from scoregrad._src.validation import check_callable
-from scoregrad._src.validation import check_key
-from scoregrad._src.validation import check_positive_int
+from scoregrad._src.validation import (
+  NotApplicableError,
+  check_callable,
+  check_key,
+  check_positive_int,
+)
 
 PyTree = Any
 
@@ -44,7 +46,7 @@ class SelectionRow(NamedTuple):
     bias_norm: ‖mean(ĝ) − exact_grad‖ when ``exact_grad`` was given, else NaN.
     bias_noise_floor: √(tr Cov(ĝ)/R), the root of E‖mean(ĝ) − E ĝ‖² over R
       pilot estimates: an unbiased estimator's ``bias_norm`` is of this size.
-    bias_max_z: the largest |mean(ĝ) − exact| / standard error over the
+    bias_max_z: the largest abs(mean(ĝ) − exact) / standard error over the
       coordinates (NaN without ``exact_grad``).
     num_estimates: R, the number of independent pilot estimates.
   """
@@ -98,8 +100,14 @@ class Selection(NamedTuple):
   def to_markdown(self) -> str:
     """The ranked table as Markdown (skipped candidates listed with their reason)."""
     best_work = self.row(self.best).work
-    headers = ["rank", "estimator", "tr Var(ĝ)", "time/estimate", "variance × time",
-               "relative work"]
+    headers = [
+      "rank",
+      "estimator",
+      "tr Var(ĝ)",
+      "time/estimate",
+      "variance × time",
+      "relative work",
+    ]
     if self.exact:
       headers += ["‖bias‖", "noise floor", "max |z|"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -108,9 +116,14 @@ class Selection(NamedTuple):
       if not r.applicable:
         continue
       rank += 1
-      cells = [str(rank), r.name, f"{_fmt(r.variance)} ± {_fmt(r.variance_se)}",
-               _fmt_seconds(r.seconds), _fmt(r.work),
-               _fmt(r.work / best_work) if best_work > 0 else "n/a"]
+      cells = [
+        str(rank),
+        r.name,
+        f"{_fmt(r.variance)} ± {_fmt(r.variance_se)}",
+        _fmt_seconds(r.seconds),
+        _fmt(r.work),
+        _fmt(r.work / best_work) if best_work > 0 else "n/a",
+      ]
       if self.exact:
         cells += [_fmt(r.bias_norm), _fmt(r.bias_noise_floor), f"{r.bias_max_z:.1f}"]
       lines.append("| " + " | ".join(cells) + " |")
@@ -140,17 +153,17 @@ def _fmt_seconds(s: float) -> str:
 
 
 def select(
-    candidates: Mapping[str, GradientEstimator],
-    key: jax.Array,
-    f: Callable,
-    dist_fn: Callable,
-    params: PyTree,
-    *,
-    num_pilot: int = 200,
-    repeats: int = 5,
-    warmup_steps: int = 0,
-    states: Optional[Mapping[str, PyTree]] = None,
-    exact_grad: Optional[PyTree] = None,
+  candidates: Mapping[str, GradientEstimator],
+  key: jax.Array,
+  f: Callable,
+  dist_fn: Callable,
+  params: PyTree,
+  *,
+  num_pilot: int = 200,
+  repeats: int = 5,
+  warmup_steps: int = 0,
+  states: Optional[Mapping[str, PyTree]] = None,
+  exact_grad: Optional[PyTree] = None,
 ) -> Selection:
   r"""Runs each candidate estimator on pilot draws and picks the most efficient.
 
@@ -251,25 +264,40 @@ def select(
   warmup_steps = check_positive_int("warmup_steps", warmup_steps, minimum=0)
   if num_pilot % repeats:
     raise ValueError(
-        f"`num_pilot` must be a multiple of `repeats` (the pilot estimates run in "
-        f"`repeats` equal timed batches); got num_pilot={num_pilot}, repeats={repeats}. "
-        f"Use e.g. num_pilot={max(repeats, num_pilot - num_pilot % repeats)}.")
+      f"`num_pilot` must be a multiple of `repeats` (the pilot estimates run in "
+      f"`repeats` equal timed batches); got num_pilot={num_pilot}, repeats={repeats}. "
+      f"Use e.g. num_pilot={max(repeats, num_pilot - num_pilot % repeats)}."
+    )
   states = _check_states(states, names)
   exact_flat = None if exact_grad is None else _check_exact(exact_grad, params)
 
   rows = []
   for index, (name, est) in enumerate(zip(names, estimators)):
     k = jax.random.fold_in(key, index)
-    rows.append(_measure(name, est, k, f, dist_fn, params, states.get(name), num_pilot,
-                         repeats, warmup_steps, exact_flat))
+    rows.append(
+      _measure(
+        name,
+        est,
+        k,
+        f,
+        dist_fn,
+        params,
+        states.get(name),
+        num_pilot,
+        repeats,
+        warmup_steps,
+        exact_flat,
+      )
+    )
 
   measured = [r for r in rows if r.applicable]
   if not measured:
     reasons = "\n".join(f"- {r.name}: {r.reason}" for r in rows)
     raise ValueError(
-        "select: no candidate applies to this problem (each raised "
-        f"scoregrad.NotApplicableError):\n{reasons}\nAdd a candidate that does, e.g. "
-        "scoregrad.score_function(num_samples=...), which needs only log_prob.")
+      "select: no candidate applies to this problem (each raised "
+      f"scoregrad.NotApplicableError):\n{reasons}\nAdd a candidate that does, e.g. "
+      "scoregrad.score_function(num_samples=...), which needs only log_prob."
+    )
 
   def rank_key(r):
     return r.work if np.isfinite(r.work) else math.inf
@@ -277,30 +305,41 @@ def select(
   ranked = sorted(measured, key=rank_key)  # stable: ties keep the given order
   skipped = [r for r in rows if not r.applicable]
   best = ranked[0].name
-  return Selection(best=best, estimator=estimators[names.index(best)],
-                   rows=tuple(ranked + skipped), exact=exact_flat is not None)
+  return Selection(
+    best=best,
+    estimator=estimators[names.index(best)],
+    rows=tuple(ranked + skipped),
+    exact=exact_flat is not None,
+  )
 
 
 def _check_candidates(candidates) -> tuple[list, list]:
   if not isinstance(candidates, Mapping):
     raise TypeError(
-        f"`candidates` must be a mapping from names to GradientEstimators, e.g. "
-        f"{{'pathwise': sg.pathwise(num_samples=8)}}; got {candidates!r} of type "
-        f"{type(candidates).__name__}.")
+      f"`candidates` must be a mapping from names to GradientEstimators, e.g. "
+      f"{{'pathwise': sg.pathwise(num_samples=8)}}; got {candidates!r} of type "
+      f"{type(candidates).__name__}."
+    )
   if not candidates:
     raise ValueError(
-        "`candidates` is empty; pass at least one, e.g. {'score_function': "
-        "sg.score_function(num_samples=8), 'pathwise': sg.pathwise(num_samples=8)}.")
+      "`candidates` is empty; pass at least one, e.g. {'score_function': "
+      "sg.score_function(num_samples=8), 'pathwise': sg.pathwise(num_samples=8)}."
+    )
   names, estimators = [], []
   for name, est in candidates.items():
     if not isinstance(name, str):
       raise TypeError(f"`candidates` keys must be strings (names); got {name!r}.")
     if not isinstance(est, GradientEstimator):
-      hint = (" Call the factory: it takes keyword settings and returns the estimator, "
-              "e.g. sg.pathwise(num_samples=8)." if callable(est) else "")
+      hint = (
+        " Call the factory: it takes keyword settings and returns the estimator, "
+        "e.g. sg.pathwise(num_samples=8)."
+        if callable(est)
+        else ""
+      )
       raise TypeError(
-          f"`candidates[{name!r}]` must be a scoregrad.GradientEstimator (what the "
-          f"factories return); got {est!r} of type {type(est).__name__}.{hint}")
+        f"`candidates[{name!r}]` must be a scoregrad.GradientEstimator (what the "
+        f"factories return); got {est!r} of type {type(est).__name__}.{hint}"
+      )
     names.append(name)
     estimators.append(est)
   return names, estimators
@@ -313,8 +352,9 @@ def _check_states(states, names) -> dict:
     raise TypeError(f"`states` must be a mapping {{name: state}} or None; got {states!r}.")
   unknown = [n for n in states if n not in names]
   if unknown:
-    raise ValueError(f"`states` has entries {unknown} that are not candidates; "
-                     f"candidates: {names}.")
+    raise ValueError(
+      f"`states` has entries {unknown} that are not candidates; candidates: {names}."
+    )
   return dict(states)
 
 
@@ -331,26 +371,29 @@ def _flatten(tree) -> jax.Array:
 def _check_exact(exact_grad, params) -> np.ndarray:
   want = jax.tree_util.tree_structure(params)
   got = jax.tree_util.tree_structure(exact_grad)
-  if want != got:
-    raise ValueError(
-        f"`exact_grad` must have the structure of `params`, {want}; got {got}.")
+  if want != got:  # type: ignore[operator]  # PyTreeDef defines __ne__; jaxlib's stub lacks it
+    raise ValueError(f"`exact_grad` must have the structure of `params`, {want}; got {got}.")
   for p, e in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(exact_grad)):
     if jnp.shape(p) != jnp.shape(e):
       raise ValueError(
-          f"`exact_grad` leaves must have the shapes of `params`: got a leaf of shape "
-          f"{jnp.shape(e)} for a parameter of shape {jnp.shape(p)}.")
+        f"`exact_grad` leaves must have the shapes of `params`: got a leaf of shape "
+        f"{jnp.shape(e)} for a parameter of shape {jnp.shape(p)}."
+      )
   return np.asarray(_flatten(exact_grad), np.float64)
 
 
-def _measure(name, est, key, f, dist_fn, params, state, num_pilot, repeats, warmup_steps,
-             exact_flat) -> SelectionRow:
+def _measure(
+  name, est, key, f, dist_fn, params, state, num_pilot, repeats, warmup_steps, exact_flat
+) -> SelectionRow:
   k_warm, k_pilot = jax.random.split(key)
 
   def prepare(k, p):
     s = est.init(p) if state is None else state
     if warmup_steps:
+
       def step(s, kk):
         return est.estimate(kk, f, dist_fn, p, s).state, None
+
       s, _ = jax.lax.scan(step, s, jax.random.split(k, warmup_steps))
     return s
 
@@ -358,9 +401,10 @@ def _measure(name, est, key, f, dist_fn, params, state, num_pilot, repeats, warm
     def one(k):
       out = est.estimate(k, f, dist_fn, p, s)
       return out.value, _flatten(out.grad)
+
     return jax.lax.map(one, keys)
 
-  try:   # applicability: trace once, abstractly (no computation)
+  try:  # applicability: trace once, abstractly (no computation)
     s_shape = jax.eval_shape(prepare, k_warm, params)
     jax.eval_shape(batch, jax.random.split(k_pilot, 2), params, s_shape)
   except NotApplicableError as e:
@@ -368,9 +412,11 @@ def _measure(name, est, key, f, dist_fn, params, state, num_pilot, repeats, warm
 
   s = jax.jit(prepare)(k_warm, params)
   per_batch = num_pilot // repeats
-  keys = jax.random.split(k_pilot, num_pilot).reshape((repeats, per_batch) + _keys_shape_tail(k_pilot))
+  keys = jax.random.split(k_pilot, num_pilot).reshape(
+    (repeats, per_batch) + _keys_shape_tail(k_pilot)
+  )
   compiled = jax.jit(batch).lower(keys[0], params, s).compile()
-  jax.block_until_ready(compiled(keys[0], params, s))   # warm caches, untimed
+  jax.block_until_ready(compiled(keys[0], params, s))  # warm caches, untimed
   values, grads, times = [], [], []
   for r in range(repeats):
     t0 = time.perf_counter()
@@ -378,9 +424,9 @@ def _measure(name, est, key, f, dist_fn, params, state, num_pilot, repeats, warm
     times.append(time.perf_counter() - t0)
     values.append(np.asarray(v, np.float64))
     grads.append(np.asarray(g, np.float64))
-  g = np.concatenate(grads)                       # (R, D)
+  g = np.concatenate(grads)  # (R, D)
   r_count = g.shape[0]
-  q = np.sum((g - g.mean(axis=0)) ** 2, axis=1)   # (R,)
+  q = np.sum((g - g.mean(axis=0)) ** 2, axis=1)  # (R,)
   variance = float(q.sum() / (r_count - 1))
   variance_se = float(q.std(ddof=1) / math.sqrt(r_count) * r_count / (r_count - 1))
   t = np.asarray(times) / per_batch
@@ -392,13 +438,22 @@ def _measure(name, est, key, f, dist_fn, params, state, num_pilot, repeats, warm
     floor = math.sqrt(variance / r_count)
     se = g.std(axis=0, ddof=1) / math.sqrt(r_count)
     with np.errstate(divide="ignore", invalid="ignore"):
-      z = np.where(se > 0, np.abs(diff) / np.where(se > 0, se, 1.0),
-                   np.where(np.abs(diff) > 0, np.inf, 0.0))
+      z = np.where(
+        se > 0, np.abs(diff) / np.where(se > 0, se, 1.0), np.where(np.abs(diff) > 0, np.inf, 0.0)
+      )
     max_z = float(np.max(z)) if z.size else 0.0
   return SelectionRow(
-      name=name, applicable=True, variance=variance, variance_se=variance_se,
-      seconds=seconds,
-      seconds_spread=(float(np.percentile(t, 25)), float(np.percentile(t, 75))),
-      work=variance * seconds, work_se=variance_se * seconds,
-      value=float(np.mean(np.concatenate(values))), bias_norm=bias_norm,
-      bias_noise_floor=floor, bias_max_z=max_z, num_estimates=r_count)
+    name=name,
+    applicable=True,
+    variance=variance,
+    variance_se=variance_se,
+    seconds=seconds,
+    seconds_spread=(float(np.percentile(t, 25)), float(np.percentile(t, 75))),
+    work=variance * seconds,
+    work_se=variance_se * seconds,
+    value=float(np.mean(np.concatenate(values))),
+    bias_norm=bias_norm,
+    bias_noise_floor=floor,
+    bias_max_z=max_z,
+    num_estimates=r_count,
+  )

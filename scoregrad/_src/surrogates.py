@@ -48,8 +48,9 @@ def magic_box(tau: jax.Array) -> jax.Array:
   return jnp.exp(tau - jax.lax.stop_gradient(tau))
 
 
-def dice(log_probs: jax.Array, costs: jax.Array,
-         baseline_values: Optional[jax.Array] = None) -> jax.Array:
+def dice(
+  log_probs: jax.Array, costs: jax.Array, baseline_values: Optional[jax.Array] = None
+) -> jax.Array:
   """The per-sample DiCE terms □(τ_i) c_i + (1 − □(τ_i)) ⊥(b_i), shape (n,)."""
   box = magic_box(log_probs)
   terms = box * costs
@@ -59,13 +60,13 @@ def dice(log_probs: jax.Array, costs: jax.Array,
 
 
 def score_function_surrogate(
-    log_probs: jax.Array,
-    costs: jax.Array,
-    *,
-    baseline: Optional[_baselines.Baseline | jax.Array] = None,
-    baseline_state: Any = None,
-    mask: Optional[jax.Array] = None,
-    discount: float | jax.Array = 1.0,
+  log_probs: jax.Array,
+  costs: jax.Array,
+  *,
+  baseline: Optional[_baselines.Baseline | jax.Array] = None,
+  baseline_state: Any = None,
+  mask: Optional[jax.Array] = None,
+  discount: float | jax.Array = 1.0,
 ) -> jax.Array:
   """A scalar whose value is the mean cost and whose gradient is REINFORCE.
 
@@ -164,21 +165,25 @@ def score_function_surrogate(
     return _sequence_surrogate(log_probs, costs, baseline, baseline_state, mask, discount)
   if log_probs.ndim != 1 or costs.shape != log_probs.shape:
     raise ValueError(
-        "`log_probs` and `costs` must both have shape (n,), one entry per "
-        f"sample, or both (n, T) for sequences; got log_probs.shape={log_probs.shape}, "
-        f"costs.shape={costs.shape}.")
+      "`log_probs` and `costs` must both have shape (n,), one entry per "
+      f"sample, or both (n, T) for sequences; got log_probs.shape={log_probs.shape}, "
+      f"costs.shape={costs.shape}."
+    )
   if mask is not None:
     raise ValueError(
-        f"`mask` applies to sequences only (log_probs and costs of shape (n, T)); "
-        f"got mask with shape {jnp.shape(mask)} for inputs of shape {costs.shape}. "
-        "Drop `mask`, or pass per-step arrays of shape (n, T).")
+      f"`mask` applies to sequences only (log_probs and costs of shape (n, T)); "
+      f"got mask with shape {jnp.shape(mask)} for inputs of shape {costs.shape}. "
+      "Drop `mask`, or pass per-step arrays of shape (n, T)."
+    )
   if not (isinstance(discount, (int, float)) and float(discount) == 1.0):
     raise ValueError(
-        f"`discount` applies to sequences only (log_probs and costs of shape (n, T)); "
-        f"got discount={discount!r} for inputs of shape {costs.shape}.")
+      f"`discount` applies to sequences only (log_probs and costs of shape (n, T)); "
+      f"got discount={discount!r} for inputs of shape {costs.shape}."
+    )
   n = costs.shape[0]
-  values = _baseline_values(baseline, baseline_state, jax.lax.stop_gradient(costs), n,
-                            array_shapes=((), (n,)))
+  values = _baseline_values(
+    baseline, baseline_state, jax.lax.stop_gradient(costs), n, array_shapes=((), (n,))
+  )
   return jnp.mean(dice(log_probs, costs, values))
 
 
@@ -189,44 +194,54 @@ def _baseline_values(baseline, baseline_state, targets, n, *, array_shapes):
     if values.shape not in array_shapes:
       allowed = " or ".join(str(s) for s in array_shapes[1:])
       raise ValueError(
-          f"An array `baseline` must be a scalar or have shape {allowed} (a value "
-          f"per sample{' or per sample and step' if len(array_shapes) > 2 else ''}); "
-          f"got shape {values.shape}.")
+        f"An array `baseline` must be a scalar or have shape {allowed} (a value "
+        f"per sample{' or per sample and step' if len(array_shapes) > 2 else ''}); "
+        f"got shape {values.shape}."
+      )
     return jnp.broadcast_to(
-        values if values.ndim != 1 else values.reshape((n,) + (1,) * (targets.ndim - 1)),
-        targets.shape)
+      values if values.ndim != 1 else values.reshape((n,) + (1,) * (targets.ndim - 1)),
+      targets.shape,
+    )
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, n)
   _baselines.require_scalar(
-      baseline, where="score_function_surrogate()",
-      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
-              "instead, or a scalar baseline such as leave_one_out().")
+    baseline,
+    where="score_function_surrogate()",
+    instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+    "instead, or a scalar baseline such as leave_one_out().",
+  )
   if baseline_state is None:
     if baseline.stateful:
       shape_hint = "" if targets.ndim == 1 else f"((T,)) = init(({targets.shape[1]},))"
       raise ValueError(
-          f"`baseline={baseline.name}` keeps state across steps: pass "
-          f"`baseline_state` (from baseline.init{shape_hint or '()'}) and advance "
-          "it with baseline.update(baseline_state, costs)"
-          + ("." if targets.ndim == 1 else
-             " where costs is the cost-to-go, scoregrad.rl.discounted_returns(...)."))
+        f"`baseline={baseline.name}` keeps state across steps: pass "
+        f"`baseline_state` (from baseline.init{shape_hint or '()'}) and advance "
+        "it with baseline.update(baseline_state, costs)"
+        + (
+          "."
+          if targets.ndim == 1
+          else " where costs is the cost-to-go, scoregrad.rl.discounted_returns(...)."
+        )
+      )
     baseline_state = baseline.init()
   values = baseline.values(targets, None, baseline_state)
   if jnp.shape(values) != targets.shape:
     raise ValueError(
-        f"`baseline={baseline.name}` gave values of shape {jnp.shape(values)} for "
-        f"costs of shape {targets.shape}; for (n, T) sequences a per-step state "
-        f"comes from baseline.init(({targets.shape[-1]},)).")
+      f"`baseline={baseline.name}` gave values of shape {jnp.shape(values)} for "
+      f"costs of shape {targets.shape}; for (n, T) sequences a per-step state "
+      f"comes from baseline.init(({targets.shape[-1]},))."
+    )
   return values
 
 
 def _sequence_surrogate(log_probs, costs, baseline, baseline_state, mask, discount):
   if log_probs.ndim != 2 or costs.shape != log_probs.shape:
     raise ValueError(
-        "For sequences `log_probs` and `costs` must both have shape (n, T), "
-        f"samples by steps (batch-major); got log_probs.shape={log_probs.shape}, "
-        f"costs.shape={costs.shape}. Give both one entry per step, or sum each "
-        "trajectory and pass shape (n,).")
+      "For sequences `log_probs` and `costs` must both have shape (n, T), "
+      f"samples by steps (batch-major); got log_probs.shape={log_probs.shape}, "
+      f"costs.shape={costs.shape}. Give both one entry per step, or sum each "
+      "trajectory and pass shape (n,)."
+    )
   n, num_steps = costs.shape
   gamma, discount_ok = _rl.check_discount(discount)
   alive, mask_ok = _rl.check_mask(mask, costs.shape)
@@ -238,8 +253,9 @@ def _sequence_surrogate(log_probs, costs, baseline, baseline_state, mask, discou
     costs = jnp.where(alive, costs, 0.0)
   weights = gamma ** jnp.arange(num_steps, dtype=dtype)
   cost_to_go = _rl.discounted_returns(jax.lax.stop_gradient(costs), discount=gamma)
-  values = _baseline_values(baseline, baseline_state, cost_to_go, n,
-                            array_shapes=((), (n,), (n, num_steps)))
+  values = _baseline_values(
+    baseline, baseline_state, cost_to_go, n, array_shapes=((), (n,), (n, num_steps))
+  )
   cumulative = jnp.cumsum(log_probs, axis=1)
   box = magic_box(cumulative)
   terms = box * costs

@@ -31,10 +31,14 @@ def _flat(tree: PyTree) -> list[np.ndarray]:
   return [np.asarray(x, dtype=np.float64) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
-                    false_failure_rate: float = 1e-6,
-                    exact_variance: Optional[PyTree] = None,
-                    rtol: float = 0.0) -> None:
+def assert_unbiased(
+  per_sample: PyTree,
+  exact: PyTree,
+  *,
+  false_failure_rate: float = 1e-6,
+  exact_variance: Optional[PyTree] = None,
+  rtol: float = 0.0,
+) -> None:
   """Asserts mean(per_sample) ≈ exact within z·SE (+ ``rtol·|exact|``) for every coordinate.
 
   Args:
@@ -54,8 +58,11 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
   exacts = _flat(exact)
   if len(draws) != len(exacts):
     raise ValueError("`per_sample` and `exact` must have the same pytree structure.")
-  variances = _flat(exact_variance) if exact_variance is not None else [
-      np.var(d, axis=0, ddof=1) for d in draws]
+  variances = (
+    _flat(exact_variance)
+    if exact_variance is not None
+    else [np.var(d, axis=0, ddof=1) for d in draws]
+  )
   total = sum(e.size for e in exacts)
   z = z_threshold(false_failure_rate, total)
   failures = []
@@ -66,16 +73,19 @@ def assert_unbiased(per_sample: PyTree, exact: PyTree, *,
     bad = err > z * se + rtol * np.abs(e) + 1e-12
     if np.any(bad):
       failures.append(
-          f"leaf {i}: mean {d.mean(axis=0)[bad]} vs exact {np.broadcast_to(e, bad.shape)[bad]}"
-          f" (|error| {err[bad]} > {z:.2f} x SE {se[bad]})")
+        f"leaf {i}: mean {d.mean(axis=0)[bad]} vs exact {np.broadcast_to(e, bad.shape)[bad]}"
+        f" (|error| {err[bad]} > {z:.2f} x SE {se[bad]})"
+      )
   if failures:
     raise AssertionError(
-        f"Estimator looks biased (false-failure rate {false_failure_rate:g}, "
-        f"{total} coordinates):\n" + "\n".join(failures))
+      f"Estimator looks biased (false-failure rate {false_failure_rate:g}, "
+      f"{total} coordinates):\n" + "\n".join(failures)
+    )
 
 
-def assert_variance(per_sample: PyTree, exact_variance: PyTree, *,
-                    false_failure_rate: float = 1e-6) -> None:
+def assert_variance(
+  per_sample: PyTree, exact_variance: PyTree, *, false_failure_rate: float = 1e-6
+) -> None:
   """Asserts the sample variance of the draws matches ``exact_variance``.
 
   The standard error of the sample variance s² is estimated from the fourth
@@ -97,9 +107,10 @@ def assert_variance(per_sample: PyTree, exact_variance: PyTree, *,
     bad = err > z * se + 1e-12 * (1 + np.abs(e))
     if np.any(bad):
       failures.append(
-          f"leaf {i}: variance {s2[bad]} vs exact {np.broadcast_to(e, bad.shape)[bad]}"
-          f" (|error| {err[bad]} > {z:.2f} x SE {se[bad]})")
+        f"leaf {i}: variance {s2[bad]} vs exact {np.broadcast_to(e, bad.shape)[bad]}"
+        f" (|error| {err[bad]} > {z:.2f} x SE {se[bad]})"
+      )
   if failures:
     raise AssertionError(
-        f"Variance mismatch (false-failure rate {false_failure_rate:g}):\n"
-        + "\n".join(failures))
+      f"Variance mismatch (false-failure rate {false_failure_rate:g}):\n" + "\n".join(failures)
+    )

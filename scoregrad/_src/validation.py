@@ -44,13 +44,15 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1, why: str = ""
       is_int = False
     hint = f" Use {name}={int(value)}." if is_int else ""
     raise TypeError(
-        f"`{name}` must be a Python int >= {minimum}; got {value!r} of type "
-        f"{type(value).__name__}.{hint} It is a setting of the estimator "
-        "factory, so it must be a static Python value, not a traced array.")
+      f"`{name}` must be a Python int >= {minimum}; got {value!r} of type "
+      f"{type(value).__name__}.{hint} It is a setting of the estimator "
+      "factory, so it must be a static Python value, not a traced array."
+    )
   value = operator.index(value)
   if value < minimum:
     raise ValueError(
-        f"`{name}` must be >= {minimum}; got {name}={value}.{(' ' + why) if why else ''}")
+      f"`{name}` must be >= {minimum}; got {name}={value}.{(' ' + why) if why else ''}"
+    )
   return value
 
 
@@ -61,8 +63,8 @@ def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> 
     value_f = float(value)
   except (TypeError, ValueError):
     raise TypeError(
-        f"`{name}` must be a Python float; got {value!r} of type "
-        f"{type(value).__name__}.") from None
+      f"`{name}` must be a Python float; got {value!r} of type {type(value).__name__}."
+    ) from None
   if not np.isfinite(value_f) or value_f < 0 or (value_f == 0 and not allow_zero):
     bound = ">= 0" if allow_zero else "> 0"
     raise ValueError(f"`{name}` must be a finite number {bound}; got {name}={value!r}.")
@@ -73,18 +75,21 @@ def check_key(key: Any, name: str = "key") -> jax.Array:
   """Accepts one PRNG key (typed ``jax.random.key``, or raw of the configured implementation)."""
   if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
     raise TypeError(
-        f"`{name}` must be a JAX PRNG key, got the int {key!r}. Create one with "
-        f"`{name} = jax.random.key({key})` and split it for every call.")
+      f"`{name}` must be a JAX PRNG key, got the int {key!r}. Create one with "
+      f"`{name} = jax.random.key({key})` and split it for every call."
+    )
   if not hasattr(key, "dtype") or not hasattr(key, "shape"):
     raise TypeError(
-        f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got "
-        f"{key!r} of type {type(key).__name__}.")
+      f"`{name}` must be a JAX PRNG key such as jax.random.key(0); got "
+      f"{key!r} of type {type(key).__name__}."
+    )
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
       raise ValueError(
-          f"`{name}` must be a single PRNG key, got a batch of keys with shape "
-          f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
-          "use jax.vmap over the keys.")
+        f"`{name}` must be a single PRNG key, got a batch of keys with shape "
+        f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
+        "use jax.vmap over the keys."
+      )
     return key
   # Raw keys take the shape of the configured PRNG implementation
   # (uint32[2] for threefry, uint32[4] for rbg/unsafe_rbg).
@@ -93,13 +98,15 @@ def check_key(key: Any, name: str = "key") -> jax.Array:
     return key
   if key.dtype == jnp.uint32 and key.ndim == len(raw_shape) + 1 and key.shape[1:] == raw_shape:
     raise ValueError(
-        f"`{name}` must be a single PRNG key, got a batch of raw keys with shape "
-        f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
-        "use jax.vmap over the keys.")
+      f"`{name}` must be a single PRNG key, got a batch of raw keys with shape "
+      f"{key.shape}. Pass one key (e.g. keys[0]); to run several estimates, "
+      "use jax.vmap over the keys."
+    )
   raise TypeError(
-      f"`{name}` must be a single JAX PRNG key (jax.random.key(seed), or a legacy "
-      f"raw jax.random.PRNGKey(seed), uint32{list(raw_shape)} for the configured "
-      f"PRNG implementation); got an array with dtype {key.dtype} and shape {key.shape}.")
+    f"`{name}` must be a single JAX PRNG key (jax.random.key(seed), or a legacy "
+    f"raw jax.random.PRNGKey(seed), uint32{list(raw_shape)} for the configured "
+    f"PRNG implementation); got an array with dtype {key.dtype} and shape {key.shape}."
+  )
 
 
 def _raw_key_shape() -> tuple[int, ...]:
@@ -117,8 +124,8 @@ def check_bool(name: str, value: Any) -> bool:
 def check_callable(name: str, value: Any, signature: str) -> None:
   if not callable(value):
     raise TypeError(
-        f"`{name}` must be a callable `{signature}`; got {value!r} of type "
-        f"{type(value).__name__}.")
+      f"`{name}` must be a callable `{signature}`; got {value!r} of type {type(value).__name__}."
+    )
 
 
 def safe_divide(num, den):

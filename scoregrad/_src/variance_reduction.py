@@ -47,8 +47,15 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, finish,
-                                 first_order_only, gradient_carrier, tree_mean0)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  finish,
+  first_order_only,
+  gradient_carrier,
+  tree_mean0,
+)
 from scoregrad._src.validation import check_bool, check_callable, check_key
 
 PyTree = Any
@@ -60,23 +67,26 @@ _DIRECT_TERM_STREAM = 0x5C0E
 
 
 def _check_estimator(estimator, name: str) -> GradientEstimator:
-  if not (callable(getattr(estimator, "init", None))
-          and callable(getattr(estimator, "estimate", None))):
+  if not (
+    callable(getattr(estimator, "init", None)) and callable(getattr(estimator, "estimate", None))
+  ):
     raise TypeError(
-        f"`{name}` must be a scoregrad.GradientEstimator (a NamedTuple of init "
-        "and estimate), e.g. scoregrad.score_function(num_samples=64); got "
-        f"{estimator!r} of type {type(estimator).__name__}.")
+      f"`{name}` must be a scoregrad.GradientEstimator (a NamedTuple of init "
+      "and estimate), e.g. scoregrad.score_function(num_samples=64); got "
+      f"{estimator!r} of type {type(estimator).__name__}."
+    )
   return estimator
 
 
 def _rows(out: Estimate, what: str, cv: _cv.ControlVariate) -> PyTree:
   if out.per_sample is None:
     raise ValueError(
-        f"with_control_variate(control_variate={cv.name}) needs per-sample "
-        f"gradients from the {what} ({'an estimated coefficient' if _cv.is_estimated(cv) else 'a control variate whose value depends on the parameters'}), "
-        "but it returned Estimate.per_sample=None. Build it with "
-        "per_sample=True (the control_variate= shorthands of score_function, "
-        "pathwise and measure_valued do this for you).")
+      f"with_control_variate(control_variate={cv.name}) needs per-sample "
+      f"gradients from the {what} ({'an estimated coefficient' if _cv.is_estimated(cv) else 'a control variate whose value depends on the parameters'}), "
+      "but it returned Estimate.per_sample=None. Build it with "
+      "per_sample=True (the control_variate= shorthands of score_function, "
+      "pathwise and measure_valued do this for you)."
+    )
   return out.per_sample
 
 
@@ -85,11 +95,11 @@ def _num_rows(rows: PyTree) -> int:
 
 
 def with_control_variate(
-    estimator: GradientEstimator,
-    control_variate: _cv.ControlVariate,
-    *,
-    per_sample: Optional[bool] = None,
-    fit_estimator: Optional[GradientEstimator] = None,
+  estimator: GradientEstimator,
+  control_variate: _cv.ControlVariate,
+  *,
+  per_sample: Optional[bool] = None,
+  fit_estimator: Optional[GradientEstimator] = None,
 ) -> GradientEstimator:
   r"""Wraps ``estimator`` with a control variate: ĝ = ĝ_est[f − βh] + β ∇θ E[h].
 
@@ -141,8 +151,10 @@ def with_control_variate(
   estimator = _check_estimator(estimator, "estimator")
   cv = _cv.resolve(control_variate)
   if cv is None:
-    raise TypeError("`control_variate` must be a ControlVariate such as "
-                    "scoregrad.control_variates.delta_method(); got None.")
+    raise TypeError(
+      "`control_variate` must be a ControlVariate such as "
+      "scoregrad.control_variates.delta_method(); got None."
+    )
   if per_sample is not None:
     per_sample = check_bool("per_sample", per_sample)
   if fit_estimator is not None:
@@ -150,8 +162,7 @@ def with_control_variate(
   estimated = _cv.is_estimated(cv)
 
   def init(params) -> _cv.ControlVariateState:
-    return _cv.ControlVariateState(estimator=estimator.init(params),
-                                   control_variate=cv.init())
+    return _cv.ControlVariateState(estimator=estimator.init(params), control_variate=cv.init())
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
@@ -167,34 +178,40 @@ def with_control_variate(
     def h(x):
       return jnp.asarray(cv.value(f, dist_sg, x, cv_state)).astype(dtype)
 
-    expected_grad = jax.grad(lambda p: jnp.asarray(
-        cv.expectation(f, call_dist_fn(dist_fn, p), cv_state)).astype(dtype))(params)
+    expected_grad = jax.grad(
+      lambda p: jnp.asarray(cv.expectation(f, call_dist_fn(dist_fn, p), cv_state)).astype(dtype)
+    )(params)
     # E[h] for the value: differentiable in what f closes over, not in θ.
     expected = jnp.asarray(cv.expectation(f, dist_sg, cv_state)).astype(dtype)
 
     def direct_terms(num_rows):
       """∇θ h(x̃_i; θ), x̃_i held fixed, on independent draws (one per row)."""
-      xs = jax.lax.stop_gradient(dist.sample(
-          jax.random.fold_in(key, _DIRECT_TERM_STREAM), (num_rows,)))
-      one = lambda p, x: jnp.asarray(
-          cv.value(f, call_dist_fn(dist_fn, p), x, cv_state)).astype(dtype)
+      xs = jax.lax.stop_gradient(
+        dist.sample(jax.random.fold_in(key, _DIRECT_TERM_STREAM), (num_rows,))
+      )
+      one = lambda p, x: jnp.asarray(cv.value(f, call_dist_fn(dist_fn, p), x, cv_state)).astype(
+        dtype
+      )
       return jax.vmap(jax.grad(one), in_axes=(None, 0))(params, xs)
 
     if not estimated:
       beta = float(cv.coefficient)
-      out = estimator.estimate(key, lambda x: f(x) - beta * h(x), dist_fn, params,
-                               state.estimator)
+      out = estimator.estimate(key, lambda x: f(x) - beta * h(x), dist_fn, params, state.estimator)
       value = out.value + beta * expected
       if cv.value_depends_on_params:
         rows = _rows(out, "wrapped estimator", cv)
         direct = direct_terms(_num_rows(rows))
-        per = jax.tree_util.tree_map(lambda g, d, e: g + beta * (e - d),
-                                     rows, direct, expected_grad)
+        per = jax.tree_util.tree_map(
+          lambda g, d, e: g + beta * (e - d), rows, direct, expected_grad
+        )
         grad = tree_mean0(per)
       else:
         grad = jax.tree_util.tree_map(lambda g, e: g + beta * e, out.grad, expected_grad)
-        per = None if out.per_sample is None else jax.tree_util.tree_map(
-            lambda g, e: g + beta * e, out.per_sample, expected_grad)
+        per = (
+          None
+          if out.per_sample is None
+          else jax.tree_util.tree_map(lambda g, e: g + beta * e, out.per_sample, expected_grad)
+        )
     else:
       out = estimator.estimate(key, f, dist_fn, params, state.estimator)
       h_out = estimator.estimate(key, h, dist_fn, params, state.estimator)
@@ -203,10 +220,11 @@ def with_control_variate(
       n = _num_rows(per_f)
       if n < 3:
         raise ValueError(
-            f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
-            f"from the other per-sample gradients, which needs at least 3 of them; "
-            f"the wrapped estimator returned {n}. Use more samples or a fixed "
-            "float coefficient.")
+          f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
+          f"from the other per-sample gradients, which needs at least 3 of them; "
+          f"the wrapped estimator returned {n}. Use more samples or a fixed "
+          "float coefficient."
+        )
       direct = direct_terms(n) if cv.value_depends_on_params else None
 
       def centred(rows):  # g_{h,i} (+ its pathwise term) − ∇E[h]: mean zero.
@@ -218,11 +236,18 @@ def with_control_variate(
       if fit_estimator is None:
         fit_f, fit_h = per_f, per_h
       else:
-        fit_f = _rows(fit_estimator.estimate(key, f, dist_fn, params,
-                                             fit_estimator.init(params)), "fit_estimator", cv)
-        fit_h = centred(_rows(fit_estimator.estimate(key, h, dist_fn, params,
-                                                     fit_estimator.init(params)),
-                              "fit_estimator", cv))
+        fit_f = _rows(
+          fit_estimator.estimate(key, f, dist_fn, params, fit_estimator.init(params)),
+          "fit_estimator",
+          cv,
+        )
+        fit_h = centred(
+          _rows(
+            fit_estimator.estimate(key, h, dist_fn, params, fit_estimator.init(params)),
+            "fit_estimator",
+            cv,
+          )
+        )
       beta = _cv.leave_one_out_coefficients(fit_f, fit_h, mode=cv.coefficient)
       per = jax.tree_util.tree_map(lambda g, b, c: g - b * c, per_f, beta, per_h)
       grad = tree_mean0(per)
@@ -238,19 +263,28 @@ def with_control_variate(
     if per is not None:
       per = first_order_only(per, params, name)
     value = value + gradient_carrier(
-        params, jax.tree_util.tree_map(lambda g, o: g - o, grad, out.grad), name,
-        jnp.result_type(value))
+      params,
+      jax.tree_util.tree_map(lambda g, o: g - o, grad, out.grad),
+      name,
+      jnp.result_type(value),
+    )
     new_state = _cv.ControlVariateState(
-        estimator=out.state,
-        control_variate=cv.update(cv_state, f, dist_sg, jax.lax.stop_gradient(value)))
+      estimator=out.state,
+      control_variate=cv.update(cv_state, f, dist_sg, jax.lax.stop_gradient(value)),
+    )
     return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
 
 
-def shorthand(build: Callable[[bool], GradientEstimator], control_variate, *,
-              num_samples: int, per_sample: bool,
-              fit: Optional[Callable[[], GradientEstimator]] = None) -> GradientEstimator:
+def shorthand(
+  build: Callable[[bool], GradientEstimator],
+  control_variate,
+  *,
+  num_samples: int,
+  per_sample: bool,
+  fit: Optional[Callable[[], GradientEstimator]] = None,
+) -> GradientEstimator:
   """The ``control_variate=`` keyword of an estimator factory, as the layer.
 
   ``build(rows)`` makes the estimator with ``per_sample=rows``; rows are
@@ -262,5 +296,6 @@ def shorthand(build: Callable[[bool], GradientEstimator], control_variate, *,
   _cv.check_num_samples(cv, num_samples)
   needs_rows = _cv.is_estimated(cv) or cv.value_depends_on_params
   fit_estimator = fit() if (fit is not None and _cv.is_estimated(cv)) else None
-  return with_control_variate(build(per_sample or needs_rows), cv, per_sample=per_sample,
-                              fit_estimator=fit_estimator)
+  return with_control_variate(
+    build(per_sample or needs_rows), cv, per_sample=per_sample, fit_estimator=fit_estimator
+  )

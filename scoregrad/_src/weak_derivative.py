@@ -50,16 +50,24 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 from jax.extend.core import Literal
+import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
 from scoregrad._src import scale as _scale
 from scoregrad._src import variance_reduction as _vr
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
-                                 check_estimate_inputs, evaluate_costs, stateless_init,
-                                 tree_mean0,
-                                 finish, first_order_only, gradient_carrier)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  check_estimate_inputs,
+  evaluate_costs,
+  finish,
+  first_order_only,
+  gradient_carrier,
+  stateless_init,
+  tree_mean0,
+)
 from scoregrad._src.validation import NotApplicableError, check_bool, check_positive_int
 from scoregrad.dists._base import all_families
 
@@ -77,26 +85,37 @@ class MeasureValuedState(NamedTuple):
 
 def has_weak_derivative(dist) -> bool:
   return callable(getattr(dist, "weak_derivative", None)) and callable(
-      getattr(dist, "weak_derivative_params", None))
+    getattr(dist, "weak_derivative_params", None)
+  )
 
 
-def check_weak_derivative(dist, *, estimator: str = "measure_valued",
-                          name: str = "dist_fn(params)", also: str = "",
-                          instead: str = "") -> None:
+def check_weak_derivative(
+  dist,
+  *,
+  estimator: str = "measure_valued",
+  name: str = "dist_fn(params)",
+  also: str = "",
+  instead: str = "",
+) -> None:
   """Raises, listing the families that have one, unless ``dist`` has a weak derivative."""
   if has_weak_derivative(dist):
     return
   inner = getattr(dist, "dist", dist)
-  described = dict.fromkeys(c.weak_derivative_description for c in all_families()
-                            if callable(getattr(c, "weak_derivative", None)))
+  described = dict.fromkeys(
+    c.weak_derivative_description
+    for c in all_families()
+    if callable(getattr(c, "weak_derivative", None))
+  )
   supported = "; ".join([also] * bool(also) + [f"scoregrad.dists.{d}" for d in described])
   instead = instead or (
-      "For other distributions use scoregrad.score_function(num_samples=...) "
-      "(any distribution with a log_prob) or scoregrad.pathwise(num_samples=...) "
-      "(reparameterized ones).")
+    "For other distributions use scoregrad.score_function(num_samples=...) "
+    "(any distribution with a log_prob) or scoregrad.pathwise(num_samples=...) "
+    "(reparameterized ones)."
+  )
   raise NotApplicableError(
-      f"{estimator} has no weak-derivative decomposition for `{name}` of type "
-      f"{type(inner).__name__}. Supported: {supported}. {instead}")
+    f"{estimator} has no weak-derivative decomposition for `{name}` of type "
+    f"{type(inner).__name__}. Supported: {supported}. {instead}"
+  )
 
 
 def dependence(fn: Callable, params) -> tuple:
@@ -120,11 +139,12 @@ def check_fixed_parameters(dist, active, *, estimator: str = "measure_valued") -
     if is_active and name in dist.weak_derivative_fixed:
       free = ", ".join(n for n in names if n not in dist.weak_derivative_fixed)
       raise ValueError(
-          f"{estimator} differentiates a {type(dist).__name__} distribution through "
-          f"its {free} only, but `dist_fn(params)` makes the {type(dist).__name__}'s "
-          f"{name} depend on `params`. Keep the {name} constant (close over it in "
-          "dist_fn), or use scoregrad.pathwise(num_samples=...) if the family is "
-          "reparameterized, or scoregrad.score_function(num_samples=...).")
+        f"{estimator} differentiates a {type(dist).__name__} distribution through "
+        f"its {free} only, but `dist_fn(params)` makes the {type(dist).__name__}'s "
+        f"{name} depend on `params`. Keep the {name} constant (close over it in "
+        "dist_fn), or use scoregrad.pathwise(num_samples=...) if the family is "
+        "reparameterized, or scoregrad.score_function(num_samples=...)."
+      )
 
 
 def weak_derivative_terms(key, fn, dist, active, coupling, base, fbase):
@@ -144,14 +164,14 @@ def weak_derivative_terms(key, fn, dist, active, coupling, base, fbase):
 
 
 def measure_valued(
-    *,
-    num_samples: int,
-    coupling: bool = True,
-    per_sample: bool = False,
-    control_variate: Optional[_cv.ControlVariate] = None,
-    sharding: Optional[Any] = None,
-    chunk_size: Optional[int] = None,
-    moments: bool = False,
+  *,
+  num_samples: int,
+  coupling: bool = True,
+  per_sample: bool = False,
+  control_variate: Optional[_cv.ControlVariate] = None,
+  sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
+  moments: bool = False,
 ) -> GradientEstimator:
   r"""The measure-valued (weak-derivative) estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -223,23 +243,36 @@ def measure_valued(
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
   moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding,
-                                       per_sample=per_sample)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
   if control_variate is not None:
     _scale.refuse_with_control_variate(chunk_size, moments)
     return _vr.shorthand(
-        lambda rows: measure_valued(num_samples=num_samples, coupling=coupling,
-                                    per_sample=rows, sharding=sharding),
-        control_variate, num_samples=num_samples, per_sample=per_sample)
+      lambda rows: measure_valued(
+        num_samples=num_samples, coupling=coupling, per_sample=rows, sharding=sharding
+      ),
+      control_variate,
+      num_samples=num_samples,
+      per_sample=per_sample,
+    )
   if chunk_size is not None:
-    return GradientEstimator(init=stateless_init, estimate=_scale.chunked(
-        lambda _: measure_valued(num_samples=chunk_size, coupling=coupling,
-                                 per_sample=moments, sharding=sharding),
-        num_samples=num_samples, chunk_size=chunk_size, moments=moments))
+    return GradientEstimator(
+      init=stateless_init,
+      estimate=_scale.chunked(
+        lambda _: measure_valued(
+          num_samples=chunk_size, coupling=coupling, per_sample=moments, sharding=sharding
+        ),
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        moments=moments,
+      ),
+    )
   if moments:
     return _scale.with_moments(
-        measure_valued(num_samples=num_samples, coupling=coupling, per_sample=True,
-                       sharding=sharding), per_sample=per_sample)
+      measure_valued(
+        num_samples=num_samples, coupling=coupling, per_sample=True, sharding=sharding
+      ),
+      per_sample=per_sample,
+    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
@@ -254,16 +287,21 @@ def measure_valued(
     canon, vjp_fn = jax.vjp(canon_fn, params)
     key_base, key_wd = jax.random.split(key)
     dist_sg = jax.lax.stop_gradient(dist)
-    base = jax.lax.stop_gradient(_scale.shard_samples(
-        lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)(key_base))
+    base = jax.lax.stop_gradient(
+      _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)(
+        key_base
+      )
+    )
     costs = _scale.constrain(evaluate_costs(f, base, num_samples), sharding, num_samples)
     fixed = jax.lax.stop_gradient(costs)
     fn = lambda x: jnp.reshape(jnp.asarray(f(x), costs.dtype), (1,))
     terms = weak_derivative_terms(key_wd, fn, dist_sg, active, coupling, base, fixed[:, None])
     cotangents = tuple(
-        jnp.zeros((num_samples,) + c.shape, c.dtype) if g is None
-        else jax.lax.stop_gradient(g[..., 0]).astype(c.dtype)
-        for g, c in zip(terms, canon))
+      jnp.zeros((num_samples,) + c.shape, c.dtype)
+      if g is None
+      else jax.lax.stop_gradient(g[..., 0]).astype(c.dtype)
+      for g, c in zip(terms, canon)
+    )
     # First-order only (the derivative-order rule): a derivative of the
     # gradient with respect to the family's parameters or the raw costs raises.
     cotangents = first_order_only(cotangents, (canon, costs), "measure_valued")
@@ -277,4 +315,3 @@ def measure_valued(
     return finish(value, vjp_fn(mean_ct)[0], state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
-

@@ -8,24 +8,26 @@ Change only the import::
 See :mod:`scoregrad._src.optax_compat` for the semantics of each function.
 """
 
-from scoregrad._src.optax_compat import MultiNormalDiagFromLogScale
-from scoregrad._src.optax_compat import control_delta_method
-from scoregrad._src.optax_compat import control_variates_jacobians
-from scoregrad._src.optax_compat import estimate_control_variate_coefficients
-from scoregrad._src.optax_compat import measure_valued_jacobians
-from scoregrad._src.optax_compat import moving_avg_baseline
-from scoregrad._src.optax_compat import multi_normal
-from scoregrad._src.optax_compat import pathwise_jacobians
-from scoregrad._src.optax_compat import score_function_jacobians
+from scoregrad._src.optax_compat import (
+  MultiNormalDiagFromLogScale,
+  control_delta_method,
+  control_variates_jacobians,
+  estimate_control_variate_coefficients,
+  measure_valued_jacobians,
+  moving_avg_baseline,
+  multi_normal,
+  pathwise_jacobians,
+  score_function_jacobians,
+)
 
 __all__ = (
-    "MultiNormalDiagFromLogScale",
-    "control_delta_method",
-    "control_variates_jacobians",
-    "estimate_control_variate_coefficients",
-    "measure_valued_jacobians",
-    "moving_avg_baseline",
-    "multi_normal",
-    "pathwise_jacobians",
-    "score_function_jacobians",
+  "MultiNormalDiagFromLogScale",
+  "control_delta_method",
+  "control_variates_jacobians",
+  "estimate_control_variate_coefficients",
+  "measure_valued_jacobians",
+  "moving_avg_baseline",
+  "multi_normal",
+  "pathwise_jacobians",
+  "score_function_jacobians",
 )

@@ -43,11 +43,11 @@ for it; every estimator that can use them then supports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import contextlib
 import dataclasses
 import functools
 import operator
-from collections.abc import Mapping
 from typing import Any, ClassVar, Optional, Sequence
 
 import jax
@@ -64,8 +64,9 @@ def _as_float_array(name: str, value: Any) -> jax.Array:
     arr = jnp.asarray(value)
   except TypeError:
     raise TypeError(
-        f"Distribution parameter `{name}` must be array-like; got {value!r} of "
-        f"type {type(value).__name__}.") from None
+      f"Distribution parameter `{name}` must be array-like; got {value!r} of "
+      f"type {type(value).__name__}."
+    ) from None
   if not jnp.issubdtype(arr.dtype, jnp.floating):
     arr = arr.astype(jnp.result_type(float))
   return arr
@@ -99,9 +100,10 @@ class Distribution:
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     jax.tree_util.register_pytree_node(
-        cls,
-        lambda d: (tuple(getattr(d, f.name) for f in dataclasses.fields(d)), None),
-        lambda _, children: cls._unflatten(children))
+      cls,
+      lambda d: (tuple(getattr(d, f.name) for f in dataclasses.fields(d)), None),
+      lambda _, children: cls._unflatten(children),
+    )
     # The support rule is applied here, once, to every family's own __init__
     # and log_prob (a family file never repeats it).
     if "__init__" in cls.__dict__:
@@ -121,16 +123,16 @@ class Distribution:
     values = [getattr(self, f.name) for f in _fields(self)]
     if any(isinstance(v, jax.core.Tracer) for v in values):
       return  # Under jit/grad/vmap: NaN-poisoned instead (see _poison).
-    with jax.ensure_compile_time_eval():   # concrete values inside an outer trace, too
+    with jax.ensure_compile_time_eval():  # concrete values inside an outer trace, too
       valid = self._parameters_valid()
     if valid is not None and not bool(valid):
-      shown = ", ".join(f"{f.name}={np.asarray(getattr(self, f.name))!r}"
-                        for f in _fields(self))
+      shown = ", ".join(f"{f.name}={np.asarray(getattr(self, f.name))!r}" for f in _fields(self))
       raise ValueError(
-          f"{type(self).__name__}: {self._constraint_description()} (and not NaN); "
-          f"got {shown}. Map an unconstrained parameter into the support, e.g. "
-          "jnp.exp(log_scale) or jax.nn.softplus(raw). Under jax.jit the same "
-          "parameters give NaN log-densities, samples and gradients instead.")
+        f"{type(self).__name__}: {self._constraint_description()} (and not NaN); "
+        f"got {shown}. Map an unconstrained parameter into the support, e.g. "
+        "jnp.exp(log_scale) or jax.nn.softplus(raw). Under jax.jit the same "
+        "parameters give NaN log-densities, samples and gradients instead."
+      )
 
   def _poison(self, values: jax.Array) -> jax.Array:
     """``values`` unchanged for valid parameters, NaN (value and derivatives) otherwise."""
@@ -138,9 +140,12 @@ class Distribution:
     if valid is None:
       return values
     if _CHECKED[-1]:
-      checkify.check(valid, f"{type(self).__name__}: {self._constraint_description()} "
-                     "(traced parameters out of support, reported by "
-                     "scoregrad.dists.checked_parameters)")
+      checkify.check(
+        valid,
+        f"{type(self).__name__}: {self._constraint_description()} "
+        "(traced parameters out of support, reported by "
+        "scoregrad.dists.checked_parameters)",
+      )
     factor = jnp.where(valid, jnp.ones((), values.dtype), jnp.full((), jnp.nan, values.dtype))
     return values * jax.lax.stop_gradient(factor)
 
@@ -168,12 +173,14 @@ class Distribution:
 
   def _sample(self, key, shape):
     raise NotImplementedError(
-        f"{type(self).__name__} must define `_sample(key, shape)` returning samples of "
-        "shape `sample_shape + event_shape`.")
+      f"{type(self).__name__} must define `_sample(key, shape)` returning samples of "
+      "shape `sample_shape + event_shape`."
+    )
 
   def log_prob(self, x: jax.Array) -> jax.Array:
     raise NotImplementedError(
-        f"{type(self).__name__} must define `log_prob(x)` summed over the event.")
+      f"{type(self).__name__} must define `log_prob(x)` summed over the event."
+    )
 
   def _sum_event(self, values: jax.Array) -> jax.Array:
     """Sums the trailing event dimensions of elementwise log-densities."""
@@ -215,8 +222,9 @@ def _checking_init(init):
   @functools.wraps(init)
   def wrapped(self, *args, **kwargs):
     init(self, *args, **kwargs)
-    if type(self).__init__ is wrapped:   # the most derived class checks, once
+    if type(self).__init__ is wrapped:  # the most derived class checks, once
       self._check_concrete_parameters()
+
   return wrapped
 
 
@@ -224,6 +232,7 @@ def _poisoning_log_prob(log_prob):
   @functools.wraps(log_prob)
   def wrapped(self, x):
     return self._poison(log_prob(self, x))
+
   return wrapped
 
 
@@ -280,10 +289,11 @@ class _ForeignDistribution:
     n = self._batch_ndims
     if lp.ndim < n:
       raise ValueError(
-          f"The log_prob of the foreign distribution {type(self.dist).__name__} has "
-          f"shape {lp.shape}: fewer than its {n} batch dimensions, which scoregrad "
-          "sums over (making the whole batch one event). Pass `log_prob` samples "
-          "shaped sample_shape + batch_shape + event_shape, as its `sample` draws them.")
+        f"The log_prob of the foreign distribution {type(self.dist).__name__} has "
+        f"shape {lp.shape}: fewer than its {n} batch dimensions, which scoregrad "
+        "sums over (making the whole batch one event). Pass `log_prob` samples "
+        "shaped sample_shape + batch_shape + event_shape, as its `sample` draws them."
+      )
     return jnp.sum(lp, axis=tuple(range(lp.ndim - n, lp.ndim))) if n else lp
 
 
@@ -309,11 +319,12 @@ def _foreign_shapes(value: Any, name: str, attribute: str) -> Any:
   def as_tuple(s):
     if not _is_shape(s):
       raise TypeError(
-          f"`{name}`.{attribute} must be a shape (a tuple of ints or a TensorShape), "
-          f"or for a joint distribution a dict/list/tuple of shapes, one per "
-          f"component; got {value!r}. scoregrad reads it to sum log_prob over the "
-          "batch dimensions: wrap the distribution with "
-          "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn) instead.")
+        f"`{name}`.{attribute} must be a shape (a tuple of ints or a TensorShape), "
+        f"or for a joint distribution a dict/list/tuple of shapes, one per "
+        f"component; got {value!r}. scoregrad reads it to sum log_prob over the "
+        "batch dimensions: wrap the distribution with "
+        "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn) instead."
+      )
     return tuple(operator.index(d) for d in s)
 
   return jax.tree_util.tree_map(as_tuple, value, is_leaf=lambda v: _is_shape(v) or v is None)
@@ -325,8 +336,9 @@ def _component_name(path) -> str:
 
 def _shape_components(shapes: Any) -> list[tuple[str, tuple[int, ...]]]:
   """``(component name, shape)`` pairs; one pair with name ``""`` for a single shape."""
-  leaves = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda v: isinstance(v, tuple)
-                                                and _is_shape(v))[0]
+  leaves = jax.tree_util.tree_flatten_with_path(
+    shapes, is_leaf=lambda v: isinstance(v, tuple) and _is_shape(v)
+  )[0]
   return [(_component_name(path), leaf) for path, leaf in leaves]
 
 
@@ -337,14 +349,15 @@ def _common_batch_ndims(dist, batch: Any, name: str) -> int:
   if len(shapes) > 1:
     shown = ", ".join(f"{c}: {s}" for c, s in components)
     raise ValueError(
-        f"`{name}` is a joint distribution ({type(dist).__name__}) whose components "
-        f"have different batch shapes ({shown}). Its log_prob adds the components' "
-        "log-densities with broadcasting, which counts a component once per element "
-        "of another's batch, so its sum over the batch is not the joint log-density "
-        "that the estimators need. Give every component the same batch shape, or make "
-        "the batch dimensions part of each component's event (e.g. "
-        "tfd.Independent(component, reinterpreted_batch_ndims=...), or "
-        "JointDistributionNamedAutoBatched).")
+      f"`{name}` is a joint distribution ({type(dist).__name__}) whose components "
+      f"have different batch shapes ({shown}). Its log_prob adds the components' "
+      "log-densities with broadcasting, which counts a component once per element "
+      "of another's batch, so its sum over the batch is not the joint log-density "
+      "that the estimators need. Give every component the same batch shape, or make "
+      "the batch dimensions part of each component's event (e.g. "
+      "tfd.Independent(component, reinterpreted_batch_ndims=...), or "
+      "JointDistributionNamedAutoBatched)."
+    )
   return len(shapes.pop()) if shapes else 0
 
 
@@ -353,7 +366,7 @@ def _joint_event_shape(batch: Any, event: Any) -> Any:
   leaf = lambda v: isinstance(v, tuple) and _is_shape(v)
   if leaf(batch) and leaf(event):
     return batch + event
-  if leaf(batch):   # one batch shape for every component (TFP's AutoBatched joints)
+  if leaf(batch):  # one batch shape for every component (TFP's AutoBatched joints)
     return jax.tree_util.tree_map(lambda e: batch + e, event, is_leaf=leaf)
   if leaf(event):
     return jax.tree_util.tree_map(lambda b: b + event, batch, is_leaf=leaf)
@@ -392,8 +405,11 @@ def all_families(cls=None) -> list[type[Any]]:
 def families_with(fact: str) -> tuple[str, ...]:
   """Names of the distribution classes that define ``fact``, in definition order
   (for error messages: they list what an estimator supports, new families included)."""
-  names = [c.__name__ for c in all_families()
-           if callable(getattr(c, fact, None)) and not c.__name__.startswith("_")]
+  names = [
+    c.__name__
+    for c in all_families()
+    if callable(getattr(c, fact, None)) and not c.__name__.startswith("_")
+  ]
   return tuple(dict.fromkeys(names))
 
 
@@ -401,20 +417,24 @@ def check_reparameterized(dist, name: str = "dist") -> None:
   """Raises unless ``dist`` samples differentiably (a zero gradient otherwise)."""
   if not getattr(dist, "reparameterized", False):
     parts = [c for c in (getattr(dist, "not_reparameterized", None) or ()) if c]
-    which = (f" (a joint distribution: its components {', '.join(map(repr, parts))} are "
-             "not reparameterized, and pathwise needs every component to be)"
-             if parts else "")
+    which = (
+      f" (a joint distribution: its components {', '.join(map(repr, parts))} are "
+      "not reparameterized, and pathwise needs every component to be)"
+      if parts
+      else ""
+    )
     raise NotApplicableError(
-        f"The pathwise estimator needs a reparameterized distribution, but "
-        f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}{which}, whose samples "
-        "are not differentiable functions of its parameters: JAX would silently "
-        "return a zero gradient through them (e.g. through jax.random.bernoulli). "
-        "Use scoregrad.score_function(num_samples=...) instead, which needs only "
-        "log_prob; for discrete variables see also the discrete estimators.")
+      f"The pathwise estimator needs a reparameterized distribution, but "
+      f"`{name}` is {type(getattr(dist, 'dist', dist)).__name__}{which}, whose samples "
+      "are not differentiable functions of its parameters: JAX would silently "
+      "return a zero gradient through them (e.g. through jax.random.bernoulli). "
+      "Use scoregrad.score_function(num_samples=...) instead, which needs only "
+      "log_prob; for discrete variables see also the discrete estimators."
+    )
 
 
 def is_distribution(obj: Any) -> bool:
-  return (callable(getattr(obj, "sample", None)) and callable(getattr(obj, "log_prob", None)))
+  return callable(getattr(obj, "sample", None)) and callable(getattr(obj, "log_prob", None))
 
 
 def as_distribution(obj: Any, *, name: str = "dist") -> Any:
@@ -432,17 +452,22 @@ def as_distribution(obj: Any, *, name: str = "dist") -> Any:
     return obj
   if not is_distribution(obj):
     raise TypeError(
-        f"`{name}` must be a distribution with `sample` and `log_prob` methods "
-        f"(scoregrad.dists, NumPyro, distrax or TFP-on-JAX); got {obj!r} of type "
-        f"{type(obj).__name__}. If you have a log-density function, wrap it with "
-        "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn).")
-  if hasattr(obj, "batch_shape") and hasattr(obj, "event_shape") and (
-      hasattr(obj, "has_rsample") or hasattr(obj, "reparameterization_type")):
+      f"`{name}` must be a distribution with `sample` and `log_prob` methods "
+      f"(scoregrad.dists, NumPyro, distrax or TFP-on-JAX); got {obj!r} of type "
+      f"{type(obj).__name__}. If you have a log-density function, wrap it with "
+      "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn)."
+    )
+  if (
+    hasattr(obj, "batch_shape")
+    and hasattr(obj, "event_shape")
+    and (hasattr(obj, "has_rsample") or hasattr(obj, "reparameterization_type"))
+  ):
     return _ForeignDistribution(obj, name)
   if hasattr(type(obj), "reparameterized") or hasattr(obj, "reparameterized"):
     return obj
   raise TypeError(
-      f"`{name}` ({type(obj).__name__}) has `sample` and `log_prob` but scoregrad "
-      "cannot tell whether its samples are reparameterized: give it a boolean "
-      "`reparameterized` attribute, or build it with "
-      "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn, reparameterized=...).")
+    f"`{name}` ({type(obj).__name__}) has `sample` and `log_prob` but scoregrad "
+    "cannot tell whether its samples are reparameterized: give it a boolean "
+    "`reparameterized` attribute, or build it with "
+    "scoregrad.dists.from_log_prob(log_prob_fn, sample_fn, reparameterized=...)."
+  )

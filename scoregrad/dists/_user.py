@@ -52,28 +52,29 @@ class UserDistribution:
   def log_prob(self, x):
     one = self._one_sample()
     one_leaves, one_tree = jax.tree_util.tree_flatten(one)
-    if jax.tree_util.treedef_is_leaf(one_tree):   # one array: x may be any array-like
+    if jax.tree_util.treedef_is_leaf(one_tree):  # one array: x may be any array-like
       x_leaves, x_tree = [x], one_tree
     else:
       x_leaves, x_tree = jax.tree_util.tree_flatten(x)
     if x_tree != one_tree:
       raise ValueError(
-          "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs x "
-          f"structured like the samples of `sample_fn(params, key)`, {one_tree}; got "
-          f"{x_tree}. Pass samples from this distribution's `sample` (a batch puts "
-          "the same leading dimensions on every leaf).")
+        "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs x "
+        f"structured like the samples of `sample_fn(params, key)`, {one_tree}; got "
+        f"{x_tree}. Pass samples from this distribution's `sample` (a batch puts "
+        "the same leading dimensions on every leaf)."
+      )
     x_leaves = [jnp.asarray(leaf) for leaf in x_leaves]
     batch_ndims = {leaf.ndim - len(o.shape) for leaf, o in zip(x_leaves, one_leaves)}
-    batch_shapes = {leaf.shape[:leaf.ndim - len(o.shape)]
-                    for leaf, o in zip(x_leaves, one_leaves)}
+    batch_shapes = {leaf.shape[: leaf.ndim - len(o.shape)] for leaf, o in zip(x_leaves, one_leaves)}
     if len(batch_shapes) > 1 or any(n < 0 for n in batch_ndims):
       shown = jax.tree_util.tree_unflatten(x_tree, [leaf.shape for leaf in x_leaves])
       events = jax.tree_util.tree_unflatten(one_tree, [o.shape for o in one_leaves])
       raise ValueError(
-          "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs the "
-          "same leading (batch) dimensions on every leaf of x, followed by the "
-          f"leaf's event shape {events} (from `sample_fn`); got leaves of shapes "
-          f"{shown}.")
+        "`log_prob(x)` of a scoregrad.dists.from_log_prob distribution needs the "
+        "same leading (batch) dimensions on every leaf of x, followed by the "
+        f"leaf's event shape {events} (from `sample_fn`); got leaves of shapes "
+        f"{shown}."
+      )
     batch_shape = batch_shapes.pop() if batch_shapes else ()
     x = jax.tree_util.tree_unflatten(x_tree, x_leaves)
     fn = lambda xi: jnp.asarray(self._log_prob_fn(self.params, xi))
@@ -82,26 +83,29 @@ class UserDistribution:
     out = fn(x)
     if out.shape != batch_shape:
       event = jax.tree_util.tree_unflatten(
-          x_tree, [leaf.shape[len(batch_shape):] for leaf in x_leaves])
+        x_tree, [leaf.shape[len(batch_shape) :] for leaf in x_leaves]
+      )
       raise ValueError(
-          "`log_prob_fn(params, x)` must return a scalar log-density for one "
-          f"sample x; for x of shape {event} it returned shape "
-          f"{out.shape[len(batch_shape):]}. Sum over the event, e.g. return "
-          "jnp.sum(elementwise_log_probs).")
+        "`log_prob_fn(params, x)` must return a scalar log-density for one "
+        f"sample x; for x of shape {event} it returned shape "
+        f"{out.shape[len(batch_shape) :]}. Sum over the event, e.g. return "
+        "jnp.sum(elementwise_log_probs)."
+      )
     return out
 
 
 jax.tree_util.register_pytree_node(
-    UserDistribution,
-    lambda d: ((d.params,), (d._log_prob_fn, d._sample_fn, d.reparameterized)),
-    lambda aux, children: UserDistribution(aux[0], aux[1], children[0], aux[2]))
+  UserDistribution,
+  lambda d: ((d.params,), (d._log_prob_fn, d._sample_fn, d.reparameterized)),
+  lambda aux, children: UserDistribution(aux[0], aux[1], children[0], aux[2]),
+)
 
 
 def from_log_prob(
-    log_prob_fn: Callable[[Any, Any], jax.Array],
-    sample_fn: Callable[[Any, jax.Array], Any],
-    *,
-    reparameterized: bool = False,
+  log_prob_fn: Callable[[Any, Any], jax.Array],
+  sample_fn: Callable[[Any, jax.Array], Any],
+  *,
+  reparameterized: bool = False,
 ) -> Callable[[Any], UserDistribution]:
   """Turns a log-density and a sampler into a family ``params -> distribution``.
 

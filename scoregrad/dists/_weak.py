@@ -21,8 +21,7 @@ def replace_eval(fn, base, values, event_shape):
 
   def per_sample(args):
     x, v = args
-    return jax.vmap(lambda j, vj: fn(x.at[j].set(vj).reshape(event_shape)))(
-        jnp.arange(d), v)
+    return jax.vmap(lambda j, vj: fn(x.at[j].set(vj).reshape(event_shape)))(jnp.arange(d), v)
 
   batch = max(1, CHUNK_ELEMENTS // max(1, d * d))
   if batch >= n:

@@ -53,8 +53,9 @@ class Bernoulli(Distribution):
     # x log σ(l) + (1 − x) log σ(−l), with 0·log 0 = 0 so that ±inf logits
     # (probabilities exactly 0 or 1) give 0 or −inf, never NaN.
     l = self.logits
-    lp = (jnp.where(x == 0, 0.0, x * jax.nn.log_sigmoid(l))
-          + jnp.where(x == 1, 0.0, (1 - x) * jax.nn.log_sigmoid(-l)))
+    lp = jnp.where(x == 0, 0.0, x * jax.nn.log_sigmoid(l)) + jnp.where(
+      x == 1, 0.0, (1 - x) * jax.nn.log_sigmoid(-l)
+    )
     return self._sum_event(lp)
 
   # -- family facts (see scoregrad.dists._base) ------------------------------
@@ -80,8 +81,9 @@ class Bernoulli(Distribution):
     (logits,) = flat_params(self)
     p = jax.nn.sigmoid(logits)
     event_shape = tuple(self.event_shape)
-    diff = (replace_eval(fn, base, jnp.ones_like(base), event_shape)
-            - replace_eval(fn, base, jnp.zeros_like(base), event_shape))
+    diff = replace_eval(fn, base, jnp.ones_like(base), event_shape) - replace_eval(
+      fn, base, jnp.zeros_like(base), event_shape
+    )
     return [diff * (p * (1 - p))[None, :, None]]
 
   # The logits structure used by the discrete estimators. Samples are
@@ -120,8 +122,11 @@ class Bernoulli(Distribution):
     z̃ = −softplus(logit(v) + softplus(−ℓ)).
     """
     t = _logit(v)
-    return jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),
-                     -jax.nn.softplus(t + jax.nn.softplus(-logits)))
+    return jnp.where(
+      b > 0.5,
+      jax.nn.softplus(t + jax.nn.softplus(logits)),
+      -jax.nn.softplus(t + jax.nn.softplus(-logits)),
+    )
 
   @staticmethod
   def antithetic_pair(u, logits):
@@ -177,15 +182,15 @@ class Bernoulli(Distribution):
   @staticmethod
   def describe_configurations(logits_shape):
     d = math.prod(logits_shape)
-    return f"2^{d} = {2 ** d:,} configurations of a Bernoulli with event shape {tuple(logits_shape)}"
+    return f"2^{d} = {2**d:,} configurations of a Bernoulli with event shape {tuple(logits_shape)}"
 
   @staticmethod
   def enumerate_configurations(logits_shape, dtype):
     """All 2^D configurations ``(N, *event_shape)``, row i the bits of i (first most significant)."""
     v = math.prod(logits_shape)
-    idx = np.arange(2 ** v, dtype=np.int64)[:, None]
+    idx = np.arange(2**v, dtype=np.int64)[:, None]
     digits = (idx >> np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]) & 1
-    return jnp.asarray(digits.reshape((2 ** v,) + tuple(logits_shape)), dtype)
+    return jnp.asarray(digits.reshape((2**v,) + tuple(logits_shape)), dtype)
 
   @staticmethod
   def from_values(logits, values):

@@ -30,8 +30,9 @@ class Categorical(Distribution):
     logits = _as_float_array("logits", logits)
     if logits.ndim < 1:
       raise ValueError(
-          "Categorical `logits` needs a last axis over the K categories; got a "
-          f"scalar {logits!r}. Use shape (K,), e.g. logits=jnp.zeros(3).")
+        "Categorical `logits` needs a last axis over the K categories; got a "
+        f"scalar {logits!r}. Use shape (K,), e.g. logits=jnp.zeros(3)."
+      )
     object.__setattr__(self, "logits", logits)
 
   @property
@@ -52,7 +53,8 @@ class Categorical(Distribution):
 
   def _sample(self, key, shape):
     return jax.random.categorical(
-        key, jax.lax.stop_gradient(self.logits), axis=-1, shape=shape).astype(jnp.int32)
+      key, jax.lax.stop_gradient(self.logits), axis=-1, shape=shape
+    ).astype(jnp.int32)
 
   def log_prob(self, x):
     x = jnp.asarray(x)
@@ -80,8 +82,8 @@ class Categorical(Distribution):
     event_shape = tuple(self.event_shape)
     n, dim = base.shape
     pos = jax.vmap(
-        lambda m: replace_eval(fn, base, jnp.full_like(base, m), event_shape),
-        out_axes=2)(jnp.arange(k))                       # (n, d, K, M)
+      lambda m: replace_eval(fn, base, jnp.full_like(base, m), event_shape), out_axes=2
+    )(jnp.arange(k))  # (n, d, K, M)
     if coupling:
       neg = fbase[:, None, None, :]
     else:
@@ -127,8 +129,9 @@ class Categorical(Distribution):
     z̃_k = −log(e^{−ℓ_k}(−log v_k) + e^{−M}).
     """
     log_neg_log_v = jnp.log(-jnp.log(v))
-    top = (jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-           - jnp.sum(b * log_neg_log_v, axis=-1, keepdims=True))
+    top = jax.nn.logsumexp(logits, axis=-1, keepdims=True) - jnp.sum(
+      b * log_neg_log_v, axis=-1, keepdims=True
+    )
     others = -jnp.logaddexp(log_neg_log_v - logits, -top)
     return jnp.where(b > 0.5, top, others)
 
@@ -168,8 +171,10 @@ class Categorical(Distribution):
   @staticmethod
   def describe_configurations(logits_shape):
     k, v = logits_shape[-1], math.prod(logits_shape[:-1])
-    return (f"{k}^{v} = {k ** v:,} configurations of a Categorical with "
-            f"{v} variable(s) of {k} categories (logits shape {tuple(logits_shape)})")
+    return (
+      f"{k}^{v} = {k**v:,} configurations of a Categorical with "
+      f"{v} variable(s) of {k} categories (logits shape {tuple(logits_shape)})"
+    )
 
   @staticmethod
   def enumerate_configurations(logits_shape, dtype):
@@ -177,7 +182,7 @@ class Categorical(Distribution):
     del dtype
     event_shape, base = tuple(logits_shape[:-1]), logits_shape[-1]
     v = math.prod(event_shape)
-    n = base ** v
+    n = base**v
     idx = np.arange(n, dtype=np.int64)[:, None]
     powers = base ** np.arange(v - 1, -1, -1, dtype=np.int64)[None, :]
     digits = (idx // powers) % base

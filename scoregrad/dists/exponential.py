@@ -77,6 +77,5 @@ class Exponential(Distribution):
     else:
       x_pos = jax.random.exponential(k_pos, (n, dim), dtype) / rate
       x_neg = jax.random.gamma(k_neg, jnp.full((n, dim), 2.0, dtype), dtype=dtype) / rate
-      diff = (replace_eval(fn, base, x_pos, event_shape)
-              - replace_eval(fn, base, x_neg, event_shape))
+      diff = replace_eval(fn, base, x_pos, event_shape) - replace_eval(fn, base, x_neg, event_shape)
     return [diff / rate[None, :, None]]

@@ -62,8 +62,10 @@ class Gamma(Distribution):
 
   def weak_derivative_params(self):
     shape = self.event_shape
-    return {"concentration": jnp.broadcast_to(self.concentration, shape),
-            "rate": jnp.broadcast_to(self.rate, shape)}
+    return {
+      "concentration": jnp.broadcast_to(self.concentration, shape),
+      "rate": jnp.broadcast_to(self.rate, shape),
+    }
 
   def weak_derivative(self, key, fn, base, fbase, active, coupling):
     """rate β: c = α/β, p⁺ = Gamma(α, β), p⁻ = Gamma(α + 1, β) (coupled: the
@@ -81,6 +83,5 @@ class Gamma(Distribution):
     else:
       x_pos = jax.random.gamma(k_pos, jnp.broadcast_to(conc, (n, dim)), dtype=dtype) / rate
       x_neg = jax.random.gamma(k_neg, jnp.broadcast_to(conc + 1, (n, dim)), dtype=dtype) / rate
-      diff = (replace_eval(fn, base, x_pos, event_shape)
-              - replace_eval(fn, base, x_neg, event_shape))
+      diff = replace_eval(fn, base, x_pos, event_shape) - replace_eval(fn, base, x_neg, event_shape)
     return [None, diff * (conc / rate)[None, :, None]]

@@ -43,7 +43,7 @@ class Laplace(Distribution):
   scale: jax.Array
   reparameterized = True
   positive = ("scale",)
-  score_function_order = 1   # ∂²/∂μ² log p is a point mass, not a function
+  score_function_order = 1  # ∂²/∂μ² log p is a point mass, not a function
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)
@@ -93,8 +93,9 @@ class Laplace(Distribution):
     if active[0]:
       e_pos = jax.random.exponential(k_loc_pos, (n, dim), dtype)
       e_neg = e_pos if coupling else jax.random.exponential(k_loc_neg, (n, dim), dtype)
-      diff = (replace_eval(fn, base, loc + scale * e_pos, event_shape)
-              - replace_eval(fn, base, loc - scale * e_neg, event_shape))
+      diff = replace_eval(fn, base, loc + scale * e_pos, event_shape) - replace_eval(
+        fn, base, loc - scale * e_neg, event_shape
+      )
       out[0] = diff / (2 * scale)[None, :, None]
     if active[1]:
       if coupling:
@@ -106,8 +107,8 @@ class Laplace(Distribution):
         sign = jax.random.rademacher(k_scale_sign, (n, dim), dtype)
         g = jax.random.gamma(k_scale_pos, jnp.full((n, dim), 2.0, dtype), dtype=dtype)
         x_neg = loc + scale * jax.random.laplace(k_scale_neg, (n, dim), dtype)
-        diff = (replace_eval(fn, base, loc + scale * sign * g, event_shape)
-                - replace_eval(fn, base, x_neg, event_shape))
+        diff = replace_eval(fn, base, loc + scale * sign * g, event_shape) - replace_eval(
+          fn, base, x_neg, event_shape
+        )
       out[1] = diff / scale[None, :, None]
     return out
-

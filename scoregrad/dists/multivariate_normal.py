@@ -30,9 +30,10 @@ class MultivariateNormalTriL(Distribution):
     scale_tril = _as_float_array("scale_tril", scale_tril)
     if loc.ndim != 1 or scale_tril.shape != loc.shape * 2:
       raise ValueError(
-          "MultivariateNormalTriL needs `loc` of shape (d,) and `scale_tril` of "
-          f"shape (d, d); got loc.shape={loc.shape}, scale_tril.shape="
-          f"{scale_tril.shape}. Use jax.vmap for batches of distributions.")
+        "MultivariateNormalTriL needs `loc` of shape (d,) and `scale_tril` of "
+        f"shape (d, d); got loc.shape={loc.shape}, scale_tril.shape="
+        f"{scale_tril.shape}. Use jax.vmap for batches of distributions."
+      )
     dtype = jnp.result_type(loc, scale_tril)
     object.__setattr__(self, "loc", loc.astype(dtype))
     object.__setattr__(self, "scale_tril", jnp.tril(scale_tril).astype(dtype))
@@ -57,9 +58,11 @@ class MultivariateNormalTriL(Distribution):
     diff = jnp.asarray(x) - self.loc
     flat = diff.reshape(-1, d)
     z = jax.scipy.linalg.solve_triangular(self.scale_tril, flat.T, lower=True).T
-    lp = (-0.5 * jnp.sum(z**2, axis=-1)
-          - jnp.sum(jnp.log(jnp.abs(jnp.diag(self.scale_tril))))
-          - 0.5 * d * math.log(2 * math.pi))
+    lp = (
+      -0.5 * jnp.sum(z**2, axis=-1)
+      - jnp.sum(jnp.log(jnp.abs(jnp.diag(self.scale_tril))))
+      - 0.5 * d * math.log(2 * math.pi)
+    )
     return lp.reshape(diff.shape[:-1])
 
   # -- family facts (see scoregrad.dists._base) ------------------------------

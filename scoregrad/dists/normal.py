@@ -86,10 +86,14 @@ class Normal(Distribution):
     out = [None, None]
     if active[0]:
       w_pos = jax.random.weibull_min(k_mean_pos, math.sqrt(2.0), 2.0, (n, dim), dtype)
-      w_neg = w_pos if coupling else jax.random.weibull_min(
-          k_mean_neg, math.sqrt(2.0), 2.0, (n, dim), dtype)
-      diff = (replace_eval(fn, base, loc + scale * w_pos, event_shape)
-              - replace_eval(fn, base, loc - scale * w_neg, event_shape))
+      w_neg = (
+        w_pos
+        if coupling
+        else jax.random.weibull_min(k_mean_neg, math.sqrt(2.0), 2.0, (n, dim), dtype)
+      )
+      diff = replace_eval(fn, base, loc + scale * w_pos, event_shape) - replace_eval(
+        fn, base, loc - scale * w_neg, event_shape
+      )
       out[0] = diff / (scale * math.sqrt(2 * math.pi))[None, :, None]
     if active[1]:
       m_pos = jax.random.double_sided_maxwell(k_scale_pos, 0.0, 1.0, (n, dim), dtype)
@@ -97,7 +101,8 @@ class Normal(Distribution):
         m_neg = jax.random.uniform(k_scale_neg, (n, dim), dtype) * m_pos
       else:
         m_neg = jax.random.normal(k_scale_neg, (n, dim), dtype)
-      diff = (replace_eval(fn, base, loc + scale * m_pos, event_shape)
-              - replace_eval(fn, base, loc + scale * m_neg, event_shape))
+      diff = replace_eval(fn, base, loc + scale * m_pos, event_shape) - replace_eval(
+        fn, base, loc + scale * m_neg, event_shape
+      )
       out[1] = diff / scale[None, :, None]
     return out

@@ -67,5 +67,6 @@ class Poisson(Distribution):
     k_pos, k_neg = jax.random.split(key)
     y_pos = jax.random.poisson(k_pos, rate, (n, dim)).astype(base.dtype)
     y_neg = jax.random.poisson(k_neg, rate, (n, dim)).astype(base.dtype)
-    return [replace_eval(fn, base, y_pos + 1, event_shape)
-            - replace_eval(fn, base, y_neg, event_shape)]
+    return [
+      replace_eval(fn, base, y_pos + 1, event_shape) - replace_eval(fn, base, y_neg, event_shape)
+    ]

@@ -84,244 +84,419 @@ RB = "scoregrad/_src/discrete/sum_and_sample.py"
 D = "scoregrad/dists/"
 
 MUTANTS: tuple[Mutant, ...] = (
-    # -- score function, DiCE, baselines -------------------------------------------------
-    Mutant("sf-percoord-baseline-sign", SF,
-           "lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)",
-           "lambda s, bk: (expand_to(costs, s) + bk) * s, scores, b)",
-           "per-coordinate baseline added instead of subtracted (still unbiased)",
-           ("tests/test_pins.py", "tests/test_score_function.py"),
-           "optimal_baseline or (baselines_unbiased and optimal)"),
-    Mutant("sf-per-sample-no-baseline", SF,
-           "per = jax.vmap(one)(samples, costs, b)",
-           "per = jax.vmap(one)(samples, costs, jnp.zeros_like(b))",
-           "per_sample=True path ignores the baseline (rows and grad lose it)",
-           ("tests/test_score_function.py", "tests/test_benchmarks.py"),
-           "leave_one_out or baselines_unbiased"),
-    Mutant("dice-jvp-no-box", SUR,
-           "return box, box * tau_dot",
-           "return box, tau_dot",
-           "magic box derivative drops the box factor (first derivative unchanged)",
-           ("tests/test_dice.py",), "magic_box or hessian"),
-    Mutant("dice-baseline-sign", SUR,
-           "terms = terms + (1.0 - box) * jax.lax.stop_gradient(baseline_values)",
-           "terms = terms - (1.0 - box) * jax.lax.stop_gradient(baseline_values)",
-           "DiCE baseline term with the wrong sign: (f + b) ∇log p (still unbiased)",
-           ("tests/test_score_function.py", "tests/test_benchmarks.py"),
-           "(baselines_unbiased and constant) or leave_one_out_exact_variance"),
-    Mutant("loo-n", BL,
-           "return (jnp.sum(costs) - costs) / (n - 1)",
-           "return (jnp.sum(costs) - costs) / n",
-           "leave-one-out mean divided by n instead of n − 1 (still unbiased)",
-           ("tests/test_score_function.py", "tests/test_benchmarks.py",
-            "tests/test_discrete_unbiased.py"), "leave_one_out"),
-    Mutant("loo-includes-self", BL,
-           "return (jnp.sum(costs) - costs) / (n - 1)",
-           "return jnp.full_like(costs, jnp.mean(costs))",
-           "leave-one-out baseline uses the mean of all costs, its own included",
-           ("tests/test_score_function.py",), "baselines_unbiased and leave_one_out"),
-    Mutant("moving-average-debias-off-by-one", BL,
-           "correction = 1.0 - decay ** state.count.astype(costs.dtype)",
-           "correction = 1.0 - decay ** (state.count + 1).astype(costs.dtype)",
-           "zero-debias correction uses t + 1 updates",
-           ("tests/test_score_function.py", "tests/test_benchmarks.py"), "moving_average"),
-    Mutant("moving-average-decay-swapped", BL,
-           "new_value = decay * state.value.astype(mean.dtype) + (1.0 - decay) * mean",
-           "new_value = (1.0 - decay) * state.value.astype(mean.dtype) + decay * mean",
-           "moving average weights old and new swapped",
-           ("tests/test_score_function.py", "tests/test_benchmarks.py"), "moving_average"),
-    Mutant("optimal-not-leave-one-out", BL,
-           "num = jnp.sum(fs2, axis=0) - fs2",
-           "num = jnp.sum(fs2, axis=0)",
-           "optimal baseline's numerator includes sample i (biased)",
-           ("tests/test_score_function.py",), "baselines_unbiased and optimal"),
-    Mutant("learned-baseline-step-sign", BL,
-           "return LearnedState(value=state.value + updates, opt_state=opt_state)",
-           "return LearnedState(value=state.value - updates, opt_state=opt_state)",
-           "learned baseline steps up the regression loss",
-           ("tests/test_score_function.py",), "learned_baseline"),
-    # -- control variates ---------------------------------------------------------------
-    Mutant("delta-value-no-half", CV,
-           "return f0 + g @ z + 0.5 * z @ (h @ z)",
-           "return f0 + g @ z + z @ (h @ z)",
-           "delta-method value loses the ½ of the quadratic term",
-           ("tests/test_control_variates.py",), "zero_variance and pathwise"),
-    Mutant("delta-trace-diagonal-only", CV,
-           "trace = jnp.sum(h * covariance)",
-           "trace = jnp.sum(jnp.diag(h) * jnp.diag(covariance))",
-           "tr(HΣ) from the diagonals only (wrong for correlated Gaussians)",
-           ("tests/test_control_variates.py", "tests/test_pins.py"),
-           "multivariate_normal or MultivariateNormal"),
-    Mutant("cv-coefficient-includes-self", CV,
-           "sab = jnp.sum(a2 * b2, 0) - a2 * b2",
-           "sab = jnp.sum(a2 * b2, 0)",
-           "leave-one-out β's covariance includes sample i (biased)",
-           ("tests/test_control_variates.py",), "leave_one_out_coefficients"),
-    Mutant("cv-fixed-beta-sign", VR,
-           "grad = jax.tree_util.tree_map(lambda g, e: g + beta * e, out.grad, expected_grad)",
-           "grad = jax.tree_util.tree_map(lambda g, e: g - beta * e, out.grad, expected_grad)",
-           "β ∇E[h] subtracted instead of added back",
-           ("tests/test_control_variates.py",), "zero_variance_for_quadratic"),
-    Mutant("cv-direct-term-sign", VR,
-           "lambda g, d, e: g + beta * (e - d),",
-           "lambda g, d, e: g + beta * (d - e),",
-           "θ-dependent h: its pathwise term with the wrong sign",
-           ("tests/test_control_variates.py",), "parameter_dependent"),
-    # -- pathwise and sampling ----------------------------------------------------------
-    Mutant("pathwise-stop-gradient", PW,
-           "draw = lambda p, k: call_dist_fn(dist_fn, p).sample(k)",
-           "draw = lambda p, k: jax.lax.stop_gradient(call_dist_fn(dist_fn, p).sample(k))",
-           "pathwise samples detached from θ (gradient zero)",
-           ("tests/test_pathwise.py",), "gaussian_unbiased"),
-    Mutant("pathwise-key-reused", PW,
-           "keys = jax.random.split(key, num_samples)",
-           "keys = jnp.broadcast_to(key, (num_samples,))",
-           "every sample drawn with the same key (unbiased, no averaging)",
-           ("tests/test_pathwise.py",), "gaussian_unbiased"),
-    Mutant("antithetic-not-negated", SMP,
-           "return jnp.concatenate([half, -half], axis=0)",
-           "return jnp.concatenate([half, half], axis=0)",
-           "antithetic noise pairs ε with ε, not −ε (unbiased, no variance reduction)",
-           ("tests/test_sampling.py",), "antithetic"),
-    Mutant("qmc-no-wrap", SMP,
-           "u = u - jnp.floor(u)",
-           "u = u",
-           "shifted lattice not wrapped modulo 1 (clipped instead: biased)",
-           ("tests/test_sampling.py",), "qmc"),
-    # -- measure-valued -----------------------------------------------------------------
-    Mutant("mv-sum-not-mean", MV,
-           "mean_ct = tuple(jnp.mean(ct, axis=0) for ct in cotangents)",
-           "mean_ct = tuple(jnp.sum(ct, axis=0) for ct in cotangents)",
-           "measure-valued gradient sums the samples instead of averaging",
-           ("tests/test_measure_valued.py",), "grad_is_mean_of_per_sample or normal_unbiased"),
-    Mutant("normal-mv-loc-constant", D + "normal.py",
-           "out[0] = diff / (scale * math.sqrt(2 * math.pi))[None, :, None]",
-           "out[0] = diff / (scale * math.sqrt(math.pi))[None, :, None]",
-           "Normal loc weak derivative: c = 1/(σ√π) instead of 1/(σ√(2π))",
-           ("tests/test_measure_valued.py",), "normal_unbiased"),
-    Mutant("normal-mv-scale-coupling", D + "normal.py",
-           "m_neg = jax.random.uniform(k_scale_neg, (n, dim), dtype) * m_pos",
-           "m_neg = jax.random.uniform(k_scale_neg, (n, dim), dtype)",
-           "coupled scale: p⁻ drawn as U instead of U·M (not N(0, 1))",
-           ("tests/test_measure_valued.py",), "normal_unbiased and not uncoupled"),
-    Mutant("laplace-mv-loc-constant", D + "laplace.py",
-           "out[0] = diff / (2 * scale)[None, :, None]",
-           "out[0] = diff / scale[None, :, None]",
-           "Laplace loc weak derivative: c = 1/b instead of 1/(2b)",
-           ("tests/test_laplace.py",), "measure_valued"),
-    Mutant("laplace-mv-scale-inward", D + "laplace.py",
-           "x_pos = base + jnp.where(centred >= 0, extra, -extra)",
-           "x_pos = base + jnp.where(centred >= 0, -extra, extra)",
-           "coupled Laplace scale pushes the sample towards μ, not away",
-           ("tests/test_laplace.py",), "measure_valued"),
-    Mutant("exponential-mv-rate", D + "exponential.py",
-           "return [diff / rate[None, :, None]]",
-           "return [diff * rate[None, :, None]]",
-           "Exponential weak derivative: c = λ instead of 1/λ",
-           ("tests/test_measure_valued.py",), "exponential_and_gamma"),
-    Mutant("gamma-mv-uncoupled-shape", D + "gamma.py",
-           "jnp.broadcast_to(conc + 1, (n, dim))",
-           "jnp.broadcast_to(conc, (n, dim))",
-           "uncoupled Gamma rate: p⁻ = Gamma(α, β) instead of Gamma(α + 1, β)",
-           ("tests/test_measure_valued.py",), "exponential_and_gamma and uncoupled"),
-    Mutant("poisson-mv-sign", D + "poisson.py",
-           "return [replace_eval(fn, base, base + 1, event_shape) - fbase[:, None, :]]",
-           "return [fbase[:, None, :] - replace_eval(fn, base, base + 1, event_shape)]",
-           "coupled Poisson weak derivative with p⁺ and p⁻ swapped",
-           ("tests/test_measure_valued.py",), "poisson"),
-    Mutant("categorical-mv-weight", D + "categorical.py",
-           "return [(pos - neg) * probs[None, :, :, None]]",
-           "return [(pos - neg) * (probs * (1 - probs))[None, :, :, None]]",
-           "Categorical weak derivative weighted by π(1 − π) (Bernoulli's) instead of π",
-           ("tests/test_measure_valued.py",), "categorical"),
-    # -- distributions ------------------------------------------------------------------
-    Mutant("normal-log-prob-constant", D + "normal.py",
-           "- 0.5 * math.log(2 * math.pi)",
-           "- math.log(2 * math.pi)",
-           "Normal log_prob normalising constant doubled (scores unchanged)",
-           ("tests/test_dists.py",), "log_prob_against_scipy"),
-    Mutant("normal-log-prob-no-log-scale", D + "normal.py",
-           "lp = -0.5 * z**2 - jnp.log(self.scale) - 0.5",
-           "lp = -0.5 * z**2 - 0.5",
-           "Normal log_prob drops −log σ (score in σ wrong)",
-           ("tests/test_score_function.py",), "unbiased_with_exact and gaussian_cos"),
-    Mutant("mvn-sample-transposed", D + "multivariate_normal.py",
-           "    eps = jax.random.normal(key, shape, dtype=self.dtype)\n"
-           "    return self.loc + eps @ self.scale_tril.T",
-           "    eps = jax.random.normal(key, shape, dtype=self.dtype)\n"
-           "    return self.loc + eps @ self.scale_tril",
-           "MVN samples use Lᵀ instead of L (covariance LᵀL)",
-           ("tests/test_pathwise.py", "tests/test_dists.py"), "multivariate or sample_mean"),
-    Mutant("bernoulli-log-prob-softplus-sign", D + "bernoulli.py",
-           "lp = x * self.logits - jax.nn.softplus(self.logits)",
-           "lp = x * self.logits - jax.nn.softplus(-self.logits)",
-           "Bernoulli log_prob normaliser softplus(−ℓ) instead of softplus(ℓ)",
-           ("tests/test_score_function.py",), "unbiased_with_exact and bernoulli"),
-    Mutant("categorical-log-prob-unnormalised", D + "categorical.py",
-           "logp = jax.nn.log_softmax(self.logits, axis=-1)",
-           "logp = self.logits",
-           "Categorical log_prob uses raw logits (not log_softmax)",
-           ("tests/test_score_function.py",), "unbiased_with_exact and categorical"),
-    Mutant("poisson-log-prob-gammaln", D + "poisson.py",
-           "jax.scipy.special.gammaln(x + 1)",
-           "jax.scipy.special.gammaln(x)",
-           "Poisson log_prob uses log Γ(x) instead of log x! (scores unchanged)",
-           ("tests/test_dists.py",), "log_prob_against_scipy"),
-    # -- discrete estimators ------------------------------------------------------------
-    Mutant("arm-sign", ANTI,
-           "per_logits = expand_to(diff, u) * (u - 0.5)",
-           "per_logits = expand_to(diff, u) * (0.5 - u)",
-           "ARM weight (½ − u) instead of (u − ½)",
-           ("tests/test_discrete_unbiased.py",), "antithetic_unbiased and not disarm"),
-    Mutant("disarm-no-abs", ANTI,
-           "weight = jax.nn.sigmoid(jnp.abs(lg.logits))",
-           "weight = jax.nn.sigmoid(lg.logits)",
-           "DisARM weight σ(α) instead of σ(|α|) (right for α ≥ 0 only)",
-           ("tests/test_discrete_unbiased.py",), "antithetic_unbiased and disarm"),
-    Mutant("rebar-control-sign", REBAR,
-           "+ dc_z - dc_zt)",
-           "+ dc_z + dc_zt)",
-           "REBAR adds ∇c(z̃) instead of subtracting it",
-           ("tests/test_discrete_rebar.py",), "rebar_one_bit_exact"),
-    Mutant("bernoulli-conditional-noise", D + "bernoulli.py",
-           "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),",
-           "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(-logits)),",
-           "z̃ | b = 1 drawn with softplus(−ℓ) (the b = 0 branch's)",
-           ("tests/test_discrete_rebar.py",), "rebar_one_bit_exact"),
-    Mutant("categorical-gumbel-sign", D + "categorical.py",
-           "return logits - jnp.log(-jnp.log(u))",
-           "return logits + jnp.log(-jnp.log(u))",
-           "Categorical perturbation with −Gumbel noise (argmax not ~ softmax)",
-           ("tests/test_discrete_rebar.py", "tests/test_discrete_relaxed.py"), "categorical"),
-    Mutant("gumbel-temperature-ignored", RELAXED,
-           "y = family.soft(z, temperature)",
-           "y = family.soft(z, 1.0)",
-           "Gumbel-softmax relaxes at temperature 1 whatever λ is",
-           ("tests/test_discrete_relaxed.py",), "gumbel_softmax_bernoulli"),
-    Mutant("exact-mean-not-sum", ENUM,
-           "return jnp.sum(jnp.exp(log_probs) * fixed_costs)",
-           "return jnp.mean(jnp.exp(log_probs) * fixed_costs)",
-           "exact gradient averages over configurations instead of summing",
-           ("tests/test_discrete_unbiased.py",), "exact_matches_closed_form"),
-    Mutant("rb-rest-is-p-of-c", RB,
-           "rest = jnp.clip(-jnp.expm1(jax.nn.logsumexp(joint)), 0.0, 1.0)",
-           "rest = jnp.clip(jnp.exp(jax.nn.logsumexp(joint)), 0.0, 1.0)",
-           "sampled part weighted by p(C) instead of 1 − p(C)",
-           ("tests/test_discrete_unbiased.py",), "rao_blackwell_unbiased"),
-    Mutant("rb-summed-part-no-baseline", RB,
-           "b_summed = jnp.mean(b)",
-           "b_summed = jnp.zeros((), dtype)",
-           "summed part ignores the baseline used by the sampled part",
-           ("tests/test_discrete_unbiased.py",), "rao_blackwell_with_leave_one_out"),
-    Mutant("rb-sample-not-outside", RB,
-           "w = jnp.exp(lp) * jnp.clip(1.0 - covered, 0.0, 1.0)",
-           "w = jnp.exp(lp)",
-           "complement draws from p itself, not p(· | x ∉ C)",
-           ("tests/test_discrete_unbiased.py",), "rao_blackwell_unbiased"),
-    Mutant("vimco-others-mean-over-k", MULTI,
-           "others = (jnp.sum(log_weights) - log_weights) / (k - 1)",
-           "others = (jnp.sum(log_weights) - log_weights) / k",
-           "VIMCO's f̄₋ₖ divides by K, not K − 1 (still unbiased)",
-           ("tests/test_discrete_unbiased.py",), "vimco"),
+  # -- score function, DiCE, baselines -------------------------------------------------
+  Mutant(
+    "sf-percoord-baseline-sign",
+    SF,
+    "lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)",
+    "lambda s, bk: (expand_to(costs, s) + bk) * s, scores, b)",
+    "per-coordinate baseline added instead of subtracted (still unbiased)",
+    ("tests/test_pins.py", "tests/test_score_function.py"),
+    "optimal_baseline or (baselines_unbiased and optimal)",
+  ),
+  Mutant(
+    "sf-per-sample-no-baseline",
+    SF,
+    "per = jax.vmap(one)(samples, costs, b)",
+    "per = jax.vmap(one)(samples, costs, jnp.zeros_like(b))",
+    "per_sample=True path ignores the baseline (rows and grad lose it)",
+    ("tests/test_score_function.py", "tests/test_benchmarks.py"),
+    "leave_one_out or baselines_unbiased",
+  ),
+  Mutant(
+    "dice-jvp-no-box",
+    SUR,
+    "return box, box * tau_dot",
+    "return box, tau_dot",
+    "magic box derivative drops the box factor (first derivative unchanged)",
+    ("tests/test_dice.py",),
+    "magic_box or hessian",
+  ),
+  Mutant(
+    "dice-baseline-sign",
+    SUR,
+    "terms = terms + (1.0 - box) * jax.lax.stop_gradient(baseline_values)",
+    "terms = terms - (1.0 - box) * jax.lax.stop_gradient(baseline_values)",
+    "DiCE baseline term with the wrong sign: (f + b) ∇log p (still unbiased)",
+    ("tests/test_score_function.py", "tests/test_benchmarks.py"),
+    "(baselines_unbiased and constant) or leave_one_out_exact_variance",
+  ),
+  Mutant(
+    "loo-n",
+    BL,
+    "return (jnp.sum(costs) - costs) / (n - 1)",
+    "return (jnp.sum(costs) - costs) / n",
+    "leave-one-out mean divided by n instead of n − 1 (still unbiased)",
+    ("tests/test_score_function.py", "tests/test_benchmarks.py", "tests/test_discrete_unbiased.py"),
+    "leave_one_out",
+  ),
+  Mutant(
+    "loo-includes-self",
+    BL,
+    "return (jnp.sum(costs) - costs) / (n - 1)",
+    "return jnp.full_like(costs, jnp.mean(costs))",
+    "leave-one-out baseline uses the mean of all costs, its own included",
+    ("tests/test_score_function.py",),
+    "baselines_unbiased and leave_one_out",
+  ),
+  Mutant(
+    "moving-average-debias-off-by-one",
+    BL,
+    "correction = 1.0 - decay ** state.count.astype(costs.dtype)",
+    "correction = 1.0 - decay ** (state.count + 1).astype(costs.dtype)",
+    "zero-debias correction uses t + 1 updates",
+    ("tests/test_score_function.py", "tests/test_benchmarks.py"),
+    "moving_average",
+  ),
+  Mutant(
+    "moving-average-decay-swapped",
+    BL,
+    "new_value = decay * state.value.astype(mean.dtype) + (1.0 - decay) * mean",
+    "new_value = (1.0 - decay) * state.value.astype(mean.dtype) + decay * mean",
+    "moving average weights old and new swapped",
+    ("tests/test_score_function.py", "tests/test_benchmarks.py"),
+    "moving_average",
+  ),
+  Mutant(
+    "optimal-not-leave-one-out",
+    BL,
+    "num = jnp.sum(fs2, axis=0) - fs2",
+    "num = jnp.sum(fs2, axis=0)",
+    "optimal baseline's numerator includes sample i (biased)",
+    ("tests/test_score_function.py",),
+    "baselines_unbiased and optimal",
+  ),
+  Mutant(
+    "learned-baseline-step-sign",
+    BL,
+    "return LearnedState(value=state.value + updates, opt_state=opt_state)",
+    "return LearnedState(value=state.value - updates, opt_state=opt_state)",
+    "learned baseline steps up the regression loss",
+    ("tests/test_score_function.py",),
+    "learned_baseline",
+  ),
+  # -- control variates ---------------------------------------------------------------
+  Mutant(
+    "delta-value-no-half",
+    CV,
+    "return f0 + g @ z + 0.5 * z @ (h @ z)",
+    "return f0 + g @ z + z @ (h @ z)",
+    "delta-method value loses the ½ of the quadratic term",
+    ("tests/test_control_variates.py",),
+    "zero_variance and pathwise",
+  ),
+  Mutant(
+    "delta-trace-diagonal-only",
+    CV,
+    "trace = jnp.sum(h * covariance)",
+    "trace = jnp.sum(jnp.diag(h) * jnp.diag(covariance))",
+    "tr(HΣ) from the diagonals only (wrong for correlated Gaussians)",
+    ("tests/test_control_variates.py", "tests/test_pins.py"),
+    "multivariate_normal or MultivariateNormal",
+  ),
+  Mutant(
+    "cv-coefficient-includes-self",
+    CV,
+    "sab = jnp.sum(a2 * b2, 0) - a2 * b2",
+    "sab = jnp.sum(a2 * b2, 0)",
+    "leave-one-out β's covariance includes sample i (biased)",
+    ("tests/test_control_variates.py",),
+    "leave_one_out_coefficients",
+  ),
+  Mutant(
+    "cv-fixed-beta-sign",
+    VR,
+    "grad = jax.tree_util.tree_map(lambda g, e: g + beta * e, out.grad, expected_grad)",
+    "grad = jax.tree_util.tree_map(lambda g, e: g - beta * e, out.grad, expected_grad)",
+    "β ∇E[h] subtracted instead of added back",
+    ("tests/test_control_variates.py",),
+    "zero_variance_for_quadratic",
+  ),
+  Mutant(
+    "cv-direct-term-sign",
+    VR,
+    "lambda g, d, e: g + beta * (e - d),",
+    "lambda g, d, e: g + beta * (d - e),",
+    "θ-dependent h: its pathwise term with the wrong sign",
+    ("tests/test_control_variates.py",),
+    "parameter_dependent",
+  ),
+  # -- pathwise and sampling ----------------------------------------------------------
+  Mutant(
+    "pathwise-stop-gradient",
+    PW,
+    "draw = lambda p, k: call_dist_fn(dist_fn, p).sample(k)",
+    "draw = lambda p, k: jax.lax.stop_gradient(call_dist_fn(dist_fn, p).sample(k))",
+    "pathwise samples detached from θ (gradient zero)",
+    ("tests/test_pathwise.py",),
+    "gaussian_unbiased",
+  ),
+  Mutant(
+    "pathwise-key-reused",
+    PW,
+    "keys = jax.random.split(key, num_samples)",
+    "keys = jnp.broadcast_to(key, (num_samples,))",
+    "every sample drawn with the same key (unbiased, no averaging)",
+    ("tests/test_pathwise.py",),
+    "gaussian_unbiased",
+  ),
+  Mutant(
+    "antithetic-not-negated",
+    SMP,
+    "return jnp.concatenate([half, -half], axis=0)",
+    "return jnp.concatenate([half, half], axis=0)",
+    "antithetic noise pairs ε with ε, not −ε (unbiased, no variance reduction)",
+    ("tests/test_sampling.py",),
+    "antithetic",
+  ),
+  Mutant(
+    "qmc-no-wrap",
+    SMP,
+    "u = u - jnp.floor(u)",
+    "u = u",
+    "shifted lattice not wrapped modulo 1 (clipped instead: biased)",
+    ("tests/test_sampling.py",),
+    "qmc",
+  ),
+  # -- measure-valued -----------------------------------------------------------------
+  Mutant(
+    "mv-sum-not-mean",
+    MV,
+    "mean_ct = tuple(jnp.mean(ct, axis=0) for ct in cotangents)",
+    "mean_ct = tuple(jnp.sum(ct, axis=0) for ct in cotangents)",
+    "measure-valued gradient sums the samples instead of averaging",
+    ("tests/test_measure_valued.py",),
+    "grad_is_mean_of_per_sample or normal_unbiased",
+  ),
+  Mutant(
+    "normal-mv-loc-constant",
+    D + "normal.py",
+    "out[0] = diff / (scale * math.sqrt(2 * math.pi))[None, :, None]",
+    "out[0] = diff / (scale * math.sqrt(math.pi))[None, :, None]",
+    "Normal loc weak derivative: c = 1/(σ√π) instead of 1/(σ√(2π))",
+    ("tests/test_measure_valued.py",),
+    "normal_unbiased",
+  ),
+  Mutant(
+    "normal-mv-scale-coupling",
+    D + "normal.py",
+    "m_neg = jax.random.uniform(k_scale_neg, (n, dim), dtype) * m_pos",
+    "m_neg = jax.random.uniform(k_scale_neg, (n, dim), dtype)",
+    "coupled scale: p⁻ drawn as U instead of U·M (not N(0, 1))",
+    ("tests/test_measure_valued.py",),
+    "normal_unbiased and not uncoupled",
+  ),
+  Mutant(
+    "laplace-mv-loc-constant",
+    D + "laplace.py",
+    "out[0] = diff / (2 * scale)[None, :, None]",
+    "out[0] = diff / scale[None, :, None]",
+    "Laplace loc weak derivative: c = 1/b instead of 1/(2b)",
+    ("tests/test_laplace.py",),
+    "measure_valued",
+  ),
+  Mutant(
+    "laplace-mv-scale-inward",
+    D + "laplace.py",
+    "x_pos = base + jnp.where(centred >= 0, extra, -extra)",
+    "x_pos = base + jnp.where(centred >= 0, -extra, extra)",
+    "coupled Laplace scale pushes the sample towards μ, not away",
+    ("tests/test_laplace.py",),
+    "measure_valued",
+  ),
+  Mutant(
+    "exponential-mv-rate",
+    D + "exponential.py",
+    "return [diff / rate[None, :, None]]",
+    "return [diff * rate[None, :, None]]",
+    "Exponential weak derivative: c = λ instead of 1/λ",
+    ("tests/test_measure_valued.py",),
+    "exponential_and_gamma",
+  ),
+  Mutant(
+    "gamma-mv-uncoupled-shape",
+    D + "gamma.py",
+    "jnp.broadcast_to(conc + 1, (n, dim))",
+    "jnp.broadcast_to(conc, (n, dim))",
+    "uncoupled Gamma rate: p⁻ = Gamma(α, β) instead of Gamma(α + 1, β)",
+    ("tests/test_measure_valued.py",),
+    "exponential_and_gamma and uncoupled",
+  ),
+  Mutant(
+    "poisson-mv-sign",
+    D + "poisson.py",
+    "return [replace_eval(fn, base, base + 1, event_shape) - fbase[:, None, :]]",
+    "return [fbase[:, None, :] - replace_eval(fn, base, base + 1, event_shape)]",
+    "coupled Poisson weak derivative with p⁺ and p⁻ swapped",
+    ("tests/test_measure_valued.py",),
+    "poisson",
+  ),
+  Mutant(
+    "categorical-mv-weight",
+    D + "categorical.py",
+    "return [(pos - neg) * probs[None, :, :, None]]",
+    "return [(pos - neg) * (probs * (1 - probs))[None, :, :, None]]",
+    "Categorical weak derivative weighted by π(1 − π) (Bernoulli's) instead of π",
+    ("tests/test_measure_valued.py",),
+    "categorical",
+  ),
+  # -- distributions ------------------------------------------------------------------
+  Mutant(
+    "normal-log-prob-constant",
+    D + "normal.py",
+    "- 0.5 * math.log(2 * math.pi)",
+    "- math.log(2 * math.pi)",
+    "Normal log_prob normalising constant doubled (scores unchanged)",
+    ("tests/test_dists.py",),
+    "log_prob_against_scipy",
+  ),
+  Mutant(
+    "normal-log-prob-no-log-scale",
+    D + "normal.py",
+    "lp = -0.5 * z**2 - jnp.log(self.scale) - 0.5",
+    "lp = -0.5 * z**2 - 0.5",
+    "Normal log_prob drops −log σ (score in σ wrong)",
+    ("tests/test_score_function.py",),
+    "unbiased_with_exact and gaussian_cos",
+  ),
+  Mutant(
+    "mvn-sample-transposed",
+    D + "multivariate_normal.py",
+    "    eps = jax.random.normal(key, shape, dtype=self.dtype)\n"
+    "    return self.loc + eps @ self.scale_tril.T",
+    "    eps = jax.random.normal(key, shape, dtype=self.dtype)\n"
+    "    return self.loc + eps @ self.scale_tril",
+    "MVN samples use Lᵀ instead of L (covariance LᵀL)",
+    ("tests/test_pathwise.py", "tests/test_dists.py"),
+    "multivariate or sample_mean",
+  ),
+  Mutant(
+    "bernoulli-log-prob-softplus-sign",
+    D + "bernoulli.py",
+    "lp = x * self.logits - jax.nn.softplus(self.logits)",
+    "lp = x * self.logits - jax.nn.softplus(-self.logits)",
+    "Bernoulli log_prob normaliser softplus(−ℓ) instead of softplus(ℓ)",
+    ("tests/test_score_function.py",),
+    "unbiased_with_exact and bernoulli",
+  ),
+  Mutant(
+    "categorical-log-prob-unnormalised",
+    D + "categorical.py",
+    "logp = jax.nn.log_softmax(self.logits, axis=-1)",
+    "logp = self.logits",
+    "Categorical log_prob uses raw logits (not log_softmax)",
+    ("tests/test_score_function.py",),
+    "unbiased_with_exact and categorical",
+  ),
+  Mutant(
+    "poisson-log-prob-gammaln",
+    D + "poisson.py",
+    "jax.scipy.special.gammaln(x + 1)",
+    "jax.scipy.special.gammaln(x)",
+    "Poisson log_prob uses log Γ(x) instead of log x! (scores unchanged)",
+    ("tests/test_dists.py",),
+    "log_prob_against_scipy",
+  ),
+  # -- discrete estimators ------------------------------------------------------------
+  Mutant(
+    "arm-sign",
+    ANTI,
+    "per_logits = expand_to(diff, u) * (u - 0.5)",
+    "per_logits = expand_to(diff, u) * (0.5 - u)",
+    "ARM weight (½ − u) instead of (u − ½)",
+    ("tests/test_discrete_unbiased.py",),
+    "antithetic_unbiased and not disarm",
+  ),
+  Mutant(
+    "disarm-no-abs",
+    ANTI,
+    "weight = jax.nn.sigmoid(jnp.abs(lg.logits))",
+    "weight = jax.nn.sigmoid(lg.logits)",
+    "DisARM weight σ(α) instead of σ(|α|) (right for α ≥ 0 only)",
+    ("tests/test_discrete_unbiased.py",),
+    "antithetic_unbiased and disarm",
+  ),
+  Mutant(
+    "rebar-control-sign",
+    REBAR,
+    "+ dc_z - dc_zt)",
+    "+ dc_z + dc_zt)",
+    "REBAR adds ∇c(z̃) instead of subtracting it",
+    ("tests/test_discrete_rebar.py",),
+    "rebar_one_bit_exact",
+  ),
+  Mutant(
+    "bernoulli-conditional-noise",
+    D + "bernoulli.py",
+    "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),",
+    "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(-logits)),",
+    "z̃ | b = 1 drawn with softplus(−ℓ) (the b = 0 branch's)",
+    ("tests/test_discrete_rebar.py",),
+    "rebar_one_bit_exact",
+  ),
+  Mutant(
+    "categorical-gumbel-sign",
+    D + "categorical.py",
+    "return logits - jnp.log(-jnp.log(u))",
+    "return logits + jnp.log(-jnp.log(u))",
+    "Categorical perturbation with −Gumbel noise (argmax not ~ softmax)",
+    ("tests/test_discrete_rebar.py", "tests/test_discrete_relaxed.py"),
+    "categorical",
+  ),
+  Mutant(
+    "gumbel-temperature-ignored",
+    RELAXED,
+    "y = family.soft(z, temperature)",
+    "y = family.soft(z, 1.0)",
+    "Gumbel-softmax relaxes at temperature 1 whatever λ is",
+    ("tests/test_discrete_relaxed.py",),
+    "gumbel_softmax_bernoulli",
+  ),
+  Mutant(
+    "exact-mean-not-sum",
+    ENUM,
+    "return jnp.sum(jnp.exp(log_probs) * fixed_costs)",
+    "return jnp.mean(jnp.exp(log_probs) * fixed_costs)",
+    "exact gradient averages over configurations instead of summing",
+    ("tests/test_discrete_unbiased.py",),
+    "exact_matches_closed_form",
+  ),
+  Mutant(
+    "rb-rest-is-p-of-c",
+    RB,
+    "rest = jnp.clip(-jnp.expm1(jax.nn.logsumexp(joint)), 0.0, 1.0)",
+    "rest = jnp.clip(jnp.exp(jax.nn.logsumexp(joint)), 0.0, 1.0)",
+    "sampled part weighted by p(C) instead of 1 − p(C)",
+    ("tests/test_discrete_unbiased.py",),
+    "rao_blackwell_unbiased",
+  ),
+  Mutant(
+    "rb-summed-part-no-baseline",
+    RB,
+    "b_summed = jnp.mean(b)",
+    "b_summed = jnp.zeros((), dtype)",
+    "summed part ignores the baseline used by the sampled part",
+    ("tests/test_discrete_unbiased.py",),
+    "rao_blackwell_with_leave_one_out",
+  ),
+  Mutant(
+    "rb-sample-not-outside",
+    RB,
+    "w = jnp.exp(lp) * jnp.clip(1.0 - covered, 0.0, 1.0)",
+    "w = jnp.exp(lp)",
+    "complement draws from p itself, not p(· | x ∉ C)",
+    ("tests/test_discrete_unbiased.py",),
+    "rao_blackwell_unbiased",
+  ),
+  Mutant(
+    "vimco-others-mean-over-k",
+    MULTI,
+    "others = (jnp.sum(log_weights) - log_weights) / (k - 1)",
+    "others = (jnp.sum(log_weights) - log_weights) / k",
+    "VIMCO's f̄₋ₖ divides by K, not K − 1 (still unbiased)",
+    ("tests/test_discrete_unbiased.py",),
+    "vimco",
+  ),
 )
 
 
@@ -377,12 +552,19 @@ def check_imports_resolve_to_copy() -> None:
     root = pathlib.Path(tmp)
     copy_repo(root)
     out = subprocess.run(
-        [sys.executable, "-c", "import scoregrad; print(scoregrad.__file__)"],
-        cwd=root, env=environment(root), capture_output=True, text=True, check=True)
+      [sys.executable, "-c", "import scoregrad; print(scoregrad.__file__)"],
+      cwd=root,
+      env=environment(root),
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     where = pathlib.Path(out.stdout.strip()).resolve()
     if root.resolve() not in where.parents:
-      _fail(f"`import scoregrad` in the copy resolves to {where}, "
-               f"not into {root}; mutants would not be tested.")
+      _fail(
+        f"`import scoregrad` in the copy resolves to {where}, "
+        f"not into {root}; mutants would not be tested."
+      )
 
 
 class Result(NamedTuple):
@@ -393,14 +575,14 @@ class Result(NamedTuple):
 
 
 def run_tests(root: pathlib.Path, tests, k: Optional[str]) -> Result:
-  cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "2", "-p", "no:cacheprovider",
-         *tests]
+  cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "2", "-p", "no:cacheprovider", *tests]
   if k:
     cmd += ["-k", k]
   start = time.perf_counter()
   try:
-    proc = subprocess.run(cmd, cwd=root, env=environment(root), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+      cmd, cwd=root, env=environment(root), capture_output=True, text=True, timeout=TIMEOUT_S
+    )
   except subprocess.TimeoutExpired:
     return Result(True, f"(timeout after {TIMEOUT_S} s)", time.perf_counter() - start, "")
   seconds = time.perf_counter() - start
@@ -426,11 +608,11 @@ def run_baseline(mutants) -> None:
     copy_repo(root)
     for tests, k in selections:
       result = run_tests(root, tests, k)
-      print(f"baseline {' '.join(tests)} -k {k!r}: {result.detail} ({result.seconds:.0f} s)",
-            flush=True)
+      print(
+        f"baseline {' '.join(tests)} -k {k!r}: {result.detail} ({result.seconds:.0f} s)", flush=True
+      )
       if result.killed:
-        _fail(f"the unmutated selection fails ({result.killer}):\n"
-                 f"{result.detail}")
+        _fail(f"the unmutated selection fails ({result.killer}):\n{result.detail}")
 
 
 def run_mutant(m: Mutant) -> Result:
@@ -448,8 +630,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
   parser.add_argument("--list", action="store_true", help="list the mutants and exit")
-  parser.add_argument("--baseline", action="store_true",
-                      help="first run every selection on the unmutated copy")
+  parser.add_argument(
+    "--baseline", action="store_true", help="first run every selection on the unmutated copy"
+  )
   args = parser.parse_args(argv)
 
   check_mutants(MUTANTS)
@@ -472,8 +655,11 @@ def main(argv=None) -> int:
   for i, m in enumerate(mutants, 1):
     result = run_mutant(m)
     rows.append((m, result))
-    print(f"[{i:2d}/{len(mutants)}] {m.name:36s} {'killed' if result.killed else 'SURVIVED':8s} "
-          f"{result.killer} ({result.seconds:.0f} s)", flush=True)
+    print(
+      f"[{i:2d}/{len(mutants)}] {m.name:36s} {'killed' if result.killed else 'SURVIVED':8s} "
+      f"{result.killer} ({result.seconds:.0f} s)",
+      flush=True,
+    )
 
   width = max(len(m.name) for m, _ in rows)
   print(f"\n{'mutant':{width}s}  killed  killing test")
@@ -481,14 +667,17 @@ def main(argv=None) -> int:
   for m, r in rows:
     print(f"{m.name:{width}s}  {'yes' if r.killed else 'no':6s}  {r.killer}")
   killed = sum(r.killed for _, r in rows)
-  print(f"\nkill rate: {killed}/{len(rows)} = {killed / len(rows):.0%} "
-        f"({time.perf_counter() - start:.0f} s)")
+  print(
+    f"\nkill rate: {killed}/{len(rows)} = {killed / len(rows):.0%} "
+    f"({time.perf_counter() - start:.0f} s)"
+  )
   survivors = [(m, r) for m, r in rows if not r.killed]
   if survivors:
     print("survivors:")
     for m, r in survivors:
-      print(f"  {m.name} ({m.path}): {m.description}; ran {' '.join(m.tests)} -k {m.k!r}: "
-            f"{r.detail}")
+      print(
+        f"  {m.name} ({m.path}): {m.description}; ran {' '.join(m.tests)} -k {m.k!r}: {r.detail}"
+      )
   return 0
 
 

@@ -45,9 +45,11 @@ import zipfile
 OPTAX_VERSION = "0.1.8"
 TEST_FILES = ("stochastic_gradient_estimators_test.py", "control_variates_test.py")
 # The modules the test files import, each answered by scoregrad's drop-in.
-REDIRECTED = ("optax.monte_carlo.stochastic_gradient_estimators",
-              "optax.monte_carlo.control_variates",
-              "optax._src.utils")
+REDIRECTED = (
+  "optax.monte_carlo.stochastic_gradient_estimators",
+  "optax.monte_carlo.control_variates",
+  "optax._src.utils",
+)
 
 
 def find_test_files(location):
@@ -69,11 +71,12 @@ def find_test_files(location):
     if all(p.is_file() for p in paths):
       return paths
   raise FileNotFoundError(
-      f"--optax-tests={str(location)!r}: found neither {' nor '.join(TEST_FILES)} in "
-      f"{', '.join(str(c) for c in candidates)}. Pass an optax {OPTAX_VERSION} "
-      "installation's optax/monte_carlo folder (e.g. "
-      "<venv>/lib/python3.11/site-packages/optax/monte_carlo), or omit the option to "
-      "download the wheel from PyPI.")
+    f"--optax-tests={str(location)!r}: found neither {' nor '.join(TEST_FILES)} in "
+    f"{', '.join(str(c) for c in candidates)}. Pass an optax {OPTAX_VERSION} "
+    "installation's optax/monte_carlo folder (e.g. "
+    "<venv>/lib/python3.11/site-packages/optax/monte_carlo), or omit the option to "
+    "download the wheel from PyPI."
+  )
 
 
 def download_test_files(dest):
@@ -87,16 +90,27 @@ def download_test_files(dest):
   """
   dest = pathlib.Path(dest)
   dest.mkdir(parents=True, exist_ok=True)
-  cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-         "--only-binary=:all:", "--dest", str(dest), f"optax=={OPTAX_VERSION}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "pip",
+    "download",
+    "--quiet",
+    "--no-deps",
+    "--only-binary=:all:",
+    "--dest",
+    str(dest),
+    f"optax=={OPTAX_VERSION}",
+  ]
   print(f"downloading optax {OPTAX_VERSION}: {' '.join(cmd)}", flush=True)
   try:
     subprocess.run(cmd, check=True)
   except subprocess.CalledProcessError as e:
     raise SystemExit(
-        f"`pip download optax=={OPTAX_VERSION}` failed (exit {e.returncode}); it needs "
-        "network access to PyPI. Offline, pass --optax-tests with the monte_carlo "
-        f"folder of an existing optax {OPTAX_VERSION} installation.") from e
+      f"`pip download optax=={OPTAX_VERSION}` failed (exit {e.returncode}); it needs "
+      "network access to PyPI. Offline, pass --optax-tests with the monte_carlo "
+      f"folder of an existing optax {OPTAX_VERSION} installation."
+    ) from e
   wheels = sorted(dest.glob(f"optax-{OPTAX_VERSION}-*.whl"))
   if not wheels:
     raise SystemExit(f"pip download left no optax-{OPTAX_VERSION} wheel in {dest}.")
@@ -110,9 +124,10 @@ def download_test_files(dest):
 
 def _stand_ins(compat):
   """Stand-in ``optax`` package modules whose leaves are ``compat``."""
+
   def package(name):
     module = types.ModuleType(name, f"Stand-in for {name}: scoregrad's optax drop-in.")
-    module.__path__ = []          # a package, so that submodule imports resolve
+    module.__path__ = []  # a package, so that submodule imports resolve
     return module
 
   optax = package("optax")
@@ -124,7 +139,7 @@ def _stand_ins(compat):
   monte_carlo.stochastic_gradient_estimators = compat
   monte_carlo.control_variates = compat
   modules = {"optax": optax, "optax._src": src, "optax.monte_carlo": monte_carlo}
-  modules.update({name: compat for name in REDIRECTED})
+  modules.update(dict.fromkeys(REDIRECTED, compat))
   return modules
 
 
@@ -136,6 +151,7 @@ def redirected_optax():
   entry and restored exactly on exit.
   """
   from scoregrad.compat import optax_monte_carlo as compat
+
   saved = {k: v for k, v in sys.modules.items() if k == "optax" or k.startswith("optax.")}
   for k in saved:
     del sys.modules[k]
@@ -165,7 +181,7 @@ def import_test_module(path):
     sys.modules[name] = module
     spec.loader.exec_module(module)
   compat = sys.modules["scoregrad.compat.optax_monte_carlo"]
-  for attr in ("sge", "control_variates", "utils"):   # the test files' import names
+  for attr in ("sge", "control_variates", "utils"):  # the test files' import names
     if hasattr(module, attr) and getattr(module, attr) is not compat:
       raise RuntimeError(f"{path}: `{attr}` did not resolve to scoregrad's drop-in.")
   return module
@@ -202,15 +218,15 @@ def run(paths, patterns=(), verbosity=1):
     The ``unittest.TestResult``.
   """
   modules = [import_test_module(p) for p in paths]
-  from absl import flags   # defined by the test files' absltest/chex imports
+  from absl import flags  # defined by the test files' absltest/chex imports
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS([sys.argv[0]])
   loader = unittest.TestLoader()
   if patterns:
     loader.testNamePatterns = [p if "*" in p else f"*{p}*" for p in patterns]
   suite = unittest.TestSuite(loader.loadTestsFromModule(m) for m in modules)
-  runner = unittest.TextTestRunner(verbosity=verbosity, resultclass=_Result,
-                                   stream=sys.stdout)
+  runner = unittest.TextTestRunner(verbosity=verbosity, resultclass=_Result, stream=sys.stdout)
   return runner.run(suite)
 
 
@@ -218,22 +234,32 @@ def summary(result):
   """One line: ran/passed/failed/errors/skipped."""
   bad = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
   passed = result.testsRun - bad - len(result.skipped) - len(result.expectedFailures)
-  return (f"optax {OPTAX_VERSION} monte_carlo tests against scoregrad.compat.optax_monte_carlo: "
-          f"ran {result.testsRun}, passed {passed}, failed {len(result.failures)}, "
-          f"errors {len(result.errors)}, skipped {len(result.skipped)}")
+  return (
+    f"optax {OPTAX_VERSION} monte_carlo tests against scoregrad.compat.optax_monte_carlo: "
+    f"ran {result.testsRun}, passed {passed}, failed {len(result.failures)}, "
+    f"errors {len(result.errors)}, skipped {len(result.skipped)}"
+  )
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument(
-      "--optax-tests", metavar="DIR",
-      help=f"optax {OPTAX_VERSION}'s optax/monte_carlo folder (or optax/ or site-packages/); "
-           "default: pip-download the wheel into a temporary folder (needs network)")
-  parser.add_argument("-k", dest="patterns", action="append", default=[],
-                      help="only tests whose id matches (substring or fnmatch; repeatable)")
+    "--optax-tests",
+    metavar="DIR",
+    help=f"optax {OPTAX_VERSION}'s optax/monte_carlo folder (or optax/ or site-packages/); "
+    "default: pip-download the wheel into a temporary folder (needs network)",
+  )
+  parser.add_argument(
+    "-k",
+    dest="patterns",
+    action="append",
+    default=[],
+    help="only tests whose id matches (substring or fnmatch; repeatable)",
+  )
   parser.add_argument("-v", "--verbose", action="store_true", help="one line per test")
-  parser.add_argument("--slowest", type=int, default=5, metavar="N",
-                      help="list the N slowest tests (default 5)")
+  parser.add_argument(
+    "--slowest", type=int, default=5, metavar="N", help="list the N slowest tests (default 5)"
+  )
   args = parser.parse_args(argv)
 
   with tempfile.TemporaryDirectory(prefix="optax018_") as tmp:
@@ -244,7 +270,7 @@ def main(argv=None):
     print("test files: " + ", ".join(str(p) for p in paths), flush=True)
     result = run(paths, args.patterns, verbosity=2 if args.verbose else 1)
 
-  slowest = sorted(result.times.items(), key=lambda kv: -kv[1])[:args.slowest]
+  slowest = sorted(result.times.items(), key=lambda kv: -kv[1])[: args.slowest]
   if slowest:
     print("slowest: " + "; ".join(f"{t:.1f}s {name}" for name, t in slowest))
   print(summary(result))

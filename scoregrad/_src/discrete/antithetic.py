@@ -7,18 +7,24 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import (Estimate, GradientEstimator, evaluate_costs, expand_to,
-                                 stateless_init,
-                                 finish)
 from scoregrad._src import scale as _scale
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  evaluate_costs,
+  expand_to,
+  finish,
+  stateless_init,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
 _ALTERNATIVES = (
-    "Other estimators for discrete variables: scoregrad.rao_blackwell(num_summed=..., "
-    "num_samples=...), scoregrad.rebar(...)/relax(...), or "
-    "scoregrad.score_function(num_samples=..., "
-    "baseline=scoregrad.baselines.leave_one_out()).")
+  "Other estimators for discrete variables: scoregrad.rao_blackwell(num_summed=..., "
+  "num_samples=...), scoregrad.rebar(...)/relax(...), or "
+  "scoregrad.score_function(num_samples=..., "
+  "baseline=scoregrad.baselines.leave_one_out())."
+)
 
 
 _NEEDS = _common.LOGITS_FACTS + ("binary_logits", "from_binary", "binary_reached")
@@ -27,12 +33,12 @@ _NEEDS = _common.LOGITS_FACTS + ("binary_logits", "from_binary", "binary_reached
 class _Pairs(NamedTuple):
   """Antithetic pairs of the family's bits and how to map back to the logits."""
 
-  u: jax.Array          # (num, *bits) uniforms
-  bits: jax.Array       # 1[u < σ(η)]
-  anti: jax.Array       # 1[1 − u < σ(η)]
-  eta: jax.Array        # the bits' logits η (Bernoulli: the logits)
-  reached: jax.Array    # 1 where f can depend on the bit for at least one of the pair
-  to_logits: Callable   # η-gradient rows -> logits-gradient rows
+  u: jax.Array  # (num, *bits) uniforms
+  bits: jax.Array  # 1[u < σ(η)]
+  anti: jax.Array  # 1[1 − u < σ(η)]
+  eta: jax.Array  # the bits' logits η (Bernoulli: the logits)
+  reached: jax.Array  # 1 where f can depend on the bit for at least one of the pair
+  to_logits: Callable  # η-gradient rows -> logits-gradient rows
 
 
 def _antithetic_pairs(key, lg, num, sharding=None) -> _Pairs:
@@ -48,8 +54,9 @@ def _antithetic_pairs(key, lg, num, sharding=None) -> _Pairs:
   eta, vjp = jax.vjp(family.binary_logits, lg.logits)
   # Drawn sharded along the pair axis when `sharding` is given; everything
   # below is elementwise in u, so it stays where u lives.
-  u = _scale.shard_samples(lambda k: _common.uniform(k, (num,) + eta.shape, eta.dtype),
-                           sharding, num)(key)
+  u = _scale.shard_samples(
+    lambda k: _common.uniform(k, (num,) + eta.shape, eta.dtype), sharding, num
+  )(key)
   p = jax.nn.sigmoid(eta)
   bits = (u < p).astype(eta.dtype)
   anti = (1.0 - u < p).astype(eta.dtype)
@@ -57,8 +64,9 @@ def _antithetic_pairs(key, lg, num, sharding=None) -> _Pairs:
   return _Pairs(u, bits, anti, eta, reached, jax.vmap(lambda g: vjp(g)[0]))
 
 
-def arm(*, num_samples: int, per_sample: bool = False,
-        sharding: Optional[Any] = None) -> GradientEstimator:
+def arm(
+  *, num_samples: int, per_sample: bool = False, sharding: Optional[Any] = None
+) -> GradientEstimator:
   r"""The augment-REINFORCE-merge (ARM) estimator for factorised Bernoullis and Categoricals.
 
   For b ~ Bernoulli(σ(α)) with independent coordinates and u ~ U(0, 1)^D,
@@ -123,25 +131,32 @@ def arm(*, num_samples: int, per_sample: bool = False,
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
-    lg = _common.logits_and_pullback(dist_fn, params, estimator="arm", needs=_NEEDS,
-                                     alternatives=_ALTERNATIVES)
+    lg = _common.logits_and_pullback(
+      dist_fn, params, estimator="arm", needs=_NEEDS, alternatives=_ALTERNATIVES
+    )
     # u ~ U(0,1); 1[u > σ(−η)] = 1[1 − u < σ(η)] is the antithetic point.
     pr = _antithetic_pairs(key, lg, num_samples, sharding)
     f_anti, f_b = _scale.constrain(
-        (evaluate_costs(f, lg.family.from_binary(pr.anti), dtype=lg.logits.dtype),
-         evaluate_costs(f, lg.family.from_binary(pr.bits), dtype=lg.logits.dtype)),
-        sharding, num_samples)
+      (
+        evaluate_costs(f, lg.family.from_binary(pr.anti), dtype=lg.logits.dtype),
+        evaluate_costs(f, lg.family.from_binary(pr.bits), dtype=lg.logits.dtype),
+      ),
+      sharding,
+      num_samples,
+    )
     diff = jax.lax.stop_gradient(f_anti - f_b)
     per_logits = pr.to_logits(expand_to(diff, pr.u) * (pr.u - 0.5) * pr.reached)
-    grad, per, value = _common.finish(lg, per_logits, per_sample,
-                                      jnp.mean(0.5 * (f_b + f_anti)), (f_b, f_anti))
+    grad, per, value = _common.finish(
+      lg, per_logits, per_sample, jnp.mean(0.5 * (f_b + f_anti)), (f_b, f_anti)
+    )
     return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
 
 
-def disarm(*, num_pairs: int, per_sample: bool = False,
-           sharding: Optional[Any] = None) -> GradientEstimator:
+def disarm(
+  *, num_pairs: int, per_sample: bool = False, sharding: Optional[Any] = None
+) -> GradientEstimator:
   r"""The DisARM estimator (ARM, Rao-Blackwellised) for Bernoullis and Categoricals.
 
   With u ~ U(0, 1)^D, b = 1[u < σ(α)] and its antithetic b̃ = 1[1 − u <
@@ -198,28 +213,34 @@ def disarm(*, num_pairs: int, per_sample: bool = False,
     (categorical, stick-breaking).
   """
   num_pairs = check_positive_int(
-      "num_pairs", num_pairs,
-      why="DisARM needs at least one antithetic pair (two evaluations of f).")
+    "num_pairs", num_pairs, why="DisARM needs at least one antithetic pair (two evaluations of f)."
+  )
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_pairs)
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
-    lg = _common.logits_and_pullback(dist_fn, params, estimator="disarm", needs=_NEEDS,
-                                     alternatives=_ALTERNATIVES)
+    lg = _common.logits_and_pullback(
+      dist_fn, params, estimator="disarm", needs=_NEEDS, alternatives=_ALTERNATIVES
+    )
     pr = _antithetic_pairs(key, lg, num_pairs, sharding)
     b, b_tilde = pr.bits, pr.anti
     f_b, f_tilde = _scale.constrain(
-        (evaluate_costs(f, lg.family.from_binary(b), dtype=lg.logits.dtype),
-         evaluate_costs(f, lg.family.from_binary(b_tilde), dtype=lg.logits.dtype)),
-        sharding, num_pairs)
+      (
+        evaluate_costs(f, lg.family.from_binary(b), dtype=lg.logits.dtype),
+        evaluate_costs(f, lg.family.from_binary(b_tilde), dtype=lg.logits.dtype),
+      ),
+      sharding,
+      num_pairs,
+    )
     diff = jax.lax.stop_gradient(f_b - f_tilde)
-    sign = 1.0 - 2.0 * b_tilde                       # (−1)^{b̃_i}
-    differ = (b != b_tilde).astype(b.dtype)          # 1[b_i ≠ b̃_i]
-    weight = jax.nn.sigmoid(jnp.abs(pr.eta))         # σ(|η_i|)
+    sign = 1.0 - 2.0 * b_tilde  # (−1)^{b̃_i}
+    differ = (b != b_tilde).astype(b.dtype)  # 1[b_i ≠ b̃_i]
+    weight = jax.nn.sigmoid(jnp.abs(pr.eta))  # σ(|η_i|)
     per_logits = pr.to_logits(0.5 * expand_to(diff, b) * sign * differ * weight * pr.reached)
-    grad, per, value = _common.finish(lg, per_logits, per_sample,
-                                      jnp.mean(0.5 * (f_b + f_tilde)), (f_b, f_tilde))
+    grad, per, value = _common.finish(
+      lg, per_logits, per_sample, jnp.mean(0.5 * (f_b + f_tilde)), (f_b, f_tilde)
+    )
     return finish(value, grad, state, per)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

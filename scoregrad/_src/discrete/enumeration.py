@@ -9,9 +9,16 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn, check_cost,
-                                 evaluate_costs, one_sample, stateless_init,
-                                 finish)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  check_cost,
+  evaluate_costs,
+  finish,
+  one_sample,
+  stateless_init,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_key, check_positive_int
 
@@ -41,16 +48,17 @@ def _check_memory(n: int, size: int) -> None:
   limit = _memory_limit()
   if needed > limit:
     raise ValueError(
-        f"`exact` would need about {needed / 2**30:,.1f} GiB to enumerate {n:,} "
-        f"configurations, more than the {limit / 2**30:,.1f} GiB it allows itself "
-        "(half of this device's memory). Use a sampling estimator: "
-        "scoregrad.rao_blackwell(num_summed=..., num_samples=...), "
-        "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
-        "scoregrad.score_function(num_samples=..., "
-        "baseline=scoregrad.baselines.leave_one_out()).")
+      f"`exact` would need about {needed / 2**30:,.1f} GiB to enumerate {n:,} "
+      f"configurations, more than the {limit / 2**30:,.1f} GiB it allows itself "
+      "(half of this device's memory). Use a sampling estimator: "
+      "scoregrad.rao_blackwell(num_summed=..., num_samples=...), "
+      "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
+      "scoregrad.score_function(num_samples=..., "
+      "baseline=scoregrad.baselines.leave_one_out())."
+    )
 
 
-def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
+def exact(*, max_configurations: int = 2**16) -> GradientEstimator:
   r"""The exact gradient, by enumerating every configuration (zero variance).
 
   For a discrete distribution over a finite set 𝒳,
@@ -101,22 +109,24 @@ def exact(*, max_configurations: int = 2 ** 16) -> GradientEstimator:
     n = family.num_configurations(logits.shape)
     if n > max_configurations:
       raise ValueError(
-          f"`exact` would enumerate {family.describe_configurations(logits.shape)}, more than "
-          f"max_configurations={max_configurations:,}. Use a sampling estimator "
-          "instead: scoregrad.rao_blackwell(num_summed=..., num_samples=...) "
-          "(sums the most probable configurations exactly), "
-          "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
-          "scoregrad.score_function(num_samples=..., "
-          "baseline=scoregrad.baselines.leave_one_out()). If f is cheap and "
-          f"memory allows, raise it: exact(max_configurations={n}).")
+        f"`exact` would enumerate {family.describe_configurations(logits.shape)}, more than "
+        f"max_configurations={max_configurations:,}. Use a sampling estimator "
+        "instead: scoregrad.rao_blackwell(num_summed=..., num_samples=...) "
+        "(sums the most probable configurations exactly), "
+        "scoregrad.disarm(num_pairs=...) for Bernoulli, or "
+        "scoregrad.score_function(num_samples=..., "
+        "baseline=scoregrad.baselines.leave_one_out()). If f is cheap and "
+        f"memory allows, raise it: exact(max_configurations={n})."
+      )
     _check_memory(n, math.prod(logits.shape))
     configs = family.enumerate_configurations(logits.shape, logits.dtype)
     if n <= _CHUNK:
       costs = evaluate_costs(f, configs, dtype=logits.dtype)
     else:
       check_cost(f, one_sample(configs), where="exact evaluates f at every configuration")
-      costs = jax.lax.map(lambda x: jnp.asarray(f(x)).astype(logits.dtype), configs,
-                          batch_size=_CHUNK)
+      costs = jax.lax.map(
+        lambda x: jnp.asarray(f(x)).astype(logits.dtype), configs, batch_size=_CHUNK
+      )
     fixed_costs = jax.lax.stop_gradient(costs)
 
     def expectation(p):

@@ -17,27 +17,41 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import (call_dist_fn, check_params_floating, first_order_only,
-                                 gradient_carrier)
-from scoregrad._src.validation import NotApplicableError
-from scoregrad._src.validation import check_callable
+from scoregrad._src.base import (
+  call_dist_fn,
+  check_params_floating,
+  first_order_only,
+  gradient_carrier,
+)
+from scoregrad._src.validation import NotApplicableError, check_callable
 from scoregrad.dists._base import families_with
 
 PyTree = Any
 
 # What every estimator here asks of a family (see scoregrad.dists._base):
 # the logits structure of Bernoulli and Categorical.
-LOGITS_FACTS = ("perturb", "hard", "soft", "score_logits", "probs_of",
-                "per_variable_log_probs", "enumerate_configurations")
+LOGITS_FACTS = (
+  "perturb",
+  "hard",
+  "soft",
+  "score_logits",
+  "probs_of",
+  "per_variable_log_probs",
+  "enumerate_configurations",
+)
 
 
 def _wanted(needs) -> str:
-  return " or ".join(f"scoregrad.dists.{n}(logits=...)" for n in families_with(needs[-1])
-                     if all(n in families_with(k) for k in needs))
+  return " or ".join(
+    f"scoregrad.dists.{n}(logits=...)"
+    for n in families_with(needs[-1])
+    if all(n in families_with(k) for k in needs)
+  )
 
 
-def check_family(dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_FACTS,
-                 alternatives: str = "") -> type[Any]:
+def check_family(
+  dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_FACTS, alternatives: str = ""
+) -> type[Any]:
   """Returns ``type(dist)`` if its family has the facts ``needs``, else a clear error."""
   family = type(dist)
   if all(callable(getattr(family, fact, None)) for fact in needs):
@@ -48,23 +62,29 @@ def check_family(dist: Any, *, estimator: str, needs: tuple[str, ...] = LOGITS_F
   if all(callable(getattr(family, fact, None)) for fact in LOGITS_FACTS):
     # A logits-parameterised discrete family that lacks what this estimator needs.
     raise NotApplicableError(
-        f"`{estimator}` supports {wanted} only, but `dist_fn(params)` returned "
-        f"a {got}. {alternatives}".rstrip())
+      f"`{estimator}` supports {wanted} only, but `dist_fn(params)` returned "
+      f"a {got}. {alternatives}".rstrip()
+    )
   if getattr(dist, "reparameterized", False):
-    why = (f"{got} is a continuous (reparameterized) distribution: use "
-           "scoregrad.pathwise(num_samples=...) for it, or "
-           "scoregrad.score_function(num_samples=...) which accepts any "
-           "distribution.")
+    why = (
+      f"{got} is a continuous (reparameterized) distribution: use "
+      "scoregrad.pathwise(num_samples=...) for it, or "
+      "scoregrad.score_function(num_samples=...) which accepts any "
+      "distribution."
+    )
   else:
     first = wanted.split(" or ")[0]
-    why = (f"{got} is not one of scoregrad's logits-parameterised discrete "
-           "distributions. If it is a Bernoulli or categorical distribution "
-           f"from another library, rebuild it as {first} inside `dist_fn`; "
-           "otherwise use scoregrad.score_function(num_samples=...), which needs "
-           "only log_prob.")
+    why = (
+      f"{got} is not one of scoregrad's logits-parameterised discrete "
+      "distributions. If it is a Bernoulli or categorical distribution "
+      f"from another library, rebuild it as {first} inside `dist_fn`; "
+      "otherwise use scoregrad.score_function(num_samples=...), which needs "
+      "only log_prob."
+    )
   raise NotApplicableError(
-      f"`{estimator}` estimates gradients for discrete distributions: "
-      f"`dist_fn(params)` must return {wanted}; got {got}. {why}")
+    f"`{estimator}` estimates gradients for discrete distributions: "
+    f"`dist_fn(params)` must return {wanted}; got {got}. {why}"
+  )
 
 
 class Logits(NamedTuple):
@@ -88,9 +108,14 @@ class Logits(NamedTuple):
   estimator: str = ""
 
 
-def logits_and_pullback(dist_fn: Callable, params: PyTree, *, estimator: str,
-                        needs: tuple[str, ...] = LOGITS_FACTS,
-                        alternatives: str = "") -> Logits:
+def logits_and_pullback(
+  dist_fn: Callable,
+  params: PyTree,
+  *,
+  estimator: str,
+  needs: tuple[str, ...] = LOGITS_FACTS,
+  alternatives: str = "",
+) -> Logits:
   """Calls ``dist_fn(params)``, checks its family, and linearises its logits."""
   check_callable("dist_fn", dist_fn, "dist_fn(params) -> distribution")
   check_params_floating(params)
@@ -98,8 +123,9 @@ def logits_and_pullback(dist_fn: Callable, params: PyTree, *, estimator: str,
 
   def get_logits(p):
     dist = call_dist_fn(dist_fn, p)
-    found["family"] = check_family(dist, estimator=estimator, needs=needs,
-                                   alternatives=alternatives)
+    found["family"] = check_family(
+      dist, estimator=estimator, needs=needs, alternatives=alternatives
+    )
     return dist.logits
 
   logits, vjp = jax.vjp(get_logits, params)
@@ -120,8 +146,7 @@ def relaxed_input(lg: Logits) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(lg.logits.shape, lg.logits.dtype)
 
 
-def finish(lg: Logits, per_logits: jax.Array, per_sample: bool, value: jax.Array,
-           costs: Any):
+def finish(lg: Logits, per_logits: jax.Array, per_sample: bool, value: jax.Array, costs: Any):
   """Mean over samples, pulled back; per-sample rows; the value carrying the gradient.
 
   The discrete estimators build their per-logit gradient from stop-gradient

@@ -9,10 +9,18 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import surrogates as _surrogate
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  call_dist_fn,
+  check_estimate_inputs,
+  evaluate_costs,
+  finish,
+  first_order_only,
+  gradient_carrier,
+  stateless_init,
+)
 from scoregrad._src.validation import check_positive_int
-from scoregrad._src.base import (Estimate, GradientEstimator, call_dist_fn,
-                                 check_estimate_inputs, evaluate_costs, finish,
-                                 first_order_only, gradient_carrier, stateless_init)
 
 
 def leave_one_out_bounds(log_weights: jax.Array) -> jax.Array:
@@ -74,8 +82,11 @@ def vimco(*, num_samples: int) -> GradientEstimator:
     ICML 2016.
   """
   num_samples = check_positive_int(
-      "num_samples", num_samples, minimum=2,
-      why="VIMCO's baseline for each sample comes from the other samples.")
+    "num_samples",
+    num_samples,
+    minimum=2,
+    why="VIMCO's baseline for each sample comes from the other samples.",
+  )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
@@ -94,8 +105,11 @@ def vimco(*, num_samples: int) -> GradientEstimator:
     # right at first order only: the gradient is marked first-order only and
     # the value carries it.
     grad = first_order_only(jax.grad(surrogate)(params), (params, log_w), "vimco")
-    value = (jax.nn.logsumexp(log_w) - math.log(num_samples)
-             + gradient_carrier(params, grad, "vimco", log_w.dtype))
+    value = (
+      jax.nn.logsumexp(log_w)
+      - math.log(num_samples)
+      + gradient_carrier(params, grad, "vimco", log_w.dtype)
+    )
     return finish(value, grad, state, None, costs=log_w)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -23,12 +23,24 @@ import jax.numpy as jnp
 import optax
 
 from scoregrad import dists as _dists
-from scoregrad._src.base import (Estimate, GradientEstimator, check_cost, check_state, finish,
-                                 first_order_only, gradient_carrier)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  check_cost,
+  check_state,
+  finish,
+  first_order_only,
+  gradient_carrier,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.discrete.relaxations import check_differentiable_cost, check_temperature
-from scoregrad._src.validation import (check_bool, check_callable, check_key,
-                                       check_positive_float, check_positive_int)
+from scoregrad._src.validation import (
+  check_bool,
+  check_callable,
+  check_key,
+  check_positive_float,
+  check_positive_int,
+)
 
 PyTree = Any
 
@@ -63,9 +75,9 @@ def separable_network(hidden_size: int):
   # so no two units are mirror images that cancel.
   h = jnp.arange(hidden_size, dtype=jnp.result_type(float))
   params = {
-      "w": jnp.linspace(-4.0, 4.0, hidden_size),
-      "c": 2.0 * jnp.sin(2.4 * h + 1.0),
-      "a": jnp.zeros((hidden_size,)),
+    "w": jnp.linspace(-4.0, 4.0, hidden_size),
+    "c": 2.0 * jnp.sin(2.4 * h + 1.0),
+    "a": jnp.zeros((hidden_size,)),
   }
 
   def apply(rho, z, family=_dists.Bernoulli):
@@ -87,26 +99,42 @@ def control_optimizer(learning_rate, optimizer, *, default: float):
   if optimizer is not None:
     if learning_rate is not None:
       raise ValueError(
-          f"Pass either `learning_rate` or `optimizer`, not both; got "
-          f"learning_rate={learning_rate!r} and optimizer={optimizer!r}. Set the "
-          "learning rate inside the optimiser, e.g. optimizer=optax.adam(1e-2).")
+        f"Pass either `learning_rate` or `optimizer`, not both; got "
+        f"learning_rate={learning_rate!r} and optimizer={optimizer!r}. Set the "
+        "learning rate inside the optimiser, e.g. optimizer=optax.adam(1e-2)."
+      )
     if not isinstance(optimizer, optax.GradientTransformation):
       raise TypeError(
-          "`optimizer` must be an optax.GradientTransformation such as "
-          f"optax.adam(1e-2); got {optimizer!r}.")
+        "`optimizer` must be an optax.GradientTransformation such as "
+        f"optax.adam(1e-2); got {optimizer!r}."
+      )
     return True, optimizer
-  lr = default if learning_rate is None else check_positive_float(
-      "learning_rate", learning_rate, allow_zero=True)
+  lr = (
+    default
+    if learning_rate is None
+    else check_positive_float("learning_rate", learning_rate, allow_zero=True)
+  )
   adapt = lr > 0
   optimizer = optax.adam(lr) if adapt else None
   return adapt, optimizer
 
 
-def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimizer,
-          per_sample, axis_name, network_fn, network_params, network_default: bool):
+def _make(
+  *,
+  name: str,
+  num_samples,
+  temperature,
+  scale,
+  learning_rate,
+  optimizer,
+  per_sample,
+  axis_name,
+  network_fn,
+  network_params,
+  network_default: bool,
+):
   num_samples = check_positive_int("num_samples", num_samples)
-  temperature = check_temperature(check_positive_float("temperature", temperature),
-                                  None, name)
+  temperature = check_temperature(check_positive_float("temperature", temperature), None, name)
   try:
     scale = float(scale)
   except (TypeError, ValueError):
@@ -116,8 +144,9 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
   per_sample = check_bool("per_sample", per_sample)
   if axis_name is not None and not isinstance(axis_name, str):
     raise TypeError(
-        f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
-        f"axis_name={axis_name!r}.")
+      f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
+      f"axis_name={axis_name!r}."
+    )
   adapt, optimizer = control_optimizer(learning_rate, optimizer, default=1e-2)
 
   control0 = {"log_temperature": math.log(temperature), "scale": scale}
@@ -126,8 +155,7 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
 
   def init(params) -> RebarState:
     del params
-    control = jax.tree_util.tree_map(
-        lambda c: jnp.asarray(c, jnp.result_type(float)), control0)
+    control = jax.tree_util.tree_map(lambda c: jnp.asarray(c, jnp.result_type(float)), control0)
     opt_state = optimizer.init(control) if adapt else ()
     return RebarState(control=control, opt_state=opt_state)
 
@@ -137,9 +165,13 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
-    check_cost(f, _common.relaxed_input(lg), floating=True,
-               where=f"{name} evaluates f at relaxed float inputs (floats shaped like "
-                     "the logits: one-hot encodings for Categorical)")
+    check_cost(
+      f,
+      _common.relaxed_input(lg),
+      floating=True,
+      where=f"{name} evaluates f at relaxed float inputs (floats shaped like "
+      "the logits: one-hot encodings for Categorical)",
+    )
     check_temperature(temperature, dtype, name)
     check_differentiable_cost(f, _common.relaxed_input(lg), name)
     key_u, key_v = jax.random.split(key)
@@ -169,10 +201,8 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
         b = jax.lax.stop_gradient(family.hard(z))
         f_b = cost(b)
         dc_z = jax.grad(lambda l: c(family.perturb(l, ui)))(logits)
-        c_zt, dc_zt = jax.value_and_grad(
-            lambda l: c(family.conditional_noise(l, vi, b)))(logits)
-        g = ((jax.lax.stop_gradient(f_b) - c_zt) * (b - family.probs_of(logits))
-             + dc_z - dc_zt)
+        c_zt, dc_zt = jax.value_and_grad(lambda l: c(family.conditional_noise(l, vi, b)))(logits)
+        g = (jax.lax.stop_gradient(f_b) - c_zt) * (b - family.probs_of(logits)) + dc_z - dc_zt
         return f_b, g
 
       return jax.vmap(one)(u, v)
@@ -185,7 +215,8 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
 
     if adapt:
       (_, (f_b, per_logits, grad)), g_control = jax.value_and_grad(
-          variance_objective, has_aux=True)(state.control)
+        variance_objective, has_aux=True
+      )(state.control)
       if axis_name is not None:
         g_control = jax.lax.pmean(g_control, axis_name)
       updates, opt_state = optimizer.update(g_control, state.opt_state, state.control)
@@ -203,14 +234,14 @@ def _make(*, name: str, num_samples, temperature, scale, learning_rate, optimize
 
 
 def rebar(
-    *,
-    num_samples: int = 1,
-    temperature: float = 0.5,
-    scale: float = 1.0,
-    learning_rate: Optional[float] = None,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    per_sample: bool = False,
-    axis_name: Optional[str] = None,
+  *,
+  num_samples: int = 1,
+  temperature: float = 0.5,
+  scale: float = 1.0,
+  learning_rate: Optional[float] = None,
+  optimizer: Optional[optax.GradientTransformation] = None,
+  per_sample: bool = False,
+  axis_name: Optional[str] = None,
 ) -> GradientEstimator:
   r"""The REBAR estimator: REINFORCE with a concrete-relaxation control variate.
 
@@ -293,24 +324,33 @@ def rebar(
     unbiased gradient estimates for discrete latent variable models",
     NeurIPS 2017.
   """
-  return _make(name="rebar", num_samples=num_samples, temperature=temperature,
-               scale=scale, learning_rate=learning_rate, optimizer=optimizer,
-               per_sample=per_sample, axis_name=axis_name, network_fn=None,
-               network_params=None, network_default=False)
+  return _make(
+    name="rebar",
+    num_samples=num_samples,
+    temperature=temperature,
+    scale=scale,
+    learning_rate=learning_rate,
+    optimizer=optimizer,
+    per_sample=per_sample,
+    axis_name=axis_name,
+    network_fn=None,
+    network_params=None,
+    network_default=False,
+  )
 
 
 def relax(
-    *,
-    num_samples: int = 1,
-    temperature: float = 0.5,
-    scale: float = 1.0,
-    control_variate: Optional[Callable[[PyTree, jax.Array], jax.Array]] = None,
-    control_variate_params: Optional[PyTree] = None,
-    hidden_size: int = 16,
-    learning_rate: Optional[float] = None,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    per_sample: bool = False,
-    axis_name: Optional[str] = None,
+  *,
+  num_samples: int = 1,
+  temperature: float = 0.5,
+  scale: float = 1.0,
+  control_variate: Optional[Callable[[PyTree, jax.Array], jax.Array]] = None,
+  control_variate_params: Optional[PyTree] = None,
+  hidden_size: int = 16,
+  learning_rate: Optional[float] = None,
+  optimizer: Optional[optax.GradientTransformation] = None,
+  per_sample: bool = False,
+  axis_name: Optional[str] = None,
 ) -> GradientEstimator:
   r"""The RELAX estimator: REBAR's estimator with a learned control variate.
 
@@ -370,19 +410,30 @@ def relax(
   if control_variate is None:
     if control_variate_params is not None:
       raise ValueError(
-          "`control_variate_params` was given without `control_variate`; pass "
-          "both (control_variate(rho, z) -> scalar and its initial rho), or "
-          "neither to use the default separable network.")
+        "`control_variate_params` was given without `control_variate`; pass "
+        "both (control_variate(rho, z) -> scalar and its initial rho), or "
+        "neither to use the default separable network."
+      )
     network_fn, network_params = separable_network(hidden_size)
     default = True
   else:
     check_callable("control_variate", control_variate, "control_variate(rho, z) -> scalar")
     if control_variate_params is None:
       raise ValueError(
-          "`control_variate` needs its initial parameters: pass "
-          "control_variate_params=... (a pytree of float arrays).")
+        "`control_variate` needs its initial parameters: pass "
+        "control_variate_params=... (a pytree of float arrays)."
+      )
     network_fn, network_params, default = control_variate, control_variate_params, False
-  return _make(name="relax", num_samples=num_samples, temperature=temperature,
-               scale=scale, learning_rate=learning_rate, optimizer=optimizer,
-               per_sample=per_sample, axis_name=axis_name, network_fn=network_fn,
-               network_params=network_params, network_default=default)
+  return _make(
+    name="relax",
+    num_samples=num_samples,
+    temperature=temperature,
+    scale=scale,
+    learning_rate=learning_rate,
+    optimizer=optimizer,
+    per_sample=per_sample,
+    axis_name=axis_name,
+    network_fn=network_fn,
+    network_params=network_params,
+    network_default=default,
+  )

@@ -20,15 +20,20 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
-from scoregrad._src.base import Estimate, GradientEstimator, check_cost, stateless_init, finish
+from scoregrad._src.base import Estimate, GradientEstimator, check_cost, finish, stateless_init
 from scoregrad._src.discrete import logits as _common
-from scoregrad._src.validation import (NotApplicableError, check_bool, check_key, check_positive_float,
-                                       check_positive_int)
+from scoregrad._src.validation import (
+  NotApplicableError,
+  check_bool,
+  check_key,
+  check_positive_float,
+  check_positive_int,
+)
 
 
-def gumbel_softmax(*, num_samples: int, temperature: float,
-                   straight_through: bool = False,
-                   per_sample: bool = False) -> GradientEstimator:
+def gumbel_softmax(
+  *, num_samples: int, temperature: float, straight_through: bool = False, per_sample: bool = False
+) -> GradientEstimator:
   r"""The Gumbel-softmax (concrete) estimator; biased, low variance.
 
   With z = α + ε, ε logistic (Bernoulli) or Gumbel (Categorical) noise, the
@@ -101,8 +106,9 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
     Relaxation of Discrete Random Variables", ICLR 2017.
   """
   num_samples = check_positive_int("num_samples", num_samples)
-  temperature = check_temperature(check_positive_float("temperature", temperature),
-                                  None, "gumbel_softmax")
+  temperature = check_temperature(
+    check_positive_float("temperature", temperature), None, "gumbel_softmax"
+  )
   straight_through = check_bool("straight_through", straight_through)
   per_sample = check_bool("per_sample", per_sample)
   name = "gumbel_softmax"
@@ -111,8 +117,9 @@ def gumbel_softmax(*, num_samples: int, temperature: float,
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
-    check_cost(f, _common.relaxed_input(lg), floating=True,
-               where="relaxed estimators evaluate f at floats")
+    check_cost(
+      f, _common.relaxed_input(lg), floating=True, where="relaxed estimators evaluate f at floats"
+    )
     check_temperature(temperature, logits.dtype, name)
     check_differentiable_cost(f, _common.relaxed_input(lg), name)
     u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
@@ -189,8 +196,12 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
     key = check_key(key)
     lg = _common.logits_and_pullback(dist_fn, params, estimator="straight_through")
     family, logits = lg.family, lg.logits
-    check_cost(f, _common.relaxed_input(lg), floating=True,
-               where="straight_through differentiates f at its float samples")
+    check_cost(
+      f,
+      _common.relaxed_input(lg),
+      floating=True,
+      where="straight_through differentiates f at its float samples",
+    )
     check_differentiable_cost(f, _common.relaxed_input(lg), "straight_through")
     u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)
 
@@ -230,23 +241,28 @@ def check_temperature(temperature: float, dtype: Optional[Any], estimator: str) 
   """
   minimum = float(jnp.finfo(np.float64 if dtype is None else dtype).eps)
   if temperature < minimum:
-    of = ("float64, the finest float dtype" if dtype is None else
-          f"the logits' dtype {jnp.dtype(dtype).name}")
+    of = (
+      "float64, the finest float dtype"
+      if dtype is None
+      else f"the logits' dtype {jnp.dtype(dtype).name}"
+    )
     raise ValueError(
-        f"`temperature` of {estimator} must be at least {minimum:.3g}, the machine "
-        f"epsilon of {of}; got temperature={temperature!r}. The relaxed sample "
-        "σ(z/λ) (softmax(z/λ) for Categorical) goes from 0 to 1 over a width ~λ, "
-        "finer than the spacing of the floats z is computed in, so it rounds to the "
-        "hard 0/1 (one-hot) sample, its derivative underflows to exactly zero, and "
-        "the estimate would be a silent 0. Use a larger temperature (commonly 0.1 "
-        "to 1; lower ones also raise the variance like 1/λ), float32/float64 "
-        "logits, or an unbiased estimator that does not relax, e.g. "
-        "scoregrad.disarm(num_pairs=...).")
+      f"`temperature` of {estimator} must be at least {minimum:.3g}, the machine "
+      f"epsilon of {of}; got temperature={temperature!r}. The relaxed sample "
+      "σ(z/λ) (softmax(z/λ) for Categorical) goes from 0 to 1 over a width ~λ, "
+      "finer than the spacing of the floats z is computed in, so it rounds to the "
+      "hard 0/1 (one-hot) sample, its derivative underflows to exactly zero, and "
+      "the estimate would be a silent 0. Use a larger temperature (commonly 0.1 "
+      "to 1; lower ones also raise the variance like 1/λ), float32/float64 "
+      "logits, or an unbiased estimator that does not relax, e.g. "
+      "scoregrad.disarm(num_pairs=...)."
+    )
   return temperature
 
 
-_PLAIN_CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "remat", "remat2",
-                           "checkpoint"})
+_PLAIN_CALLS = frozenset(
+  {"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
+)
 
 
 def _depends_on(jaxpr, inputs: list) -> list[bool]:
@@ -265,9 +281,12 @@ def _depends_on(jaxpr, inputs: list) -> list[bool]:
       continue
     inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
     inner = getattr(inner, "jaxpr", inner)
-    if (eqn.primitive.name in _PLAIN_CALLS and isinstance(inner, jex.core.Jaxpr)
-        and len(inner.invars) == len(eqn.invars)
-        and len(inner.outvars) == len(eqn.outvars)):
+    if (
+      eqn.primitive.name in _PLAIN_CALLS
+      and isinstance(inner, jex.core.Jaxpr)
+      and len(inner.invars) == len(eqn.invars)
+      and len(inner.outvars) == len(eqn.outvars)
+    ):
       out_flags = _depends_on(inner, flags)
     else:
       out_flags = [True] * len(eqn.outvars)
@@ -288,6 +307,7 @@ def has_zero_derivative(f: Callable, example: Any) -> bool:
   for some coordinates; and if the trace fails the answer is False (the
   estimator then proceeds, and fails or not, as before).
   """
+
   def primal_and_tangent(x, t):
     y, dy = jax.jvp(lambda v: jnp.asarray(f(v)), (x,), (t,))
     return y, dy
@@ -308,15 +328,16 @@ def check_differentiable_cost(f: Callable, example: Any, estimator: str) -> None
   """Raises if JAX's derivative of ``f`` at relaxed inputs is identically zero."""
   if has_zero_derivative(f, example):
     raise NotApplicableError(
-        f"{estimator} differentiates the cost `f` at float inputs, but JAX's "
-        "derivative of this f is identically zero: its output depends on the input "
-        "only through operations with zero derivative, such as jnp.round, "
-        "floor, ceil, sign, comparisons (x > 0.5) feeding jnp.where, integer casts, "
-        "argmax or stop_gradient. The relaxation's gradient then vanishes, and the "
-        "estimate would be a silent zero (for rebar/relax: a biased one, since its "
-        "control variate's reparameterised gradient is missing). Use an estimator "
-        "that never differentiates f: scoregrad.disarm(num_pairs=...), "
-        "scoregrad.rao_blackwell(num_summed=..., num_samples=...) or "
-        "scoregrad.score_function(num_samples=...); or give these estimators a "
-        "differentiable f that agrees with the cost at 0/1 (one-hot) inputs, e.g. "
-        "b instead of jnp.round(b).")
+      f"{estimator} differentiates the cost `f` at float inputs, but JAX's "
+      "derivative of this f is identically zero: its output depends on the input "
+      "only through operations with zero derivative, such as jnp.round, "
+      "floor, ceil, sign, comparisons (x > 0.5) feeding jnp.where, integer casts, "
+      "argmax or stop_gradient. The relaxation's gradient then vanishes, and the "
+      "estimate would be a silent zero (for rebar/relax: a biased one, since its "
+      "control variate's reparameterised gradient is missing). Use an estimator "
+      "that never differentiates f: scoregrad.disarm(num_pairs=...), "
+      "scoregrad.rao_blackwell(num_summed=..., num_samples=...) or "
+      "scoregrad.score_function(num_samples=...); or give these estimators a "
+      "differentiable f that agrees with the cost at 0/1 (one-hot) inputs, e.g. "
+      "b instead of jnp.round(b)."
+    )

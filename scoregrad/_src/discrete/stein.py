@@ -25,8 +25,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scoregrad._src.base import (Estimate, GradientEstimator, check_cost, check_state, finish,
-                                 first_order_only, gradient_carrier)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  check_cost,
+  check_state,
+  finish,
+  first_order_only,
+  gradient_carrier,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.discrete.rebar_relax import control_optimizer
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
@@ -36,11 +43,12 @@ PyTree = Any
 _NEEDS = _common.LOGITS_FACTS + ("score_variance", "gibbs_flips")
 
 _ALTERNATIVES = (
-    "For categorical variables use scoregrad.disarm(num_pairs=...) or "
-    "scoregrad.arm(num_samples=...) (stick-breaking coupling), "
-    "scoregrad.rebar(...)/relax(...), scoregrad.rao_blackwell(num_summed=..., "
-    "num_samples=...) or scoregrad.score_function(num_samples=..., "
-    "baseline=scoregrad.baselines.leave_one_out()).")
+  "For categorical variables use scoregrad.disarm(num_pairs=...) or "
+  "scoregrad.arm(num_samples=...) (stick-breaking coupling), "
+  "scoregrad.rebar(...)/relax(...), scoregrad.rao_blackwell(num_summed=..., "
+  "num_samples=...) or scoregrad.score_function(num_samples=..., "
+  "baseline=scoregrad.baselines.leave_one_out())."
+)
 
 
 class DoubleCVState(NamedTuple):
@@ -74,20 +82,21 @@ class RodeoState(NamedTuple):
 class _Draws(NamedTuple):
   """The K draws, flattened to (K, D), with everything gradient-free."""
 
-  f: jax.Array        # (K,)   f(b_k)
-  grads: jax.Array    # (K, D) ∇f(b_k)
-  b: jax.Array        # (K, D)
-  logits: jax.Array   # (D,)
-  family: type
+  f: jax.Array  # (K,)   f(b_k)
+  grads: jax.Array  # (K, D) ∇f(b_k)
+  b: jax.Array  # (K, D)
+  logits: jax.Array  # (D,)
+  family: Any  # the distribution class: its static score_logits/score_variance/gibbs_flips
 
 
 def _check_num_samples(num_samples, name):
   num_samples = check_positive_int("num_samples", num_samples)
   if num_samples < 2:
     raise ValueError(
-        f"`{name}` needs num_samples >= 2 (its baseline for each sample is built "
-        f"from the others); got num_samples={num_samples!r}. Use num_samples=2 "
-        "(the cost of one DisARM pair) or more.")
+      f"`{name}` needs num_samples >= 2 (its baseline for each sample is built "
+      f"from the others); got num_samples={num_samples!r}. Use num_samples=2 "
+      "(the cost of one DisARM pair) or more."
+    )
   return num_samples
 
 
@@ -96,31 +105,46 @@ def _leave_one_out(x):
   return (jnp.sum(x, axis=0) - x) / (x.shape[0] - 1)
 
 
-def _make(*, name: str, num_samples: int, learning_rate, optimizer, per_sample, axis_name,
-          control0: dict, state_cls: type, terms: Callable):
+def _make(
+  *,
+  name: str,
+  num_samples: int,
+  learning_rate,
+  optimizer,
+  per_sample,
+  axis_name,
+  control0: dict,
+  state_cls: type,
+  terms: Callable,
+):
   per_sample = check_bool("per_sample", per_sample)
   if axis_name is not None and not isinstance(axis_name, str):
     raise TypeError(
-        f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
-        f"axis_name={axis_name!r}.")
+      f"`axis_name` must be None or the str name of a jax.vmap/pmap axis; got "
+      f"axis_name={axis_name!r}."
+    )
   adapt, optimizer = control_optimizer(learning_rate, optimizer, default=1e-3)
 
   def init(params):
     del params
-    control = jax.tree_util.tree_map(
-        lambda c: jnp.asarray(c, jnp.result_type(float)), control0)
+    control = jax.tree_util.tree_map(lambda c: jnp.asarray(c, jnp.result_type(float)), control0)
     return state_cls(control=control, opt_state=optimizer.init(control) if adapt else ())
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
     check_state(state, state_cls, name)
-    lg = _common.logits_and_pullback(dist_fn, params, estimator=name, needs=_NEEDS,
-                                     alternatives=_ALTERNATIVES)
+    lg = _common.logits_and_pullback(
+      dist_fn, params, estimator=name, needs=_NEEDS, alternatives=_ALTERNATIVES
+    )
     family, logits = lg.family, lg.logits
     dtype = logits.dtype
-    check_cost(f, _common.relaxed_input(lg), floating=True,
-               where=f"{name} evaluates f and its derivative at the samples (floats in "
-                     "{0, 1} shaped like the logits)")
+    check_cost(
+      f,
+      _common.relaxed_input(lg),
+      floating=True,
+      where=f"{name} evaluates f and its derivative at the samples (floats in "
+      "{0, 1} shaped like the logits)",
+    )
     u = _common.uniform(key, (num_samples,) + logits.shape, dtype)
     b = jax.lax.stop_gradient(family.hard(family.perturb(logits, u)))
 
@@ -128,9 +152,13 @@ def _make(*, name: str, num_samples: int, learning_rate, optimizer, per_sample, 
       return jnp.asarray(f(x)).astype(dtype)
 
     f_b, grads = jax.vmap(jax.value_and_grad(cost))(b)
-    draws = _Draws(jax.lax.stop_gradient(f_b),
-                   jax.lax.stop_gradient(grads).reshape(num_samples, -1),
-                   b.reshape(num_samples, -1), logits.reshape(-1), family)
+    draws = _Draws(
+      jax.lax.stop_gradient(f_b),
+      jax.lax.stop_gradient(grads).reshape(num_samples, -1),
+      b.reshape(num_samples, -1),
+      logits.reshape(-1),
+      family,
+    )
 
     def variance_objective(control):
       ctrl = jax.tree_util.tree_map(lambda c: jnp.asarray(c).astype(dtype), control)
@@ -140,8 +168,9 @@ def _make(*, name: str, num_samples: int, learning_rate, optimizer, per_sample, 
       return total, (rows, g)
 
     if adapt:
-      (_, (rows, grad)), g_control = jax.value_and_grad(
-          variance_objective, has_aux=True)(state.control)
+      (_, (rows, grad)), g_control = jax.value_and_grad(variance_objective, has_aux=True)(
+        state.control
+      )
       if axis_name is not None:
         g_control = jax.lax.pmean(g_control, axis_name)
       updates, opt_state = optimizer.update(g_control, state.opt_state, state.control)
@@ -160,23 +189,24 @@ def _make(*, name: str, num_samples: int, learning_rate, optimizer, per_sample, 
 
 # --- double control variates -------------------------------------------------
 
+
 def _double_cv_terms(ctrl, d: _Draws):
   alpha = ctrl["alpha"]
-  s = d.family.score_logits(d.logits, d.b)                   # (K, D)
-  loo_grads = _leave_one_out(d.grads)                          # mean_{j≠k} ∇f(b_j)
-  c = alpha * jnp.sum(loo_grads * s, axis=-1)                  # (K,) Taylor CV
+  s = d.family.score_logits(d.logits, d.b)  # (K, D)
+  loo_grads = _leave_one_out(d.grads)  # mean_{j≠k} ∇f(b_j)
+  c = alpha * jnp.sum(loo_grads * s, axis=-1)  # (K,) Taylor CV
   baseline = _leave_one_out(d.f + c)
   correction = alpha * d.family.score_variance(d.logits) * d.grads
   return (d.f - baseline + c)[:, None] * s - correction
 
 
 def double_cv(
-    *,
-    num_samples: int,
-    learning_rate: Optional[float] = None,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    per_sample: bool = False,
-    axis_name: Optional[str] = None,
+  *,
+  num_samples: int,
+  learning_rate: Optional[float] = None,
+  optimizer: Optional[optax.GradientTransformation] = None,
+  per_sample: bool = False,
+  axis_name: Optional[str] = None,
 ) -> GradientEstimator:
   r"""Double control variates: leave-one-out REINFORCE plus a Taylor control variate.
 
@@ -241,12 +271,21 @@ def double_cv(
     Discrete Latent Variable Models", AISTATS 2022.
   """
   num_samples = _check_num_samples(num_samples, "double_cv")
-  return _make(name="double_cv", num_samples=num_samples, learning_rate=learning_rate,
-               optimizer=optimizer, per_sample=per_sample, axis_name=axis_name,
-               control0={"alpha": 0.0}, state_cls=DoubleCVState, terms=_double_cv_terms)
+  return _make(
+    name="double_cv",
+    num_samples=num_samples,
+    learning_rate=learning_rate,
+    optimizer=optimizer,
+    per_sample=per_sample,
+    axis_name=axis_name,
+    control0={"alpha": 0.0},
+    state_cls=DoubleCVState,
+    terms=_double_cv_terms,
+  )
 
 
 # --- RODEO ---------------------------------------------------------------------
+
 
 def stein_network(hidden_size: int):
   """RODEO's default learned function h_ρ: R² → R², a one-hidden-layer MLP.
@@ -264,11 +303,11 @@ def stein_network(hidden_size: int):
   h = jnp.arange(hidden_size, dtype=jnp.result_type(float))
   scale = 1.0 / math.sqrt(hidden_size)
   params = {
-      "w_t": jnp.linspace(-1.0, 1.0, hidden_size),
-      "w_v": 0.1 * jnp.cos(1.7 * h + 0.5),
-      "c": jnp.sin(2.4 * h + 1.0),
-      "w_out": 0.1 * scale * jnp.stack([jnp.sin(1.3 * h + 0.2), jnp.cos(0.7 * h + 0.4)], -1),
-      "b_out": jnp.zeros((2,)),
+    "w_t": jnp.linspace(-1.0, 1.0, hidden_size),
+    "w_v": 0.1 * jnp.cos(1.7 * h + 0.5),
+    "c": jnp.sin(2.4 * h + 1.0),
+    "w_out": 0.1 * scale * jnp.stack([jnp.sin(1.3 * h + 0.2), jnp.cos(0.7 * h + 0.4)], -1),
+    "b_out": jnp.zeros((2,)),
   }
 
   def apply(rho, t, v):
@@ -283,25 +322,27 @@ def _rodeo_terms(network):
   def terms(ctrl, d: _Draws):
     k, dim = d.b.shape
     alpha, beta, rho = ctrl["alpha"], ctrl["beta"], ctrl["network"]
-    s = d.family.score_logits(d.logits, d.b)                 # (K, D)
-    step, rate = d.family.gibbs_flips(d.logits, d.b)         # (K, D) each
+    s = d.family.score_logits(d.logits, d.b)  # (K, D)
+    step, rate = d.family.gibbs_flips(d.logits, d.b)  # (K, D) each
     # Taylor increments of f around b_j, at b_k and at b_k's D neighbours:
     # t[k, j] = ⟨∇f_j, b_k − b_j⟩, t_nbr[k, j, i] = t[k, j] + step_{k,i} ∇f_{j,i}.
-    own = jnp.sum(d.grads * d.b, axis=-1)                     # ⟨∇f_j, b_j⟩
-    t = d.b @ d.grads.T - own[None, :]                        # (K, K)
+    own = jnp.sum(d.grads * d.b, axis=-1)  # ⟨∇f_j, b_j⟩
+    t = d.b @ d.grads.T - own[None, :]  # (K, K)
     t_nbr = t[:, :, None] + step[:, None, :] * d.grads[None, :, :]
     v = d.f[None, :]
-    out_x = network(rho, t, v)                                # (K, K, 2)
-    out_n = network(rho, t_nbr, v[:, :, None])                # (K, K, D, 2)
+    out_x = network(rho, t, v)  # (K, K, 2)
+    out_n = network(rho, t_nbr, v[:, :, None])  # (K, K, D, 2)
     # h_k = mean over the other samples j ≠ k of the network's outputs.
     weights = (1.0 - jnp.eye(k, dtype=d.f.dtype)) / (k - 1)
-    h_x = jnp.einsum("kj,kjo->ko", weights, out_x)            # (K, 2)
-    h_n = jnp.einsum("kj,kjio->kio", weights, out_n)          # (K, D, 2)
+    h_x = jnp.einsum("kj,kjo->ko", weights, out_x)  # (K, 2)
+    h_n = jnp.einsum("kj,kjio->kio", weights, out_n)  # (K, D, 2)
     # Gibbs Stein operator (A h)(x) = (1/D) Σ_i rate_i [h(x + step_i e_i) − h(x)].
-    stein0 = jnp.mean(rate * (h_n[..., 0] - h_x[:, None, 0]), axis=-1)        # (K,)
+    stein0 = jnp.mean(rate * (h_n[..., 0] - h_x[:, None, 0]), axis=-1)  # (K,)
     # ... applied to the vector function y ↦ h¹(y) s(y), s(x + step_i e_i) = s + step_i e_i.
-    stein1 = (s * jnp.mean(rate * (h_n[..., 1] - h_x[:, None, 1]), axis=-1, keepdims=True)
-              + rate * step * h_n[..., 1] / dim)                              # (K, D)
+    stein1 = (
+      s * jnp.mean(rate * (h_n[..., 1] - h_x[:, None, 1]), axis=-1, keepdims=True)
+      + rate * step * h_n[..., 1] / dim
+    )  # (K, D)
     baseline = _leave_one_out(d.f + alpha * stein0)
     return (d.f - baseline)[:, None] * s + beta * stein1
 
@@ -309,13 +350,13 @@ def _rodeo_terms(network):
 
 
 def rodeo(
-    *,
-    num_samples: int,
-    hidden_size: int = 100,
-    learning_rate: Optional[float] = None,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    per_sample: bool = False,
-    axis_name: Optional[str] = None,
+  *,
+  num_samples: int,
+  hidden_size: int = 100,
+  learning_rate: Optional[float] = None,
+  optimizer: Optional[optax.GradientTransformation] = None,
+  per_sample: bool = False,
+  axis_name: Optional[str] = None,
 ) -> GradientEstimator:
   r"""RODEO: leave-one-out REINFORCE with learned discrete-Stein control variates.
 
@@ -383,7 +424,14 @@ def rodeo(
   """
   num_samples = _check_num_samples(num_samples, "rodeo")
   network, rho = stein_network(hidden_size)
-  return _make(name="rodeo", num_samples=num_samples, learning_rate=learning_rate,
-               optimizer=optimizer, per_sample=per_sample, axis_name=axis_name,
-               control0={"alpha": 0.0, "beta": 0.0, "network": rho},
-               state_cls=RodeoState, terms=_rodeo_terms(network))
+  return _make(
+    name="rodeo",
+    num_samples=num_samples,
+    learning_rate=learning_rate,
+    optimizer=optimizer,
+    per_sample=per_sample,
+    axis_name=axis_name,
+    control0={"alpha": 0.0, "beta": 0.0, "network": rho},
+    state_cls=RodeoState,
+    terms=_rodeo_terms(network),
+  )

@@ -8,8 +8,15 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
-from scoregrad._src.base import (Estimate, GradientEstimator, check_state, evaluate_costs,
-                                 expand_to, finish, state_like_params)
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  check_state,
+  evaluate_costs,
+  expand_to,
+  finish,
+  state_like_params,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
@@ -48,8 +55,7 @@ def top_configurations(log_probs: jax.Array, k: int):
     configs = configs[parent].at[:, v].set(value)
     return (top, configs), None
 
-  (scores, configs), _ = jax.lax.scan(step, (scores, configs),
-                                      (jnp.arange(num_vars), log_probs))
+  (scores, configs), _ = jax.lax.scan(step, (scores, configs), (jnp.arange(num_vars), log_probs))
   return configs, scores
 
 
@@ -93,11 +99,11 @@ def sample_outside(u: jax.Array, log_probs: jax.Array, configs: jax.Array) -> ja
 
 
 def rao_blackwell(
-    *,
-    num_summed: int,
-    num_samples: int,
-    baseline: Optional[_baselines.Baseline] = None,
-    per_sample: bool = False,
+  *,
+  num_summed: int,
+  num_samples: int,
+  baseline: Optional[_baselines.Baseline] = None,
+  per_sample: bool = False,
 ) -> GradientEstimator:
   r"""Rao-Blackwellised sum-and-sample score-function estimator.
 
@@ -160,15 +166,16 @@ def rao_blackwell(
   baseline = _baselines.resolve(baseline)
   _baselines.check_num_samples(baseline, num_samples)
   _baselines.require_scalar(
-      baseline, where="rao_blackwell",
-      instead="Use a scalar baseline such as leave_one_out() or moving_average(decay=0.9).")
+    baseline,
+    where="rao_blackwell",
+    instead="Use a scalar baseline such as leave_one_out() or moving_average(decay=0.9).",
+  )
   per_sample = check_bool("per_sample", per_sample)
 
   def init(params) -> RaoBlackwellState:
     return RaoBlackwellState(baseline=state_like_params(baseline.init(), params))
 
-  def estimate(key, f: Callable, dist_fn: Callable, params, state: RaoBlackwellState
-               ) -> Estimate:
+  def estimate(key, f: Callable, dist_fn: Callable, params, state: RaoBlackwellState) -> Estimate:
     key = check_key(key)
     check_state(state, RaoBlackwellState, "rao_blackwell")
     lg = _common.logits_and_pullback(dist_fn, params, estimator="rao_blackwell")
@@ -201,10 +208,12 @@ def rao_blackwell(
     drawn_part = rest * expand_to(fixed_drawn - b, drawn_scores) * drawn_scores
     per_logits = summed_part[None] + drawn_part
     per_value = jnp.sum(p_summed * f_summed) + rest * f_drawn
-    grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(per_value),
-                                      (f_summed, f_drawn))
+    grad, per, value = _common.finish(
+      lg, per_logits, per_sample, jnp.mean(per_value), (f_summed, f_drawn)
+    )
     new_state = RaoBlackwellState(
-        baseline=baseline.update(state.baseline, jax.lax.stop_gradient(per_value)))
+      baseline=baseline.update(state.baseline, jax.lax.stop_gradient(per_value))
+    )
     return finish(value, grad, new_state, per)
 
   return GradientEstimator(init=init, estimate=estimate)
