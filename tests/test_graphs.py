@@ -543,3 +543,94 @@ def test_disarm_site_in_sigmoid_belief_net():
     _err(two)
   with pytest.raises(ValueError, match="needs a factorised Bernoulli"):
     _err(lambda p, k: sg.sample("x", Normal(p[0], 1.0), k, estimator="disarm"))
+
+
+# -- measure-valued sites -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "est_z,est_x",
+  [(None, "measure_valued"), ("measure_valued", None), ("measure_valued", "measure_valued")],
+  ids=lambda e: str(e),
+)
+def test_measure_valued_site_gradient_unbiased_and_first_order_only(est_z, est_x):
+  # z keeps a leave-one-out baseline where it is a score-function site.
+  baseline = {"z": sg.baselines.leave_one_out()} if est_z is None else None
+  loss = sg.surrogate(_chain(est_z, est_x), num_samples=2, baseline=baseline)
+  assert loss.graph(CHAIN_PARAMS, jax.random.key(0))["sites"]["x"] == (est_x or "pathwise")
+  grads = _per_key(jax.grad(loss), CHAIN_PARAMS)
+  assert_unbiased(grads, jax.grad(_chain_exact)(CHAIN_PARAMS), false_failure_rate=RATE, rtol=1e-5)
+  with pytest.raises(NotImplementedError, match="first derivatives only"):
+    jax.jit(jax.hessian(loss))(CHAIN_PARAMS, jax.random.key(0))
+
+
+def test_measure_valued_sites_in_sigmoid_belief_net_beat_the_score_function():
+  """MVD on a Bernoulli site upstream of a score-function site, and on the lower
+  layer itself (a Categorical-free check of the chain rule through parents)."""
+  loo = sg.baselines.leave_one_out()
+  for top, bottom in [("measure_valued", None), (None, "measure_valued")]:
+
+    def program(p, key, top=top, bottom=bottom):
+      k1, k2 = jax.random.split(key)
+      z1 = sg.sample("z1", Bernoulli(logits=p["a"]), k1, estimator=top)
+      z2 = sg.sample("z2", Bernoulli(logits=p["W"] @ z1 + p["b"]), k2, estimator=bottom)
+      sg.cost("top", jnp.dot(U, z1))
+      sg.cost("bottom", jnp.sum((z2 - T) ** 2))
+
+    loss = sg.surrogate(program, num_samples=4, baseline=loo)
+    grads = _per_key(jax.grad(loss), SBN)
+    assert_unbiased(grads, jax.grad(_sbn_exact)(SBN), false_failure_rate=RATE)
+    score = _per_key(jax.grad(sg.surrogate(_sbn(None), num_samples=4, baseline=loo)), SBN)
+    # The weak derivative of a Bernoulli is exact in its own coordinate
+    # (f(1) − f(0)): the MVD layer's gradient is less noisy than the score
+    # function's with the same baseline. Measured variance ratios: 0.08–0.15
+    # (top layer, a), 0.03 (bottom layer, b); the 0.5 bound leaves many
+    # standard errors of the variance estimates (20 000 keys each).
+    layer = "a" if top else "b"
+    assert np.all(np.var(grads[layer], 0) < 0.5 * np.var(score[layer], 0)), layer
+
+
+def test_measure_valued_categorical_and_gamma_sites():
+  w = jnp.array([1.0, -0.5, 2.0])
+
+  def program(p, key):
+    k1, k2 = jax.random.split(key)
+    c = sg.sample("c", sg.dists.Categorical(logits=p[:3]), k1, estimator="measure_valued")
+    y = sg.sample("y", sg.dists.Gamma(2.0, jnp.exp(p[3] + 0.3 * c)), k2, estimator="measure_valued")
+    return w[c] + y**2
+
+  def exact(p):
+    pi = jax.nn.softmax(p[:3])
+    rate = jnp.exp(p[3] + 0.3 * jnp.arange(3.0))
+    return jnp.dot(pi, w + 2.0 * 3.0 / rate**2)  # E[y²] = α(α + 1)/β² for Gamma(α = 2, β)
+
+  params = jnp.array([0.2, -0.4, 0.1, 0.3])
+  grads = _per_key(jax.grad(sg.surrogate(program, num_samples=2)), params)
+  assert_unbiased(grads, jax.grad(exact)(params), false_failure_rate=RATE)
+
+
+def test_measure_valued_site_errors():
+  with pytest.raises(ValueError, match="needs a weak-derivative decomposition"):
+    _err(
+      lambda p, k: jnp.sum(
+        sg.sample(
+          "x",
+          sg.dists.MultivariateNormalTriL(p, jnp.eye(2)),
+          k,
+          estimator="measure_valued",
+        )
+      )
+    )
+  with pytest.raises(ValueError, match="through its rate only, but its concentration"):
+    _err(
+      lambda p, k: sg.sample("y", sg.dists.Gamma(jnp.exp(p[0]), 1.0), k, estimator="measure_valued")
+    )
+
+  def mixed(p, key):
+    k1, k2 = jax.random.split(key)
+    a = sg.sample("a", Bernoulli(logits=p[0]), k1, estimator="exact")
+    b = sg.sample("b", Normal(p[1], 1.0), k2, estimator="measure_valued")
+    return a + b
+
+  with pytest.raises(ValueError, match="cannot be combined with 'exact' or 'disarm'"):
+    _err(mixed)

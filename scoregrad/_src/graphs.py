@@ -38,7 +38,19 @@ Per-site estimators (``sample(..., estimator=...)``):
   downstream noise, L is their mean and the site's logits get
   ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) for the costs C downstream
   of it. First-order only (a second derivative raises), one such site per
-  program, not combined with ``"exact"``.
+  program, not combined with ``"exact"``;
+* ``"measure_valued"``: a site whose family has a weak derivative (Normal,
+  Laplace, Bernoulli, Categorical, Poisson, Exponential, Gamma rate; Mohamed
+  et al. 2020, Section 6) keeps its sample fixed (no score term) and its own
+  parameters η get the weak-derivative estimate
+  ∂η_j E[C] ≈ c_j (C(x ⊕_j x⁺_j) − C(x ⊕_j x⁻_j)), where C is the sum of
+  the costs downstream of the site and C(x') reruns the rest of the program
+  with the site's value replaced by x' and the same downstream noise (the
+  same keys). The chain rule through η(params, parents) gives the gradient;
+  everything else in the program keeps its own estimator. Costs about 2·d
+  extra runs of the program per site of size d (Categorical: d·K);
+  first-order only (a second derivative raises); not combined with
+  ``"exact"`` or ``"disarm"`` sites.
 
 Baselines per score-function site: ``baselines.leave_one_out()`` across the
 ``num_samples`` independent runs of the program (b_s for run i is the mean
@@ -82,9 +94,10 @@ from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import gradient_carrier
 from scoregrad._src.surrogates import magic_box
 from scoregrad._src.validation import check_key, check_positive_int
+from scoregrad._src.weak_derivative import dependence, has_weak_derivative, weak_derivative_terms
 from scoregrad.dists._base import check_reparameterized, families_with
 
-ESTIMATORS = ("score_function", "pathwise", "exact", "disarm")
+ESTIMATORS = ("score_function", "pathwise", "exact", "disarm", "measure_valued")
 RETURN_NAME = "<return value>"
 
 # -- the handler stack ---------------------------------------------------------
@@ -252,6 +265,13 @@ def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
       f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
       "or, for small sites, estimator='exact'."
     )
+  if estimator == "measure_valued" and not has_weak_derivative(dist):
+    raise ValueError(
+      f"Site {name!r}: estimator='measure_valued' needs a weak-derivative "
+      f"decomposition of the site's family; {type(dist).__name__} has none. "
+      f"Families that have one: {', '.join(families_with('weak_derivative'))}. Use "
+      "estimator='score_function' (any distribution) or 'pathwise' (reparameterized)."
+    )
   if estimator == "score_function" and getattr(dist, "score_function_order", None) == 1:
     raise ValueError(
       f"Site {name!r}: {type(dist).__name__}.log_prob is differentiable once only, so "
@@ -282,8 +302,9 @@ def sample(name: str, dist: Any, key: jax.Array, *, estimator: Optional[str] = N
     key: a PRNG key, used by this site only.
     estimator: ``None`` (pathwise if ``dist.reparameterized``, else
       score_function), ``"pathwise"``, ``"score_function"``, ``"exact"``
-      (enumerate a small Bernoulli/Categorical site) or ``"disarm"`` (a
-      Bernoulli site; first-order only).
+      (enumerate a small Bernoulli/Categorical site), ``"disarm"`` (a
+      Bernoulli site; first-order only) or ``"measure_valued"`` (a family
+      with a weak derivative; first-order only).
 
   Returns:
     The sample (held fixed, i.e. stop-gradiented, unless pathwise).
@@ -523,8 +544,9 @@ def surrogate(
   * ``jax.grad(fn)`` an unbiased estimate of ∇θ E[cost], with per-site
     estimators and dependency-aware credit (see the module docstring for the
     surrogate L);
-  * ``jax.hessian(fn)`` (any order) unbiased too; with a ``"disarm"`` site,
-    first derivatives only (a second derivative raises at trace time).
+  * ``jax.hessian(fn)`` (any order) unbiased too; with a ``"disarm"`` or
+    ``"measure_valued"`` site, first derivatives only (a second derivative
+    raises at trace time).
 
   The program's return value, when not None, is a cost named
   ``"<return value>"`` (in ``fn.graph``).
@@ -621,6 +643,33 @@ def surrogate(
     score = [i for i, s in enumerate(sites) if s.estimator == "score_function"]
     exact = [i for i, s in enumerate(sites) if s.estimator == "exact"]
     disarm = [i for i, s in enumerate(sites) if s.estimator == "disarm"]
+    mvd = [i for i, s in enumerate(sites) if s.estimator == "measure_valued"]
+    if mvd and (exact or disarm):
+      raise ValueError(
+        "estimator='measure_valued' sites cannot be combined with 'exact' or 'disarm' "
+        f"sites in one program yet; got measure_valued sites {[names[i] for i in mvd]}, "
+        f"exact sites {[names[i] for i in exact]} and disarm sites "
+        f"{[names[i] for i in disarm]}. Use estimator='score_function' for one kind."
+      )
+    # Which of each measure-valued site's own parameters η depend on params
+    # (structurally, through parents too); a family's fixed η must not.
+    mvd_active = {}
+    for i in mvd:
+      canon_of = lambda p, n=names[i]: (
+        _run(program, p, key, {}).sites[n].dist.weak_derivative_params()
+      )
+      etas = list(jax.eval_shape(canon_of, params))
+      mvd_active[i] = dependence(lambda p, c=canon_of: tuple(c(p).values()), params)
+      fixed = getattr(sites[i].family, "weak_derivative_fixed", ())
+      for eta, on in zip(etas, mvd_active[i]):
+        if on and eta in fixed:
+          free = ", ".join(e for e in etas if e not in fixed)
+          raise ValueError(
+            f"Site {names[i]!r}: estimator='measure_valued' differentiates a "
+            f"{sites[i].family.__name__} through its {free} only, but its {eta} "
+            f"depends on `params`. Keep the {eta} constant, or use "
+            "estimator='score_function' (or 'pathwise' where reparameterized)."
+          )
     if len(disarm) > 1 or (disarm and exact):
       raise ValueError(
         "estimator='disarm' is supported for one site per program, without 'exact' "
@@ -674,7 +723,41 @@ def surrogate(
       pair = h.sites[names[disarm[0]]].pair if disarm else ()
       if disarm:
         log_w = log_w + jnp.log(jnp.asarray(0.5, dtype))
-      return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair
+      weak = tuple(_weak_derivative_site(h, i, k, dtype) for i in mvd)
+      return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair, weak
+
+    def _weak_derivative_site(h, i, k, dtype):
+      """(η, ĝ) of measure-valued site i in one run: ĝ_j = c_j (C(x ⊕_j x⁺) − C(x ⊕_j x⁻))."""
+      name = names[i]
+      rec = h.sites[name]
+      canon = tuple(rec.dist.weak_derivative_params().values())
+      down = [c for c, a in zip(g.cost_names, g.cost_ancestors) if i in a]
+      frozen = jax.lax.stop_gradient(params)
+      shape = jnp.shape(rec.value)
+
+      def downstream(x):
+        # The rest of the program with the site at x and the same keys
+        # (the same downstream noise); params held fixed.
+        rerun = _run(program, frozen, k, {name: jnp.reshape(x, shape)})
+        total = sum((rerun.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype))
+        return jnp.reshape(total, (1,))
+
+      base = jnp.reshape(rec.value, (1, -1))
+      fbase = jax.lax.stop_gradient(
+        jnp.reshape(sum((h.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype)), (1, 1))
+      )
+      # Its own stream: fold_in(k, ·) is independent of the program's splits of k.
+      wd_key = jax.random.fold_in(k, 0x5C06 + i)
+      terms = weak_derivative_terms(
+        wd_key, downstream, jax.lax.stop_gradient(rec.dist), mvd_active[i], True, base, fbase
+      )
+      cot = tuple(
+        jnp.zeros(c.shape, dtype)
+        if t is None
+        else jax.lax.stop_gradient(t[0, ..., 0]).astype(dtype)
+        for t, c in zip(terms, canon)
+      )
+      return canon, cot
 
     def per_key(k):
       if disarm:
@@ -687,7 +770,7 @@ def surrogate(
       rec = jax.tree_util.tree_map(lambda x: x[None], per_key(key))
     else:
       rec = jax.vmap(per_key)(jax.random.split(key, num_samples))
-    costs, taus, log_w, values, pair = rec  # (n, K, m), (n, K, s), (n, K), dict
+    costs, taus, log_w, values, pair, weak = rec  # (n, K, m), (n, K, s), (n, K), dict
     dtype = costs.dtype
     # A[c, j]: score site j is a stochastic ancestor of cost c.
     A = np.array(
@@ -768,6 +851,17 @@ def surrogate(
       )
       value = value + gradient_carrier(
         logits, ghat / logits.shape[0], f"surrogate() with a disarm site ({names[d]!r})", dtype
+      )
+    for (canon, cot), i in zip(weak, mvd):
+      # The weak-derivative gradient of the site's own parameters, carried by
+      # a zero whose derivative is ⟨∇η, ĝ⟩ averaged over the runs (the chain
+      # rule through η(params, parents) does the rest).
+      n_runs = costs.shape[0]
+      value = value + gradient_carrier(
+        canon,
+        jax.tree_util.tree_map(lambda t: t / n_runs, cot),
+        f"surrogate() with a measure_valued site ({names[i]!r})",
+        dtype,
       )
     return value, new_state, info
 
