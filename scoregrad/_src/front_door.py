@@ -33,6 +33,7 @@ def expectation(
   estimator: str = "score_function",
   baseline: Optional[_baselines.Baseline] = None,
   sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
 ) -> jax.Array:
   """A scalar whose value is the MC mean of f and whose derivatives estimate ∇E[f].
 
@@ -55,6 +56,15 @@ def expectation(
       ``jax.jit`` the samples are generated and costed sharded and the mean
       (and the baseline's sums) reduced by collectives. Same value and
       derivatives as unsharded. See :func:`scoregrad.score_function`.
+    chunk_size: process the samples ``chunk_size`` at a time in a
+      checkpointed ``lax.scan`` (memory O(chunk_size × params) for the value
+      and for ``jax.grad`` of it); must divide ``num_samples``. Chunk c draws
+      with ``jax.random.fold_in(key, c)``, so the result is the mean over
+      chunks of ``expectation(..., num_samples=chunk_size)`` under those keys:
+      the same estimator (unbiased, every derivative order included), not the
+      same samples as unchunked. ``leave_one_out()`` runs in two passes (the
+      sum of all costs first), so each b_i is the mean of all other
+      num_samples − 1 costs, as unchunked.
 
   Returns:
     A scalar array.
@@ -70,15 +80,16 @@ def expectation(
   """
   num_samples = check_positive_int("num_samples", num_samples)
   sharding = _scale.check_sharding(sharding, num_samples)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=False)
   key = check_key(key)
   dist = _dists.as_distribution(dist, name="dist")
-  draw = _scale.shard_samples(lambda k: dist.sample(k, (num_samples,)), sharding, num_samples)
   if estimator not in ESTIMATORS:
     raise ValueError(
       f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
       "Other estimators (measure-valued, discrete) are used through their "
       "factories' .estimate(key, f, dist_fn, params, state)."
     )
+  total_costs = None
   if estimator == "pathwise":
     if baseline is not None:
       raise ValueError(
@@ -86,28 +97,65 @@ def expectation(
         f"baseline={baseline!r} with estimator='pathwise'. Remove it."
       )
     check_reparameterized(dist, "dist")
-    samples = draw(key)
-    check_cost(
-      f,
-      one_sample(samples),
-      floating=True,
-      where="expectation(estimator='pathwise') differentiates it",
-    )
-    return jnp.mean(
-      _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
-    )
 
-  baseline = _baselines.resolve(baseline)
-  _baselines.check_num_samples(baseline, num_samples)
-  _baselines.require_scalar(
-    baseline,
-    where="expectation()",
-    stateless=True,
-    instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
-    "and thread its state, or score_function_surrogate(..., baseline_state=...), "
-    "or a stateless baseline such as leave_one_out().",
+    def one(k, n, total):
+      del total
+      return _pathwise(f, dist, k, n, sharding)
+
+  else:
+    baseline = _baselines.resolve(baseline)
+    _baselines.check_num_samples(baseline, num_samples)
+    _baselines.require_scalar(
+      baseline,
+      where="expectation()",
+      stateless=True,
+      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+      "and thread its state, or score_function_surrogate(..., baseline_state=...), "
+      "or a stateless baseline such as leave_one_out().",
+    )
+    if chunk_size is not None:
+      _scale.check_streamable_baseline(baseline)
+      if baseline.uses_other_samples:
+        # Two passes: the first sums every chunk's costs (same keys, same samples).
+        def total_costs(k):
+          samples = jax.lax.stop_gradient(_draw(dist, k, chunk_size, sharding))
+          return jnp.sum(jax.lax.stop_gradient(evaluate_costs(f, samples, chunk_size)))
+
+    def one(k, n, total):
+      chunk_baseline = baseline if total is None else baseline.chunked(total, num_samples)
+      return _score_function(f, dist, k, n, chunk_baseline, sharding)
+
+  if chunk_size is None:
+    return one(key, num_samples, None)
+  return _scale.chunked_mean(
+    lambda k, total: one(k, chunk_size, total),
+    key,
+    num_samples=num_samples,
+    chunk_size=chunk_size,
+    total_costs=total_costs,
   )
-  samples = jax.lax.stop_gradient(draw(key))
+
+
+def _draw(dist, key, num_samples: int, sharding):
+  draw = lambda k: dist.sample(k, (num_samples,))
+  return _scale.shard_samples(draw, sharding, num_samples)(key)
+
+
+def _pathwise(f, dist, key, num_samples: int, sharding) -> jax.Array:
+  """The pathwise surrogate of ``num_samples`` draws: the mean cost."""
+  samples = _draw(dist, key, num_samples, sharding)
+  check_cost(
+    f,
+    one_sample(samples),
+    floating=True,
+    where="expectation(estimator='pathwise') differentiates it",
+  )
+  return jnp.mean(_scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples))
+
+
+def _score_function(f, dist, key, num_samples: int, baseline, sharding) -> jax.Array:
+  """The DiCE surrogate of ``num_samples`` draws with a stateless scalar baseline."""
+  samples = jax.lax.stop_gradient(_draw(dist, key, num_samples, sharding))
   costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
   b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
   surrogate = lambda d: jnp.mean(_surrogate.dice(jax.vmap(d.log_prob)(samples), costs, b))

@@ -65,7 +65,12 @@ def _antithetic_pairs(key, lg, num, sharding=None) -> _Pairs:
 
 
 def arm(
-  *, num_samples: int, per_sample: bool = False, sharding: Optional[Any] = None
+  *,
+  num_samples: int,
+  per_sample: bool = False,
+  sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
+  moments: bool = False,
 ) -> GradientEstimator:
   r"""The augment-REINFORCE-merge (ARM) estimator for factorised Bernoullis and Categoricals.
 
@@ -107,6 +112,13 @@ def arm(
     sharding: a ``jax.sharding.Sharding`` of the leading sample axis: the
       uniforms (and so both points of each pair) are generated sharded, see
       :func:`scoregrad.score_function`.
+    chunk_size: process the draws of u ``chunk_size`` at a time in a
+      ``lax.scan`` (memory O(chunk_size × params)); must divide
+      ``num_samples``; chunk c draws with ``jax.random.fold_in(key, c)``, so
+      the estimate is the mean over chunks of ``arm(num_samples=chunk_size)``
+      under those keys (the same estimator, not the same draws).
+    moments: fill ``Estimate.moments`` (:class:`scoregrad.GradientMoments`)
+      with the streamed moments of the per-draw gradients.
 
   Returns:
     ``GradientEstimator(init, estimate)``; ``estimate(key, f, dist_fn,
@@ -128,6 +140,22 @@ def arm(
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
+  moments = _scale.check_moments(moments)
+  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
+  if chunk_size is not None:
+    return GradientEstimator(
+      init=stateless_init,
+      estimate=_scale.chunked(
+        lambda _: arm(num_samples=chunk_size, per_sample=moments, sharding=sharding),
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        moments=moments,
+      ),
+    )
+  if moments:
+    return _scale.with_moments(
+      arm(num_samples=num_samples, per_sample=True, sharding=sharding), per_sample=per_sample
+    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
@@ -155,7 +183,12 @@ def arm(
 
 
 def disarm(
-  *, num_pairs: int, per_sample: bool = False, sharding: Optional[Any] = None
+  *,
+  num_pairs: int,
+  per_sample: bool = False,
+  sharding: Optional[Any] = None,
+  chunk_size: Optional[int] = None,
+  moments: bool = False,
 ) -> GradientEstimator:
   r"""The DisARM estimator (ARM, Rao-Blackwellised) for Bernoullis and Categoricals.
 
@@ -194,6 +227,14 @@ def disarm(
     per_sample: also return each pair's gradient (leading axis num_pairs).
     sharding: a ``jax.sharding.Sharding`` of the leading (pair) axis; its
       size must divide ``num_pairs``. See :func:`scoregrad.score_function`.
+    chunk_size: process the pairs ``chunk_size`` at a time in a
+      ``lax.scan`` (memory O(chunk_size × params)); counted in pairs, it
+      must divide ``num_pairs``; chunk c draws with
+      ``jax.random.fold_in(key, c)``, so the estimate is the mean over chunks
+      of ``disarm(num_pairs=chunk_size)`` under those keys (the same
+      estimator, not the same pairs).
+    moments: fill ``Estimate.moments`` (:class:`scoregrad.GradientMoments`)
+      with the streamed moments of the per-pair gradients.
 
   Returns:
     ``GradientEstimator(init, estimate)``.
@@ -217,6 +258,24 @@ def disarm(
   )
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_pairs)
+  moments = _scale.check_moments(moments)
+  chunk_size = _scale.check_chunk_size(
+    chunk_size, num_pairs, sharding, per_sample=per_sample, samples_name="num_pairs"
+  )
+  if chunk_size is not None:
+    return GradientEstimator(
+      init=stateless_init,
+      estimate=_scale.chunked(
+        lambda _: disarm(num_pairs=chunk_size, per_sample=moments, sharding=sharding),
+        num_samples=num_pairs,
+        chunk_size=chunk_size,
+        moments=moments,
+      ),
+    )
+  if moments:
+    return _scale.with_moments(
+      disarm(num_pairs=num_pairs, per_sample=True, sharding=sharding), per_sample=per_sample
+    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
