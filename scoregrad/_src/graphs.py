@@ -33,12 +33,16 @@ Per-site estimators (``sample(..., estimator=...)``):
   configuration k is enumerated (the rest of the program runs once per
   configuration, vmapped) and weighted by its probability p_θ(x_s = k | pa_s):
   L = Σ_k p_k L_k, exact at every order in that site;
-* ``"disarm"``: a factorised Bernoulli site gets DisARM (Dong et al. 2020):
-  the rest of the program runs for b and its antithetic b̃ with the same
-  downstream noise, L is their mean and the site's logits get
-  ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) for the costs C downstream
-  of it. First-order only (a second derivative raises), one such site per
-  program, not combined with ``"exact"``;
+* ``"disarm"``: a factorised Bernoulli site gets DisARM (Dong et al. 2020).
+  With m disarm sites the program runs m + 1 times per sample: run 0 draws
+  every disarm site at b, run j + 1 redraws site j alone at its antithetic b̃
+  (same noise everywhere else, so a downstream disarm site follows its new
+  parents through its own uniforms); L is the mean over the m + 1 runs (each
+  is a draw of the program) and site j's logits get
+  ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) from runs 0 and j + 1, for
+  the costs C downstream of it (for m = 1: the pair, L its mean). With
+  ``"exact"`` sites, C in each run is the probability-weighted sum over
+  their configurations. First-order only (a second derivative raises);
 * ``"measure_valued"``: a site whose family has a weak derivative (Normal,
   Laplace, Bernoulli, Categorical, Poisson, Exponential, Gamma rate; Mohamed
   et al. 2020, Section 6) keeps its sample fixed (no score term) and its own
@@ -670,13 +674,6 @@ def surrogate(
             f"depends on `params`. Keep the {eta} constant, or use "
             "estimator='score_function' (or 'pathwise' where reparameterized)."
           )
-    if len(disarm) > 1 or (disarm and exact):
-      raise ValueError(
-        "estimator='disarm' is supported for one site per program, without 'exact' "
-        f"sites; got disarm sites {[names[i] for i in disarm]} and exact sites "
-        f"{[names[i] for i in exact]}. Use estimator='score_function' (any order) or "
-        "'exact' for the others."
-      )
     for n in specs if per_site else {}:
       if sites[names.index(n)].estimator != "score_function":
         raise ValueError(
@@ -702,13 +699,17 @@ def surrogate(
       for j, i in enumerate(exact)
     ]
 
-    def run_one(k, values, branch=None):
+    # DisARM runs: run 0 draws every disarm site at b; run j + 1 redraws
+    # disarm site j at its antithetic b̃ (same noise everywhere else).
+    num_branches = len(disarm) + 1 if disarm else 1
+
+    def run_one(k, values, run=None):
       h = _run(
         program,
         params,
         k,
         dict(zip([names[i] for i in exact], values)),
-        {names[disarm[0]]: branch} if disarm else None,
+        {names[d]: (run == j + 1).astype(jnp.int32) for j, d in enumerate(disarm)},
       )
       costs = [h.costs[c] for c in g.cost_names]
       floats = [c for c in costs if jnp.issubdtype(c.dtype, jnp.floating)]
@@ -720,9 +721,9 @@ def surrogate(
       )
       log_w = sum((h.sites[names[i]].log_prob for i in exact), jnp.zeros((), dtype))
       values_out = {n: h.sites[n].value for n in names}
-      pair = h.sites[names[disarm[0]]].pair if disarm else ()
+      pair = tuple(h.sites[names[d]].pair for d in disarm)
       if disarm:
-        log_w = log_w + jnp.log(jnp.asarray(0.5, dtype))
+        log_w = log_w - jnp.log(jnp.asarray(num_branches, dtype))
       weak = tuple(_weak_derivative_site(h, i, k, dtype) for i in mvd)
       return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair, weak
 
@@ -759,12 +760,20 @@ def surrogate(
       )
       return canon, cot
 
-    def per_key(k):
-      if disarm:
-        return jax.vmap(lambda j: run_one(k, [], j))(jnp.arange(2))
+    def per_configuration(k, run):
       if not exact:
-        return jax.tree_util.tree_map(lambda x: x[None], run_one(k, []))
-      return jax.vmap(lambda *v: run_one(k, list(v)))(*configs)
+        return jax.tree_util.tree_map(lambda x: x[None], run_one(k, [], run))
+      return jax.vmap(lambda *v: run_one(k, list(v), run))(*configs)
+
+    def per_key(k):
+      # Leading axis K: the disarm runs × the exact sites' configurations
+      # (run-major), each weighted by exp(log_w).
+      if not disarm:
+        return per_configuration(k, None)
+      out = jax.vmap(lambda r: per_configuration(k, r))(jnp.arange(num_branches))
+      return jax.tree_util.tree_map(
+        lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), out
+      )
 
     if num_samples is None:
       rec = jax.tree_util.tree_map(lambda x: x[None], per_key(key))
@@ -832,31 +841,35 @@ def surrogate(
     for leaf in jax.tree_util.tree_leaves(params):
       if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
         value = value + poison * jnp.sum(jnp.real(leaf)).astype(dtype)
-    if disarm:
-      # DisARM (Dong et al. 2020) for the logits α of the site: branches 0 and 1
-      # hold b and its antithetic b̃ with the same downstream noise, and
+    n_runs, n_configs = costs.shape[0], costs.shape[1] // num_branches
+    for j, d in enumerate(disarm):
+      # DisARM (Dong et al. 2020) for the logits α of site d: run 0 holds b, run
+      # j + 1 its antithetic b̃ with the same noise elsewhere, and
       # ĝ_i = ½ (C(b) − C(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|α_i|) for the costs C
-      # downstream of it, carried by a zero whose derivative is ⟨∇α, ĝ⟩.
-      d = disarm[0]
+      # downstream of it; carried by a zero whose derivative is ⟨∇α, ĝ⟩. With
+      # exact sites, C(·) is Σ_k p_k C_k over their configurations in each
+      # run (p_k of a configuration below d changes with d's value); α, b and
+      # b̃ vary with the configurations above d only, so the difference is
+      # taken configuration by configuration.
       mask = jnp.asarray([float(d in a) for a in g.cost_ancestors], dtype)
-      down = jax.lax.stop_gradient(costs) @ mask  # (n, 2)
-      logits, b, b_tilde = pair[0][:, 0], pair[1][:, 0], pair[2][:, 0]
-      diff = (down[:, 0] - down[:, 1]).reshape((-1,) + (1,) * (logits.ndim - 1))
+      per_run = lambda x: x.reshape((n_runs, num_branches, n_configs) + x.shape[2:])
+      down = per_run(jax.lax.stop_gradient(weights * num_branches) * (costs @ mask))
+      logits, b, b_tilde = (per_run(x)[:, 0] for x in pair[j])  # (n, K', *shape)
+      diff = jax.lax.stop_gradient(down[:, 0] - down[:, j + 1])
+      coef = (0.5 * diff).reshape(diff.shape + (1,) * (logits.ndim - 2))
       ghat = (
-        0.5
-        * diff
+        coef
         * (1.0 - 2.0 * b_tilde)
         * (b != b_tilde).astype(dtype)
         * jax.nn.sigmoid(jnp.abs(jax.lax.stop_gradient(logits)))
       )
       value = value + gradient_carrier(
-        logits, ghat / logits.shape[0], f"surrogate() with a disarm site ({names[d]!r})", dtype
+        logits, ghat / n_runs, f"surrogate() with a disarm site ({names[d]!r})", dtype
       )
     for (canon, cot), i in zip(weak, mvd):
       # The weak-derivative gradient of the site's own parameters, carried by
       # a zero whose derivative is ⟨∇η, ĝ⟩ averaged over the runs (the chain
       # rule through η(params, parents) does the rest).
-      n_runs = costs.shape[0]
       value = value + gradient_carrier(
         canon,
         jax.tree_util.tree_map(lambda t: t / n_runs, cot),
