@@ -682,3 +682,64 @@ def test_measure_valued_site_errors():
 
   with pytest.raises(ValueError, match="cannot be combined with 'exact' or 'disarm'"):
     _err(mixed)
+
+
+# -- RODEO sites ----------------------------------------------------------------
+
+
+def _rodeo_grads(loss, params, state, seed):
+  grad = jax.grad(lambda p, k, s: loss(p, k, s)[0])
+  keys = jax.random.split(jax.random.key(seed), N_KEYS)
+  return jax.jit(jax.vmap(grad, in_axes=(None, 0, None)))(params, keys, state)
+
+
+@pytest.mark.parametrize(
+  "program,params,exact",
+  [
+    (_chain("rodeo", None), CHAIN_PARAMS, _chain_exact),
+    (_sbn_with("rodeo", None), SBN, _sbn_exact),
+  ],
+  ids=["chain", "sigmoid-belief-net"],
+)
+def test_rodeo_site_unbiased_at_init_and_after_learning_its_controls(program, params, exact):
+  loss = sg.surrogate(
+    program,
+    num_samples=2,
+    baseline=sg.baselines.leave_one_out(),
+    rodeo=dict(num_samples=4, hidden_size=8, learning_rate=1e-2),
+  )
+  state = loss.init(params, jax.random.key(0))
+  assert isinstance(state["z" if "z" in state else "z1"], sg.RodeoState)
+  truth = jax.grad(exact)(params)
+  assert_unbiased(_rodeo_grads(loss, params, state, 1), truth, false_failure_rate=RATE, rtol=1e-5)
+
+  # The controls are learned in the state threaded through a jitted lax.scan;
+  # unbiased for any controls, so for the learned ones too.
+  def step(s, k):
+    return loss(params, k, s)[1], None
+
+  learned, _ = jax.jit(lambda s: jax.lax.scan(step, s, jax.random.split(jax.random.key(9), 200)))(
+    state
+  )
+  site = "z" if "z" in state else "z1"
+  assert float(jnp.abs(learned[site].control["alpha"])) > 0  # it moved
+  assert_unbiased(_rodeo_grads(loss, params, learned, 2), truth, false_failure_rate=RATE, rtol=1e-5)
+  with pytest.raises(NotImplementedError, match="first derivatives only"):
+    jax.jit(jax.hessian(lambda p: loss(p, jax.random.key(0), state)[0]))(params)
+
+
+def test_rodeo_site_errors():
+  program = _chain("rodeo", None)
+  with pytest.raises(ValueError, match=r"surrogate\(program, rodeo=dict\(num_samples=K\)\)"):
+    sg.surrogate(program)(CHAIN_PARAMS, jax.random.key(0))
+  with pytest.raises(ValueError, match="`rodeo` must be None or a dict with num_samples"):
+    sg.surrogate(program, rodeo={"samples": 4})
+  with pytest.raises(ValueError, match="num_samples >= 2"):
+    sg.surrogate(program, rodeo=dict(num_samples=1))
+  loss = sg.surrogate(program, rodeo=dict(num_samples=2, hidden_size=4))
+  with pytest.raises(ValueError, match="no entry for the rodeo site 'z'"):
+    loss(CHAIN_PARAMS, jax.random.key(0), {})
+  with pytest.raises(ValueError, match="estimator='rodeo' needs a factorised Bernoulli"):
+    _err(lambda p, k: sg.sample("x", Normal(p[0], 1.0), k, estimator="rodeo"))
+  with pytest.raises(ValueError, match="one site per program"):
+    sg.surrogate(_sbn_with("rodeo", "rodeo"), rodeo=dict(num_samples=2))(SBN, jax.random.key(0), {})

@@ -54,7 +54,18 @@ Per-site estimators (``sample(..., estimator=...)``):
   everything else in the program keeps its own estimator. Costs about 2·d
   extra runs of the program per site of size d (Categorical: d·K);
   first-order only (a second derivative raises); not combined with
-  ``"exact"`` or ``"disarm"`` sites.
+  ``"exact"`` or ``"disarm"`` sites;
+* ``"rodeo"``: a factorised Bernoulli site gets RODEO (Shi et al. 2022): the
+  program runs K times per sample, run r with the site's r-th of K
+  independent draws (same noise everywhere else); L is the mean over the K
+  runs and the site's logits get :func:`scoregrad.rodeo`'s estimate on the K
+  draws, with f the costs downstream of the site and ∇f their derivative in
+  the draw (the rest of the program rerun with the site's value open to
+  ``jax.grad``). Its control variates (α, β, ρ) are learned in the state, so
+  the surrogate is built with ``surrogate(program, rodeo=dict(num_samples=K,
+  ...))`` and called as ``fn(params, key, state) -> (value, state)``. One
+  such site per program, without exact, disarm or measure-valued sites;
+  first-order only.
 
 Baselines per score-function site: ``baselines.leave_one_out()`` across the
 ``num_samples`` independent runs of the program (b_s for run i is the mean
@@ -81,6 +92,10 @@ References:
   Stochastic Automatic Differentiation", NeurIPS 2021.
   Dong, Mnih & Tucker, "DisARM: An Antithetic Gradient Estimator for Binary
   Latent Variables", NeurIPS 2020.
+  Shi, Zhou, Hwang, Titsias & Mackey, "Gradient Estimation with Discrete
+  Stein Operators", NeurIPS 2022.
+  Mohamed, Rosca, Figurnov & Mnih, "Monte Carlo Gradient Estimation in
+  Machine Learning", JMLR 2020.
 """
 
 from __future__ import annotations
@@ -92,16 +107,19 @@ import jax
 from jax.extend import core as jex_core
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from scoregrad import dists as _dists
 from scoregrad._src import baselines as _baselines
-from scoregrad._src.base import gradient_carrier
+from scoregrad._src.base import check_state, gradient_carrier
+from scoregrad._src.discrete import stein as _stein
+from scoregrad._src.discrete.rebar_relax import control_optimizer
 from scoregrad._src.surrogates import magic_box
 from scoregrad._src.validation import check_key, check_positive_int
 from scoregrad._src.weak_derivative import dependence, has_weak_derivative, weak_derivative_terms
 from scoregrad.dists._base import check_reparameterized, families_with
 
-ESTIMATORS = ("score_function", "pathwise", "exact", "disarm", "measure_valued")
+ESTIMATORS = ("score_function", "pathwise", "exact", "disarm", "measure_valued", "rodeo")
 RETURN_NAME = "<return value>"
 
 # -- the handler stack ---------------------------------------------------------
@@ -141,9 +159,15 @@ class _SiteRecord(NamedTuple):
 class _Handler:
   """Records sites and costs of one run of the program; substitutes values."""
 
-  def __init__(self, substitutes: Mapping[str, Any], branches: Optional[Mapping[str, Any]] = None):
+  def __init__(
+    self,
+    substitutes: Mapping[str, Any],
+    branches: Optional[Mapping[str, Any]] = None,
+    open_site: Optional[str] = None,
+  ):
     self.substitutes = dict(substitutes)
     self.branches = dict(branches or {})
+    self.open_site = open_site  # a substituted site left differentiable (RODEO's ∇f)
     self.sites: dict[str, _SiteRecord] = {}
     self.costs: dict[str, jax.Array] = {}
     self._keys: list[tuple[Any, str]] = []
@@ -193,6 +217,9 @@ class _Handler:
     pair = None
     if name in self.substitutes:
       value = self.substitutes[name]
+    elif name in self.branches and estimator == "rodeo":  # RODEO: branch r, draw r
+      value = dist.sample(jax.random.fold_in(key, self.branches[name]))
+      pair = (jnp.asarray(dist.logits),)
     elif name in self.branches:  # disarm: branch 0 draws b, branch 1 its antithetic b̃
       logits = jnp.asarray(dist.logits)
       u = jax.random.uniform(key, logits.shape, logits.dtype)
@@ -203,7 +230,7 @@ class _Handler:
       value = jax.lax.stop_gradient(jnp.asarray(_FIXED[-1][name]))
     else:
       value = dist.sample(key)
-    if estimator != "pathwise":
+    if estimator != "pathwise" and name != self.open_site:
       value = jax.lax.stop_gradient(value)
     log_prob = jnp.asarray(dist.log_prob(jax.lax.stop_gradient(value)))
     if log_prob.shape != ():
@@ -269,6 +296,15 @@ def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
       f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
       "or, for small sites, estimator='exact'."
     )
+  if estimator == "rodeo" and not (
+    callable(getattr(dist, "gibbs_flips", None)) and hasattr(dist, "logits")
+  ):
+    raise ValueError(
+      f"Site {name!r}: estimator='rodeo' needs a factorised Bernoulli; got "
+      f"{type(dist).__name__}. Families that support it: "
+      f"{', '.join(families_with('gibbs_flips'))}. Use estimator='score_function', "
+      "'disarm' (Bernoulli) or, for small sites, 'exact'."
+    )
   if estimator == "measure_valued" and not has_weak_derivative(dist):
     raise ValueError(
       f"Site {name!r}: estimator='measure_valued' needs a weak-derivative "
@@ -307,8 +343,10 @@ def sample(name: str, dist: Any, key: jax.Array, *, estimator: Optional[str] = N
     estimator: ``None`` (pathwise if ``dist.reparameterized``, else
       score_function), ``"pathwise"``, ``"score_function"``, ``"exact"``
       (enumerate a small Bernoulli/Categorical site), ``"disarm"`` (a
-      Bernoulli site; first-order only) or ``"measure_valued"`` (a family
-      with a weak derivative; first-order only).
+      Bernoulli site; first-order only), ``"measure_valued"`` (a family
+      with a weak derivative; first-order only) or ``"rodeo"`` (a Bernoulli
+      site; needs ``surrogate(..., rodeo=dict(num_samples=K))``; first-order
+      only).
 
   Returns:
     The sample (held fixed, i.e. stop-gradiented, unless pathwise).
@@ -350,8 +388,8 @@ def cost(name: str, value: Any) -> jax.Array:
 # -- running the program -------------------------------------------------------
 
 
-def _run(program, params, key, substitutes, branches=None) -> _Handler:
-  with _Handler(substitutes, branches) as handler:
+def _run(program, params, key, substitutes, branches=None, open_site=None) -> _Handler:
+  with _Handler(substitutes, branches, open_site) as handler:
     out = program(params, key)
   if out is not None:
     out = _check_scalar_cost(
@@ -531,12 +569,87 @@ def _check_baseline(name: str, spec, num_samples: Optional[int]):
   )
 
 
+class _RodeoConfig(NamedTuple):
+  num_samples: int
+  network: Callable
+  control0: dict
+  adapt: bool
+  optimizer: Any
+
+  def init(self):
+    control = jax.tree_util.tree_map(
+      lambda c: jnp.asarray(c, jnp.result_type(float)), self.control0
+    )
+    return _stein.RodeoState(
+      control=control, opt_state=self.optimizer.init(control) if self.adapt else ()
+    )
+
+
+def _check_rodeo(rodeo) -> _RodeoConfig:
+  allowed = {"num_samples", "hidden_size", "learning_rate", "optimizer"}
+  if not isinstance(rodeo, Mapping) or "num_samples" not in rodeo or set(rodeo) - allowed:
+    raise ValueError(
+      "`rodeo` must be None or a dict with num_samples (K >= 2 draws of each rodeo "
+      "site) and optionally hidden_size, learning_rate, optimizer (as in "
+      f"scoregrad.rodeo); got rodeo={rodeo!r}."
+    )
+  k = _stein._check_num_samples(rodeo["num_samples"], "rodeo")
+  network, rho = _stein.stein_network(rodeo.get("hidden_size", 100))
+  adapt, optimizer = control_optimizer(
+    rodeo.get("learning_rate"), rodeo.get("optimizer"), default=1e-3
+  )
+  return _RodeoConfig(k, network, {"alpha": 0.0, "beta": 0.0, "network": rho}, adapt, optimizer)
+
+
+def _rodeo_carrier(name, family, config, draws, costs, cost_ancestors, i, state, new_state):
+  """RODEO (Shi et al. 2022) for the logits of rodeo site ``i``: the zero that
+  carries its gradient; writes the site's updated control state to ``new_state``.
+
+  Each of the n runs holds K draws b_k of the site (the rest of the program with
+  the same noise) with f_k the costs downstream of it and ∇f_k their
+  derivative in b_k; ĝ is :func:`scoregrad.rodeo`'s estimate for the site's
+  logits on those draws (unbiased for every control), and the controls (α, β,
+  ρ) are learned by minimising the mean over runs of ‖ĝ‖² in logits space.
+  """
+  dtype = costs.dtype
+  logits, b, grads = draws  # (n, K, *shape) each
+  n, k = b.shape[0], b.shape[1]
+  mask = jnp.asarray([float(i in a) for a in cost_ancestors], dtype)
+  f = jax.lax.stop_gradient(costs @ mask)  # (n, K)
+  flat = lambda x: jax.lax.stop_gradient(x).reshape(n, k, -1).astype(dtype)
+  terms = _stein._rodeo_terms(config.network)
+  site_logits = logits[:, 0]  # the same in every draw: the site's parents are shared
+  shape = site_logits.shape[1:]
+
+  def rows_of(control):
+    ctrl = jax.tree_util.tree_map(lambda c: jnp.asarray(c).astype(dtype), control)
+    one = lambda fi, gi, bi, li: terms(ctrl, _stein._Draws(fi, gi, bi, li, family))
+    return jax.vmap(one)(
+      f, flat(grads), flat(b), jax.lax.stop_gradient(site_logits).reshape(n, -1).astype(dtype)
+    )  # (n, K, D)
+
+  def objective(control):
+    rows = rows_of(control)
+    return jnp.mean(jnp.sum(jnp.square(jnp.mean(rows, axis=1)), axis=-1)), rows
+
+  st = state[name]
+  if config.adapt:
+    (_, rows), g_control = jax.value_and_grad(objective, has_aux=True)(st.control)
+    updates, opt_state = config.optimizer.update(g_control, st.opt_state, st.control)
+    new_state[name] = _stein.RodeoState(optax.apply_updates(st.control, updates), opt_state)
+  else:
+    _, rows = objective(st.control)
+  ghat = jnp.mean(rows, axis=1).reshape((n,) + shape)
+  return gradient_carrier(site_logits, ghat / n, f"surrogate() with a rodeo site ({name!r})", dtype)
+
+
 def surrogate(
   program: Callable[[Any, jax.Array], Any],
   *,
   num_samples: Optional[int] = None,
   baseline: Union[BaselineSpec, Mapping[str, BaselineSpec]] = None,
   max_configurations: int = 2**12,
+  rodeo: Optional[Mapping[str, Any]] = None,
 ) -> Callable:
   r"""The DiCE surrogate of a program with sample sites: ``(params, key) -> scalar``.
 
@@ -548,9 +661,9 @@ def surrogate(
   * ``jax.grad(fn)`` an unbiased estimate of ∇θ E[cost], with per-site
     estimators and dependency-aware credit (see the module docstring for the
     surrogate L);
-  * ``jax.hessian(fn)`` (any order) unbiased too; with a ``"disarm"`` or
-    ``"measure_valued"`` site, first derivatives only (a second derivative
-    raises at trace time).
+  * ``jax.hessian(fn)`` (any order) unbiased too; with a ``"disarm"``,
+    ``"measure_valued"`` or ``"rodeo"`` site, first derivatives only (a
+    second derivative raises at trace time).
 
   The program's return value, when not None, is a cost named
   ``"<return value>"`` (in ``fn.graph``).
@@ -576,6 +689,13 @@ def surrogate(
       gives the first state (use ``jax.grad(fn, has_aux=True)``).
     max_configurations: the most joint configurations of all ``"exact"``
       sites it will enumerate.
+    rodeo: for a program with an ``estimator="rodeo"`` site: a dict with
+      ``num_samples`` (K ≥ 2 draws of the site per run) and optionally
+      ``hidden_size`` (default 100), ``learning_rate`` (Adam, default 1e-3;
+      0 freezes the controls) or ``optimizer``, as in :func:`scoregrad.rodeo`.
+      The function is then stateful: ``fn(params, key, state) -> (value,
+      state)`` with ``state = fn.init(params, key)``, whose entry for the
+      site is a :class:`scoregrad.RodeoState`.
 
   Returns:
     The surrogate function, with attributes ``init(params, key)`` (baseline
@@ -615,6 +735,8 @@ def surrogate(
   stateful = stateful_default or (
     per_site and any(isinstance(b, _baselines.Baseline) and b.stateful for b in specs.values())
   )
+  rodeo_config = None if rodeo is None else _check_rodeo(rodeo)
+  stateful = stateful or rodeo_config is not None
 
   def spec_of(name):
     if per_site:
@@ -625,13 +747,16 @@ def surrogate(
     """The baselines' state, ``{site name: state}`` for the stateful ones (traces the
     program to find its score-function sites)."""
     g = _analyse(program, params, check_key(key))
-    return {
+    state = {
       s.name: spec_of(s.name).init()
       for s in g.sites
       if s.estimator == "score_function"
       and isinstance(spec_of(s.name), _baselines.Baseline)
       and spec_of(s.name).stateful
     }
+    if rodeo_config is not None:
+      state.update({s.name: rodeo_config.init() for s in g.sites if s.estimator == "rodeo"})
+    return state
 
   def build(params, key, state):
     key = check_key(key)
@@ -655,6 +780,30 @@ def surrogate(
         f"exact sites {[names[i] for i in exact]} and disarm sites "
         f"{[names[i] for i in disarm]}. Use estimator='score_function' for one kind."
       )
+    rodeo_sites = [i for i, s in enumerate(sites) if s.estimator == "rodeo"]
+    if rodeo_sites and rodeo_config is None:
+      raise ValueError(
+        f"Site {names[rodeo_sites[0]]!r} uses estimator='rodeo', which learns its "
+        "control variates in a state: build the surrogate with "
+        "surrogate(program, rodeo=dict(num_samples=K)) (K >= 2 draws of the site; "
+        "optional hidden_size, learning_rate, optimizer), get the state with "
+        "fn.init(params, key) and call fn(params, key, state) -> (value, state)."
+      )
+    if len(rodeo_sites) > 1 or (rodeo_sites and (exact or disarm or mvd)):
+      raise ValueError(
+        "estimator='rodeo' is supported for one site per program, without 'exact', "
+        f"'disarm' or 'measure_valued' sites; got rodeo sites "
+        f"{[names[i] for i in rodeo_sites]}, exact {[names[i] for i in exact]}, disarm "
+        f"{[names[i] for i in disarm]}, measure_valued {[names[i] for i in mvd]}. Use "
+        "estimator='disarm' or 'score_function' for the others."
+      )
+    for i in rodeo_sites:
+      if names[i] not in state:
+        raise ValueError(
+          f"`state` has no entry for the rodeo site {names[i]!r}: create it with "
+          "fn.init(params, key)."
+        )
+      check_state(state[names[i]], _stein.RodeoState, f"the rodeo site {names[i]!r}")
     # Which of each measure-valued site's own parameters η depend on params
     # (structurally, through parents too); a family's fixed η must not.
     mvd_active = {}
@@ -700,8 +849,11 @@ def surrogate(
     ]
 
     # DisARM runs: run 0 draws every disarm site at b; run j + 1 redraws
-    # disarm site j at its antithetic b̃ (same noise everywhere else).
+    # disarm site j at its antithetic b̃ (same noise everywhere else). A rodeo
+    # site: run r draws its r-th of K independent samples (same noise elsewhere).
     num_branches = len(disarm) + 1 if disarm else 1
+    if rodeo_sites:
+      num_branches = rodeo_config.num_samples
 
     def run_one(k, values, run=None):
       h = _run(
@@ -709,7 +861,8 @@ def surrogate(
         params,
         k,
         dict(zip([names[i] for i in exact], values)),
-        {names[d]: (run == j + 1).astype(jnp.int32) for j, d in enumerate(disarm)},
+        {names[d]: (run == j + 1).astype(jnp.int32) for j, d in enumerate(disarm)}
+        | {names[i]: run for i in rodeo_sites},
       )
       costs = [h.costs[c] for c in g.cost_names]
       floats = [c for c in costs if jnp.issubdtype(c.dtype, jnp.floating)]
@@ -722,10 +875,28 @@ def surrogate(
       log_w = sum((h.sites[names[i]].log_prob for i in exact), jnp.zeros((), dtype))
       values_out = {n: h.sites[n].value for n in names}
       pair = tuple(h.sites[names[d]].pair for d in disarm)
-      if disarm:
+      if disarm or rodeo_sites:
         log_w = log_w - jnp.log(jnp.asarray(num_branches, dtype))
+      pair = pair + tuple(_rodeo_draw(h, i, k, dtype) for i in rodeo_sites)
       weak = tuple(_weak_derivative_site(h, i, k, dtype) for i in mvd)
       return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair, weak
+
+    def _rodeo_draw(h, i, k, dtype):
+      """(α, b, ∇C(b)) of the rodeo site i in one run: its logits, its draw and the
+      derivative of the costs downstream of it with respect to the draw."""
+      name = names[i]
+      rec = h.sites[name]
+      down = [c for c, a in zip(g.cost_names, g.cost_ancestors) if i in a]
+      frozen = jax.lax.stop_gradient(params)
+
+      def downstream(x):
+        # The rest of the program with the site at x (differentiable) and the
+        # same keys; params held fixed. Any derivative keeps RODEO unbiased.
+        rerun = _run(program, frozen, k, {name: x}, open_site=name)
+        return sum((rerun.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype))
+
+      grad = jax.grad(downstream)(jnp.asarray(rec.value, dtype))
+      return rec.pair[0], rec.value, jax.lax.stop_gradient(grad)
 
     def _weak_derivative_site(h, i, k, dtype):
       """(η, ĝ) of measure-valued site i in one run: ĝ_j = c_j (C(x ⊕_j x⁺) − C(x ⊕_j x⁻))."""
@@ -768,7 +939,7 @@ def surrogate(
     def per_key(k):
       # Leading axis K: the disarm runs × the exact sites' configurations
       # (run-major), each weighted by exp(log_w).
-      if not disarm:
+      if not disarm and not rodeo_sites:
         return per_configuration(k, None)
       out = jax.vmap(lambda r: per_configuration(k, r))(jnp.arange(num_branches))
       return jax.tree_util.tree_map(
@@ -865,6 +1036,18 @@ def surrogate(
       )
       value = value + gradient_carrier(
         logits, ghat / n_runs, f"surrogate() with a disarm site ({names[d]!r})", dtype
+      )
+    for j, i in enumerate(rodeo_sites):
+      value = value + _rodeo_carrier(
+        names[i],
+        sites[i].family,
+        rodeo_config,
+        pair[len(disarm) + j],
+        costs,
+        g.cost_ancestors,
+        i,
+        state,
+        new_state,
       )
     for (canon, cot), i in zip(weak, mvd):
       # The weak-derivative gradient of the site's own parameters, carried by
