@@ -881,39 +881,40 @@ def surrogate(
       weak = tuple(_weak_derivative_site(h, i, k, dtype) for i in mvd)
       return jnp.stack([c.astype(dtype) for c in costs]), taus, log_w, values_out, pair, weak
 
-    def _rodeo_draw(h, i, k, dtype):
-      """(α, b, ∇C(b)) of the rodeo site i in one run: its logits, its draw and the
-      derivative of the costs downstream of it with respect to the draw."""
-      name = names[i]
-      rec = h.sites[name]
+    def downstream_of(i, k, dtype, differentiable=False):
+      """x ↦ the sum of the costs downstream of site i: the rest of the program
+      rerun with the site at x and the same keys (the same downstream noise),
+      params held fixed; ``differentiable`` leaves x open to ``jax.grad``."""
+      name, shape = names[i], sites[i].value.shape
       down = [c for c, a in zip(g.cost_names, g.cost_ancestors) if i in a]
       frozen = jax.lax.stop_gradient(params)
 
-      def downstream(x):
-        # The rest of the program with the site at x (differentiable) and the
-        # same keys; params held fixed. Any derivative keeps RODEO unbiased.
-        rerun = _run(program, frozen, k, {name: x}, open_site=name)
+      def cost(x):
+        rerun = _run(
+          program,
+          frozen,
+          k,
+          {name: jnp.reshape(x, shape)},
+          open_site=name if differentiable else None,
+        )
         return sum((rerun.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype))
 
-      grad = jax.grad(downstream)(jnp.asarray(rec.value, dtype))
+      return cost, down
+
+    def _rodeo_draw(h, i, k, dtype):
+      """(α, b, ∇C(b)) of the rodeo site i in one run: its logits, its draw and the
+      derivative in the draw of the costs downstream of it (any derivative keeps
+      RODEO unbiased)."""
+      rec = h.sites[names[i]]
+      cost, _ = downstream_of(i, k, dtype, differentiable=True)
+      grad = jax.grad(cost)(jnp.asarray(rec.value, dtype))
       return rec.pair[0], rec.value, jax.lax.stop_gradient(grad)
 
     def _weak_derivative_site(h, i, k, dtype):
       """(η, ĝ) of measure-valued site i in one run: ĝ_j = c_j (C(x ⊕_j x⁺) − C(x ⊕_j x⁻))."""
-      name = names[i]
-      rec = h.sites[name]
+      rec = h.sites[names[i]]
       canon = tuple(rec.dist.weak_derivative_params().values())
-      down = [c for c, a in zip(g.cost_names, g.cost_ancestors) if i in a]
-      frozen = jax.lax.stop_gradient(params)
-      shape = jnp.shape(rec.value)
-
-      def downstream(x):
-        # The rest of the program with the site at x and the same keys
-        # (the same downstream noise); params held fixed.
-        rerun = _run(program, frozen, k, {name: jnp.reshape(x, shape)})
-        total = sum((rerun.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype))
-        return jnp.reshape(total, (1,))
-
+      cost, down = downstream_of(i, k, dtype)
       base = jnp.reshape(rec.value, (1, -1))
       fbase = jax.lax.stop_gradient(
         jnp.reshape(sum((h.costs[c].astype(dtype) for c in down), jnp.zeros((), dtype)), (1, 1))
@@ -921,7 +922,13 @@ def surrogate(
       # Its own stream: fold_in(k, ·) is independent of the program's splits of k.
       wd_key = jax.random.fold_in(k, 0x5C06 + i)
       terms = weak_derivative_terms(
-        wd_key, downstream, jax.lax.stop_gradient(rec.dist), mvd_active[i], True, base, fbase
+        wd_key,
+        lambda x: jnp.reshape(cost(x), (1,)),
+        jax.lax.stop_gradient(rec.dist),
+        mvd_active[i],
+        True,
+        base,
+        fbase,
       )
       cot = tuple(
         jnp.zeros(c.shape, dtype)
