@@ -267,6 +267,27 @@ def _check_scalar_cost(value, where: str) -> jax.Array:
   return arr
 
 
+# The discrete per-site estimators: (family fact they need, what, alternatives).
+_DISCRETE_SITES = {
+  "exact": (
+    "enumerate_configurations",
+    "enumerates a discrete distribution's configurations (one that cannot be enumerated "
+    "is refused)",
+    "estimator='score_function' instead",
+  ),
+  "disarm": (
+    "antithetic_pair",
+    "needs a factorised Bernoulli",
+    "estimator='score_function' or, for small sites, estimator='exact'",
+  ),
+  "rodeo": (
+    "gibbs_flips",
+    "needs a factorised Bernoulli",
+    "estimator='score_function', 'disarm' (Bernoulli) or, for small sites, 'exact'",
+  ),
+}
+
+
 def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
   if estimator is None:
     return "pathwise" if getattr(dist, "reparameterized", False) else "score_function"
@@ -278,33 +299,13 @@ def _resolve_estimator(name: str, dist, estimator: Optional[str]) -> str:
     )
   if estimator == "pathwise":
     check_reparameterized(dist, f"dist of site {name!r}")
-  if estimator == "exact" and not (
-    callable(getattr(dist, "enumerate_configurations", None)) and hasattr(dist, "logits")
-  ):
-    raise ValueError(
-      f"Site {name!r}: estimator='exact' enumerates a discrete distribution's "
-      f"configurations; {type(dist).__name__} cannot be enumerated. Families that "
-      f"can: {', '.join(families_with('enumerate_configurations'))}. Use "
-      "estimator='score_function' instead."
-    )
-  if estimator == "disarm" and not (
-    callable(getattr(dist, "antithetic_pair", None)) and hasattr(dist, "logits")
-  ):
-    raise ValueError(
-      f"Site {name!r}: estimator='disarm' needs a factorised Bernoulli; got "
-      f"{type(dist).__name__}. Families that support it: "
-      f"{', '.join(families_with('antithetic_pair'))}. Use estimator='score_function' "
-      "or, for small sites, estimator='exact'."
-    )
-  if estimator == "rodeo" and not (
-    callable(getattr(dist, "gibbs_flips", None)) and hasattr(dist, "logits")
-  ):
-    raise ValueError(
-      f"Site {name!r}: estimator='rodeo' needs a factorised Bernoulli; got "
-      f"{type(dist).__name__}. Families that support it: "
-      f"{', '.join(families_with('gibbs_flips'))}. Use estimator='score_function', "
-      "'disarm' (Bernoulli) or, for small sites, 'exact'."
-    )
+  if estimator in _DISCRETE_SITES:
+    fact, needs, instead = _DISCRETE_SITES[estimator]
+    if not (callable(getattr(dist, fact, None)) and hasattr(dist, "logits")):
+      raise ValueError(
+        f"Site {name!r}: estimator={estimator!r} {needs}; got {type(dist).__name__}. "
+        f"Families that support it: {', '.join(families_with(fact))}. Use {instead}."
+      )
   if estimator == "measure_valued" and not has_weak_derivative(dist):
     raise ValueError(
       f"Site {name!r}: estimator='measure_valued' needs a weak-derivative "
