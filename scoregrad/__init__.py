@@ -15,6 +15,8 @@ from scoregrad._src.base import EstimateFn
 from scoregrad._src.base import GradientEstimator
 from scoregrad._src.base import GradientMoments
 from scoregrad._src.base import InitFn
+from scoregrad._src.base import Traits
+from scoregrad._src.base import describe
 from scoregrad._src.control_variates import ControlVariateState
 from scoregrad._src.discrete.antithetic import arm
 from scoregrad._src.discrete.antithetic import disarm
@@ -32,6 +34,9 @@ from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
 from scoregrad._src.discrete.sum_and_sample import rao_blackwell
 from scoregrad._src.front_door import expectation
+from scoregrad._src.layers import chunked
+from scoregrad._src.layers import sharded
+from scoregrad._src.layers import with_moments
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import sample
 from scoregrad._src.graphs import surrogate
@@ -66,11 +71,14 @@ __all__ = (
   "ScoreFunctionState",
   "Selection",
   "SelectionRow",
+  "Traits",
   "arm",
   "baselines",
+  "chunked",
   "compat",
   "control_variates",
   "cost",
+  "describe",
   "diagnostics",
   "dice",
   "disarm",
@@ -93,11 +101,13 @@ __all__ = (
   "score_function",
   "score_function_surrogate",
   "select",
+  "sharded",
   "straight_through",
   "surrogate",
   "testing",
   "vimco",
   "with_control_variate",
+  "with_moments",
 )
 
 

@@ -103,6 +103,78 @@ class GradientEstimator(NamedTuple):
   estimate: EstimateFn
 
 
+class Traits(NamedTuple):
+  """What an estimator says about itself, so that layers can ask instead of guess.
+
+  The estimator factories attach one to the estimators they return
+  (:func:`describe`); :func:`scoregrad.chunked`, :func:`scoregrad.sharded`,
+  :func:`scoregrad.with_moments` and :func:`scoregrad.with_control_variate`
+  read it. An estimator without traits (a user's own ``GradientEstimator``)
+  still works with the layers that need nothing from it, and is refused with
+  a clear error by those that do.
+
+  Attributes:
+    name: how messages name the estimator, e.g. ``"score_function(num_samples=64)"``.
+    num_samples: its sample count (pairs for ``disarm``).
+    samples_name: the factory keyword that sets it (``"num_samples"``, ``"num_pairs"``).
+    rebuild: ``rebuild(**settings)`` makes the same estimator with some factory
+      settings replaced (``num_samples``, ``per_sample``, ``sharding``,
+      ``baseline``); ``None`` if it cannot be rebuilt.
+    per_sample: whether ``Estimate.per_sample`` is filled.
+    sharding: the sharding of the sample axis it was built with.
+    rows_coupled_by: ``None`` if each per-sample row depends on its own draw
+      only; else what couples the rows (e.g. ``"baseline=leave_one_out()"``,
+      ``"sampling='antithetic'"``), for messages.
+    fit_rows: ``fit_rows()`` makes an estimator whose per-sample rows are
+      independent on the same key (to fit a control-variate coefficient when
+      the rows are coupled), or ``None``.
+    chunk_plan: ``chunk_plan(chunk_size, rows) -> (build, total_costs)`` says how
+      to stream it in chunks (see :func:`scoregrad.chunked`), raising a
+      ``ValueError`` that names the setting when it cannot be; ``None``: not
+      chunkable.
+    chunk_size: set by :func:`scoregrad.chunked`.
+    moments: set by :func:`scoregrad.with_moments`.
+  """
+
+  name: str
+  num_samples: int
+  samples_name: str = "num_samples"
+  rebuild: Optional[Callable[..., Any]] = None
+  per_sample: bool = False
+  sharding: Any = None
+  rows_coupled_by: Optional[str] = None
+  fit_rows: Optional[Callable[[], Any]] = None
+  chunk_plan: Optional[Callable[..., Any]] = None
+  chunk_size: Optional[int] = None
+  moments: bool = False
+
+
+class _DescribedEstimator(GradientEstimator):
+  """A :class:`GradientEstimator` that carries its :class:`Traits` (still a pair)."""
+
+  traits: Traits
+
+  def __repr__(self) -> str:
+    traits = traits_of(self)
+    return f"GradientEstimator({traits.name})" if traits else super().__repr__()
+
+  def _replace(self, **changes) -> GradientEstimator:  # type: ignore[override]
+    # New functions may not match the traits: the result is a plain pair.
+    return GradientEstimator(**{**self._asdict(), **changes})
+
+
+def describe(estimator: GradientEstimator, traits: Traits) -> GradientEstimator:
+  """``estimator`` (the same pair of functions) carrying ``traits``."""
+  out = _DescribedEstimator(estimator.init, estimator.estimate)
+  out.traits = traits
+  return out
+
+
+def traits_of(estimator: Any) -> Optional[Traits]:
+  """The :class:`Traits` an estimator carries, or ``None`` (e.g. a user's own)."""
+  return getattr(estimator, "traits", None)
+
+
 class EmptyState(NamedTuple):
   """State of an estimator that keeps none."""
 

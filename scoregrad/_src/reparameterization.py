@@ -8,15 +8,16 @@ import jax
 import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import layers as _layers
 from scoregrad._src import sampling as _sampling
 from scoregrad._src import scale as _scale
-from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
   call_dist_fn,
   check_cost,
   check_estimate_inputs,
+  describe,
   finish,
   stateless_init,
   tree_mean0,
@@ -112,57 +113,8 @@ def pathwise(
   per_sample = check_bool("per_sample", per_sample)
   sampling = _sampling.check_sampling(sampling, num_samples)
   sharding = _scale.check_sharding(sharding, num_samples)
-  moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
-  if chunk_size is not None and sampling != "iid":
-    if sampling == "qmc" or chunk_size % 2:
-      raise ValueError(
-        f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
-        + (
-          "a chunked lattice is a different point set; use sampling='iid' or "
-          "'antithetic', or drop chunk_size."
-          if sampling == "qmc"
-          else "antithetic pairs stay within a chunk, so chunk_size must be even; use "
-          f"chunk_size={chunk_size + 1}."
-        )
-      )
-  if control_variate is not None:
-    _scale.refuse_with_control_variate(chunk_size, moments)
-    cv = _cv.resolve(control_variate)
-    if _cv.is_estimated(cv) and sampling != "iid":
-      raise ValueError(
-        f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
-        "from per-sample gradients that must be independent, but "
-        f"sampling={sampling!r} couples them. Use a fixed float coefficient "
-        "(e.g. delta_method()) or sampling='iid'."
-      )
-    return _vr.shorthand(
-      lambda rows: pathwise(
-        num_samples=num_samples, per_sample=rows, sampling=sampling, sharding=sharding
-      ),
-      cv,
-      num_samples=num_samples,
-      per_sample=per_sample,
-    )
-  if chunk_size is not None:
-    return GradientEstimator(
-      init=stateless_init,
-      estimate=_scale.chunked(
-        lambda _: pathwise(
-          num_samples=chunk_size, per_sample=moments, sampling=sampling, sharding=sharding
-        ),
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        moments=moments,
-      ),
-    )
-  if moments:
-    return _scale.with_moments(
-      pathwise(num_samples=num_samples, per_sample=True, sampling=sampling, sharding=sharding),
-      per_sample=per_sample,
-    )
 
-  def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
+  def _estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
     dist = call_dist_fn(dist_fn, params)
     check_reparameterized(dist, "dist_fn(params)")
@@ -201,4 +153,40 @@ def pathwise(
     value, grad = jax.value_and_grad(mean_cost)(params)
     return finish(value, grad, state, None)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  def rebuild(**settings) -> GradientEstimator:
+    return pathwise(
+      **{
+        "num_samples": num_samples,
+        "per_sample": per_sample,
+        "sampling": sampling,
+        "sharding": sharding,
+        **settings,
+      }
+    )
+
+  def check_chunk(chunk_size: int) -> None:
+    if sampling == "qmc" or (sampling == "antithetic" and chunk_size % 2):
+      raise ValueError(
+        f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
+        + (
+          "a chunked lattice is a different point set; use sampling='iid' or "
+          "'antithetic', or drop chunk_size."
+          if sampling == "qmc"
+          else "antithetic pairs stay within a chunk, so chunk_size must be even; use "
+          f"chunk_size={chunk_size + 1}."
+        )
+      )
+
+  traits = _layers.resizable(
+    f"pathwise(num_samples={num_samples}, sampling={sampling!r})",
+    num_samples=num_samples,
+    rebuild=rebuild,
+    per_sample=per_sample,
+    sharding=sharding,
+    rows_coupled_by=None if sampling == "iid" else f"sampling={sampling!r}",
+    check_chunk=check_chunk,
+  )
+  core = describe(GradientEstimator(init=stateless_init, estimate=_estimate), traits)
+  return _layers.shorthands(
+    core, control_variate=control_variate, chunk_size=chunk_size, moments=moments
+  )

@@ -9,15 +9,17 @@ import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import layers as _layers
 from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
-from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
+  Traits,
   call_dist_fn,
   check_estimate_inputs,
   check_state,
+  describe,
   evaluate_costs,
   expand_to,
   finish,
@@ -108,54 +110,52 @@ def score_function(
   _baselines.check_num_samples(baseline, num_samples)
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
-  moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
-  if control_variate is not None:
-    _scale.refuse_with_control_variate(chunk_size, moments)
-    return _vr.shorthand(
-      lambda rows: score_function(
-        num_samples=num_samples, baseline=baseline, per_sample=rows, sharding=sharding
-      ),
-      control_variate,
-      num_samples=num_samples,
-      per_sample=per_sample,
-      fit=(lambda: score_function(num_samples=num_samples, per_sample=True, sharding=sharding))
-      if baseline.uses_other_samples
-      else None,
+  core = _score_function(num_samples, baseline, per_sample, sharding)
+  return _layers.shorthands(
+    core, control_variate=control_variate, chunk_size=chunk_size, moments=moments
+  )
+
+
+def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> GradientEstimator:
+  """The plain score-function estimator (settings validated), with its Traits."""
+
+  def rebuild(**settings) -> GradientEstimator:
+    return score_function(
+      **{
+        "num_samples": num_samples,
+        "baseline": baseline,
+        "per_sample": per_sample,
+        "sharding": sharding,
+        **settings,
+      }
     )
-  if chunk_size is not None:
+
+  def chunk_plan(chunk_size: int, rows: bool):
     _scale.check_streamable_baseline(baseline)
 
-    def chunk(total):
-      return score_function(
-        num_samples=chunk_size,
-        per_sample=moments,
-        sharding=sharding,
-        baseline=baseline if total is None else baseline.chunked(total, num_samples),
-      )
+    def build(total):
+      chunk_baseline = baseline if total is None else baseline.chunked(total, num_samples)
+      return rebuild(num_samples=chunk_size, per_sample=rows, baseline=chunk_baseline)
 
     def chunk_cost_sum(key, f, dist_fn, params):
       dist = call_dist_fn(dist_fn, params)
       samples = jax.lax.stop_gradient(_draw(dist, key, chunk_size, sharding))
       return jnp.sum(jax.lax.stop_gradient(evaluate_costs(f, samples, chunk_size)))
 
-    return GradientEstimator(
-      init=score_function(num_samples=num_samples, baseline=baseline).init,
-      estimate=_scale.chunked(
-        chunk,
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        moments=moments,
-        total_costs=chunk_cost_sum if baseline.uses_other_samples else None,
-      ),
-    )
-  if moments:
-    return _scale.with_moments(
-      score_function(
-        num_samples=num_samples, baseline=baseline, per_sample=True, sharding=sharding
-      ),
-      per_sample=per_sample,
-    )
+    return build, (chunk_cost_sum if baseline.uses_other_samples else None)
+
+  traits = Traits(
+    name=f"score_function(num_samples={num_samples}, baseline={baseline.name})",
+    num_samples=num_samples,
+    rebuild=rebuild,
+    per_sample=per_sample,
+    sharding=sharding,
+    rows_coupled_by=f"baseline={baseline.name}" if baseline.uses_other_samples else None,
+    fit_rows=(lambda: rebuild(baseline=None, per_sample=True))
+    if baseline.uses_other_samples
+    else None,
+    chunk_plan=chunk_plan,
+  )
 
   def init(params) -> ScoreFunctionState:
     return ScoreFunctionState(baseline=state_like_params(baseline.init(), params))
@@ -217,7 +217,7 @@ def score_function(
     value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
     return finish(value, grad, new_state, per)
 
-  return GradientEstimator(init=init, estimate=estimate)
+  return describe(GradientEstimator(init=init, estimate=estimate), traits)
 
 
 def _draw(dist, key, num_samples: int, sharding):

@@ -128,6 +128,19 @@ def check_callable(name: str, value: Any, signature: str) -> None:
     )
 
 
+def check_estimator(estimator: Any, name: str) -> Any:
+  """``estimator`` must be a GradientEstimator-like pair of ``init`` and ``estimate``."""
+  if not (
+    callable(getattr(estimator, "init", None)) and callable(getattr(estimator, "estimate", None))
+  ):
+    raise TypeError(
+      f"`{name}` must be a scoregrad.GradientEstimator (a NamedTuple of init "
+      "and estimate), e.g. scoregrad.score_function(num_samples=64); got "
+      f"{estimator!r} of type {type(estimator).__name__}."
+    )
+  return estimator
+
+
 def safe_divide(num, den):
   """num / den where den > 0, else 0 (no NaN in the unused branch's gradient)."""
   ok = den > 0

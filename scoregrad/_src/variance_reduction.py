@@ -54,9 +54,10 @@ from scoregrad._src.base import (
   finish,
   first_order_only,
   gradient_carrier,
+  traits_of,
   tree_mean0,
 )
-from scoregrad._src.validation import check_bool, check_callable, check_key
+from scoregrad._src.validation import check_bool, check_callable, check_estimator, check_key
 
 PyTree = Any
 
@@ -64,18 +65,6 @@ PyTree = Any
 # θ-dependent h (the wrapped estimator keeps the key it is given, so its
 # random numbers are those it would use without a control variate).
 _DIRECT_TERM_STREAM = 0x5C0E
-
-
-def _check_estimator(estimator, name: str) -> GradientEstimator:
-  if not (
-    callable(getattr(estimator, "init", None)) and callable(getattr(estimator, "estimate", None))
-  ):
-    raise TypeError(
-      f"`{name}` must be a scoregrad.GradientEstimator (a NamedTuple of init "
-      "and estimate), e.g. scoregrad.score_function(num_samples=64); got "
-      f"{estimator!r} of type {type(estimator).__name__}."
-    )
-  return estimator
 
 
 def _rows(out: Estimate, what: str, cv: _cv.ControlVariate) -> PyTree:
@@ -148,7 +137,7 @@ def with_control_variate(
     Mohamed, Rosca, Figurnov & Mnih, "Monte Carlo Gradient Estimation in
     Machine Learning", JMLR 2020, Section 7.4.
   """
-  estimator = _check_estimator(estimator, "estimator")
+  estimator = check_estimator(estimator, "estimator")
   cv = _cv.resolve(control_variate)
   if cv is None:
     raise TypeError(
@@ -158,8 +147,26 @@ def with_control_variate(
   if per_sample is not None:
     per_sample = check_bool("per_sample", per_sample)
   if fit_estimator is not None:
-    fit_estimator = _check_estimator(fit_estimator, "fit_estimator")
+    fit_estimator = check_estimator(fit_estimator, "fit_estimator")
   estimated = _cv.is_estimated(cv)
+  # Ask the estimator (its Traits) for what the control variate needs: rows,
+  # and for an estimated coefficient rows that depend on their own draw only.
+  traits = traits_of(estimator)
+  if traits is not None and traits.chunk_size is None and traits.rebuild is not None:
+    if (estimated or cv.value_depends_on_params) and not traits.per_sample:
+      estimator = traits.rebuild(per_sample=True)
+      per_sample = False if per_sample is None else per_sample
+    if estimated and fit_estimator is None and traits.rows_coupled_by is not None:
+      if traits.fit_rows is None:
+        raise ValueError(
+          f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
+          "from per-sample gradients that must each depend on their own draw "
+          f"only, but `estimator` ({traits.name}) has {traits.rows_coupled_by}, "
+          "which couples them. Use a fixed float coefficient (e.g. "
+          "delta_method()), or pass fit_estimator= an estimator with independent "
+          "rows on the same key."
+        )
+      fit_estimator = traits.fit_rows()
 
   def init(params) -> _cv.ControlVariateState:
     return _cv.ControlVariateState(estimator=estimator.init(params), control_variate=cv.init())
@@ -277,25 +284,14 @@ def with_control_variate(
   return GradientEstimator(init=init, estimate=estimate)
 
 
-def shorthand(
-  build: Callable[[bool], GradientEstimator],
-  control_variate,
-  *,
-  num_samples: int,
-  per_sample: bool,
-  fit: Optional[Callable[[], GradientEstimator]] = None,
-) -> GradientEstimator:
+def shorthand(core: GradientEstimator, control_variate) -> GradientEstimator:
   """The ``control_variate=`` keyword of an estimator factory, as the layer.
 
-  ``build(rows)`` makes the estimator with ``per_sample=rows``; rows are
-  requested when the control variate needs them. ``fit()`` makes the
-  estimator with independent rows used to fit an estimated coefficient (for
-  estimators whose rows are coupled).
+  ``core`` is the factory's estimator without the keyword; the layer asks it
+  (its Traits) for per-sample rows and independent fitting rows as needed.
   """
+  traits = traits_of(core)
+  assert traits is not None
   cv = _cv.resolve(control_variate)
-  _cv.check_num_samples(cv, num_samples)
-  needs_rows = _cv.is_estimated(cv) or cv.value_depends_on_params
-  fit_estimator = fit() if (fit is not None and _cv.is_estimated(cv)) else None
-  return with_control_variate(
-    build(per_sample or needs_rows), cv, per_sample=per_sample, fit_estimator=fit_estimator
-  )
+  _cv.check_num_samples(cv, traits.num_samples)
+  return with_control_variate(core, cv, per_sample=traits.per_sample)

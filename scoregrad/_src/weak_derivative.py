@@ -54,13 +54,14 @@ from jax.extend.core import Literal
 import jax.numpy as jnp
 
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import layers as _layers
 from scoregrad._src import scale as _scale
-from scoregrad._src import variance_reduction as _vr
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
   call_dist_fn,
   check_estimate_inputs,
+  describe,
   evaluate_costs,
   finish,
   first_order_only,
@@ -242,37 +243,6 @@ def measure_valued(
   coupling = check_bool("coupling", coupling)
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
-  moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
-  if control_variate is not None:
-    _scale.refuse_with_control_variate(chunk_size, moments)
-    return _vr.shorthand(
-      lambda rows: measure_valued(
-        num_samples=num_samples, coupling=coupling, per_sample=rows, sharding=sharding
-      ),
-      control_variate,
-      num_samples=num_samples,
-      per_sample=per_sample,
-    )
-  if chunk_size is not None:
-    return GradientEstimator(
-      init=stateless_init,
-      estimate=_scale.chunked(
-        lambda _: measure_valued(
-          num_samples=chunk_size, coupling=coupling, per_sample=moments, sharding=sharding
-        ),
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        moments=moments,
-      ),
-    )
-  if moments:
-    return _scale.with_moments(
-      measure_valued(
-        num_samples=num_samples, coupling=coupling, per_sample=True, sharding=sharding
-      ),
-      per_sample=per_sample,
-    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_estimate_inputs(key, f, dist_fn, params)
@@ -314,4 +284,26 @@ def measure_valued(
       return finish(value, tree_mean0(per), state, per)
     return finish(value, vjp_fn(mean_ct)[0], state, None)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+
+  def rebuild(**settings) -> GradientEstimator:
+    return measure_valued(
+      **{
+        "num_samples": num_samples,
+        "coupling": coupling,
+        "per_sample": per_sample,
+        "sharding": sharding,
+        **settings,
+      }
+    )
+
+  traits = _layers.resizable(
+    f"measure_valued(num_samples={num_samples}, coupling={coupling})",
+    num_samples=num_samples,
+    rebuild=rebuild,
+    per_sample=per_sample,
+    sharding=sharding,
+  )
+  core = describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
+  return _layers.shorthands(
+    core, control_variate=control_variate, chunk_size=chunk_size, moments=moments
+  )

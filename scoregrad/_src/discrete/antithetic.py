@@ -7,10 +7,12 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from scoregrad._src import layers as _layers
 from scoregrad._src import scale as _scale
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
+  describe,
   evaluate_costs,
   expand_to,
   finish,
@@ -140,22 +142,6 @@ def arm(
   num_samples = check_positive_int("num_samples", num_samples)
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
-  moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=per_sample)
-  if chunk_size is not None:
-    return GradientEstimator(
-      init=stateless_init,
-      estimate=_scale.chunked(
-        lambda _: arm(num_samples=chunk_size, per_sample=moments, sharding=sharding),
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        moments=moments,
-      ),
-    )
-  if moments:
-    return _scale.with_moments(
-      arm(num_samples=num_samples, per_sample=True, sharding=sharding), per_sample=per_sample
-    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
@@ -179,7 +165,20 @@ def arm(
     )
     return finish(value, grad, state, per)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  def rebuild(**settings) -> GradientEstimator:
+    return arm(
+      **{"num_samples": num_samples, "per_sample": per_sample, "sharding": sharding, **settings}
+    )
+
+  traits = _layers.resizable(
+    f"arm(num_samples={num_samples})",
+    num_samples=num_samples,
+    rebuild=rebuild,
+    per_sample=per_sample,
+    sharding=sharding,
+  )
+  core = describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
+  return _layers.shorthands(core, chunk_size=chunk_size, moments=moments)
 
 
 def disarm(
@@ -258,24 +257,6 @@ def disarm(
   )
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_pairs)
-  moments = _scale.check_moments(moments)
-  chunk_size = _scale.check_chunk_size(
-    chunk_size, num_pairs, sharding, per_sample=per_sample, samples_name="num_pairs"
-  )
-  if chunk_size is not None:
-    return GradientEstimator(
-      init=stateless_init,
-      estimate=_scale.chunked(
-        lambda _: disarm(num_pairs=chunk_size, per_sample=moments, sharding=sharding),
-        num_samples=num_pairs,
-        chunk_size=chunk_size,
-        moments=moments,
-      ),
-    )
-  if moments:
-    return _scale.with_moments(
-      disarm(num_pairs=num_pairs, per_sample=True, sharding=sharding), per_sample=per_sample
-    )
 
   def estimate(key, f: Callable, dist_fn: Callable, params, state) -> Estimate:
     key = check_key(key)
@@ -302,4 +283,18 @@ def disarm(
     )
     return finish(value, grad, state, per)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  def rebuild(**settings) -> GradientEstimator:
+    return disarm(
+      **{"num_pairs": num_pairs, "per_sample": per_sample, "sharding": sharding, **settings}
+    )
+
+  traits = _layers.resizable(
+    f"disarm(num_pairs={num_pairs})",
+    num_samples=num_pairs,
+    samples_name="num_pairs",
+    rebuild=rebuild,
+    per_sample=per_sample,
+    sharding=sharding,
+  )
+  core = describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
+  return _layers.shorthands(core, chunk_size=chunk_size, moments=moments)
