@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # optax 0.1.8 wheel from PyPI (needs network).
 OPTAX018_TESTS ?=
 
-.PHONY: install test test-deep bench optax-conformance clean lint docs notebooks wheel-check test-min
+.PHONY: install test test-deep bench gpu-check optax-conformance clean lint docs notebooks wheel-check test-min
 
 install: $(STAMP)
 
@@ -79,6 +79,11 @@ test-min:
 	$(MIN_VENV)/bin/python -m pip install --quiet -c .ci/minimum-versions.txt -e . pytest hypothesis scipy
 	JAX_PLATFORMS=cpu $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider -o addopts= \
 	  tests/test_public_api.py tests/test_score_function.py tests/test_pathwise.py
+
+# The GPU check (issue 22): fast tests, throughput and memory bandwidth on a
+# GPU machine, under 10 minutes (benchmarks/gpu_check.sh says how).
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) *.egg-info .pytest_cache docs/_build docs/api

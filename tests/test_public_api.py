@@ -14,7 +14,16 @@ def test_all_public_names_import():
 
 def test_fixed_names_and_signatures():
   assert callable(sg.score_function) and callable(sg.pathwise) and callable(sg.expectation)
-  assert sg.Estimate._fields == ("value", "grad", "state", "per_sample", "moments")
+  # 0.1's five fields keep their positions; 0.2 appends the value's rows and moments.
+  assert sg.Estimate._fields == (
+    "value",
+    "grad",
+    "state",
+    "per_sample",
+    "moments",
+    "per_sample_values",
+    "value_moments",
+  )
   assert sg.GradientEstimator._fields == ("init", "estimate")
   for factory in (sg.score_function, sg.pathwise):
     params = inspect.signature(factory).parameters

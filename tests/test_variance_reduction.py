@@ -244,8 +244,16 @@ def test_bad_input():
   with pytest.raises(TypeError, match=r"Call the factory: control_variate=delta_method\(\)"):
     sg.with_control_variate(sg.disarm(num_pairs=4), sg.control_variates.delta_method)
   logits = jnp.zeros(3)
-  needs_rows = sg.with_control_variate(
+  # A factory's estimator says how to give rows (its Traits), so the layer
+  # asks for them; an estimator that cannot say (here one stripped of its
+  # traits by _replace, like a user's own) still gets the error.
+  asks = sg.with_control_variate(
     sg.disarm(num_pairs=4), sg.control_variates.delta_method(coefficient="per_leaf")
+  )
+  out = asks.estimate(jax.random.key(0), f_exp, BERN, logits, asks.init(logits))
+  assert out.per_sample is None and np.all(np.isfinite(np.asarray(out.grad)))
+  needs_rows = sg.with_control_variate(
+    sg.disarm(num_pairs=4)._replace(), sg.control_variates.delta_method(coefficient="per_leaf")
   )
   with pytest.raises(ValueError, match="per_sample=True"):
     needs_rows.estimate(jax.random.key(0), f_exp, BERN, logits, needs_rows.init(logits))

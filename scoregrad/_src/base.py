@@ -10,17 +10,19 @@ evaluating the cost, checking the inputs of ``estimate``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import jax
-from jax.custom_derivatives import SymbolicZero
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from scoregrad import dists as _dists
+from scoregrad._src.derivative_order import (  # noqa: F401  (re-exported: estimators import them from here)
+  first_order_only,
+  gradient_carrier,
+  higher_order_message,
+  unit_box,
+)
 from scoregrad._src.validation import NonFloatCostError, check_callable, check_key
 
 PyTree = Any
@@ -42,6 +44,13 @@ class Estimate(NamedTuple):
       :class:`GradientMoments` of those per-sample gradients, streamed
       without materialising them (``scoregrad.diagnostics.variance``,
       ``snr``, ``total_variance`` accept it); else ``None``.
+    per_sample_values: with ``per_sample=True``, each row's contribution to
+      ``value`` (the costs f(x_i); for ARM/DisARM the pair means), shape
+      ``(rows,)``, whose mean is ``value``; else ``None``.
+    value_moments: with ``moments=True``, the :class:`GradientMoments` of
+      ``per_sample_values`` (streamed across chunks), so that
+      ``scoregrad.diagnostics.standard_error(out.value_moments)`` is the Monte
+      Carlo standard error of ``value``; else ``None``.
   """
 
   value: jax.Array
@@ -49,6 +58,8 @@ class Estimate(NamedTuple):
   state: PyTree
   per_sample: Optional[PyTree] = None
   moments: Optional[GradientMoments] = None
+  per_sample_values: Optional[jax.Array] = None
+  value_moments: Optional[GradientMoments] = None
 
 
 class GradientMoments(NamedTuple):
@@ -308,6 +319,7 @@ def finish(
   per_sample: Optional[PyTree] = None,
   *,
   costs: Optional[jax.Array] = None,
+  per_sample_values: Optional[jax.Array] = None,
 ) -> Estimate:
   """Builds every estimator's :class:`Estimate`, applying THE NaN rule.
 
@@ -330,163 +342,13 @@ def finish(
     return leaf + jnp.where(nan, jnp.asarray(jnp.nan, leaf.dtype), jnp.zeros((), leaf.dtype))
 
   grad = jax.tree_util.tree_map(poison, grad)
-  if per_sample is not None:
+  if per_sample is None:
+    per_sample_values = None  # rows and their values come together
+  else:
     per_sample = jax.tree_util.tree_map(poison, per_sample)
-  return Estimate(value, grad, state, per_sample)
-
-
-# -- THE derivative-order rule -------------------------------------------------
-#
-# Every derivative of an estimate, of any order, is either unbiased or refused
-# with a clear error. Estimators whose gradient is assembled from
-# stop-gradient pieces (measure-valued, the discrete estimators, per-coordinate
-# baselines) mark it with `first_order_only`; their `.value` gets
-# `gradient_carrier`, whose first derivative is the estimator's gradient and
-# whose second derivative is refused the same way.
-#
-# How: the marked gradient's tangent is the output of `_refuse_p`, a
-# primitive that raises when it is transposed (reverse mode), differentiated,
-# evaluated or compiled. JAX transposes and compiles only what an output
-# needs, so `jax.grad(.value)` never touches it, while any derivative of
-# `.grad` raises at trace or compile time. (Eager, un-jitted forward mode
-# evaluates every tangent op by op, used or not: there `jax.jacfwd` of
-# `.value` is refused too; under `jax.jit`, or with `jax.grad`, it works.)
-
-
-def _refuse(*_, message, **__):
-  raise NotImplementedError(message)
-
-
-_refuse_p = Primitive("scoregrad_first_order_only")
-_refuse_p.def_impl(lambda t, *, message: _refuse(message=message))
-_refuse_p.def_abstract_eval(lambda t, *, message: t)
-mlir.register_lowering(_refuse_p, lambda ctx, t, *, message: _refuse(message=message))
-ad.primitive_jvps[_refuse_p] = lambda primals, tangents, *, message: _refuse(message=message)
-ad.primitive_transposes[_refuse_p] = lambda ct, t, *, message: _refuse(message=message)
-batching.primitive_batchers[_refuse_p] = lambda args, dims, *, message: (
-  _refuse_p.bind(args[0], message=message),
-  dims[0],
-)
-
-
-def _is_zero(t) -> bool:
-  return isinstance(t, SymbolicZero)
-
-
-def _live_leaves(tree):
-  return [t for t in jax.tree_util.tree_leaves(tree, is_leaf=_is_zero) if not _is_zero(t)]
-
-
-def higher_order_message(estimator: str) -> str:
-  return (
-    f"{estimator} estimates first derivatives only: its gradient is assembled "
-    "from pieces that do not carry their own derivatives, so differentiating "
-    "it again (jax.hessian, jax.jacfwd/jacrev or jax.grad of `.grad`, or a "
-    "second derivative of `.value`) would be silently wrong, and scoregrad "
-    "refuses. For derivatives of any order use "
-    "scoregrad.score_function(num_samples=...) with no baseline or "
-    "baselines.leave_one_out() (DiCE: unbiased at every order), "
-    "scoregrad.pathwise(num_samples=...) for reparameterized families, or "
-    "scoregrad.expectation(...). (If this was a first derivative of `.value` "
-    "in eager jax.jacfwd, use jax.grad or jax.jit instead.)"
-  )
-
-
-# The primal of `_first_order_only` is `x` passed through `_guard_p`, which
-# evaluates to `x` and raises when differentiated in its `anchor` operands.
-# JAX's partial evaluation of `lax.scan`/`fori_loop` bodies (a derivative
-# taken outside a loop whose body holds an estimate) inlines a custom JVP's
-# primal for known inputs, dropping the rule; a plain `return x` would then
-# make a second derivative through the loop a silent zero. The guard makes
-# it the same clear error as everywhere else.
-
-
-def _guard_jvp(primals, tangents, *, message):
-  if any(type(t) is not ad.Zero for t in tangents[1:]):
-    _refuse(message=message)
-  return _guard_p.bind(*primals, message=message), ad.instantiate_zeros(tangents[0])
-
-
-_guard_p = Primitive("scoregrad_first_order_guard")
-_guard_p.def_impl(lambda x, *anchor, message: x)
-_guard_p.def_abstract_eval(lambda x, *anchor, message: x)
-mlir.register_lowering(_guard_p, lambda ctx, x, *anchor, message: [x])
-ad.primitive_jvps[_guard_p] = _guard_jvp
-batching.primitive_batchers[_guard_p] = lambda args, dims, *, message: (
-  _guard_p.bind(*args, message=message),
-  dims[0],
-)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _first_order_only(message, x, anchor):
-  anchors = [
-    a for a in jax.tree_util.tree_leaves(anchor) if jnp.issubdtype(jnp.result_type(a), jnp.inexact)
-  ]
-  return jax.tree_util.tree_map(lambda p: _guard_p.bind(p, *anchors, message=message), x)
-
-
-def _first_order_only_jvp(message, primals, tangents):
-  x, _ = primals
-  dx, danchor = tangents
-  live = _live_leaves(danchor)
-  if not live:  # differentiated in something else (e.g. REBAR's control): pass through
-    return x, jax.tree_util.tree_map(
-      lambda t, p: jnp.zeros_like(p) if _is_zero(t) else t, dx, x, is_leaf=_is_zero
-    )
-  # A tangent that depends on the anchor's tangent and refuses to be used.
-  seed = sum(jnp.sum(t).real.astype(jnp.float32) for t in live) * 0.0
-  return x, jax.tree_util.tree_map(
-    lambda p: _refuse_p.bind(jnp.zeros_like(p) + seed.astype(p.dtype), message=message), x
-  )
-
-
-_first_order_only.defjvp(_first_order_only_jvp, symbolic_zeros=True)
-
-
-def first_order_only(x: PyTree, anchor: PyTree, estimator: str) -> PyTree:
-  """``x`` unchanged; using a derivative of it with respect to ``anchor`` raises.
-
-  ``anchor`` holds what the estimate depends on (the distribution's
-  parameters as functions of ``params``, the raw costs): a derivative of
-  ``x`` that reaches it raises ``NotImplementedError``, naming ``estimator``
-  and the alternatives.
-  """
-  return _first_order_only(higher_order_message(estimator), x, anchor)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _carrier(message, anchor, cotangent):
-  del anchor, cotangent
-  return jnp.zeros(())
-
-
-def _carrier_jvp(message, primals, tangents):
-  anchor, cotangent = primals
-  danchor, _ = tangents
-  cotangent = _first_order_only(message, cotangent, anchor)
-  out = jnp.zeros(())
-  leaves = jax.tree_util.tree_leaves(danchor, is_leaf=_is_zero)
-  for d, c in zip(leaves, jax.tree_util.tree_leaves(cotangent)):
-    if not _is_zero(d):
-      out = out + jnp.vdot(d, c.astype(d.dtype)).real.astype(out.dtype)
-  return jnp.zeros(()), out
-
-
-_carrier.defjvp(_carrier_jvp, symbolic_zeros=True)
-
-
-def gradient_carrier(anchor: PyTree, cotangent: PyTree, estimator: str, dtype=None) -> jax.Array:
-  """A zero whose derivative is ⟨d anchor, cotangent⟩ (and whose second derivative raises).
-
-  Added to ``Estimate.value`` by estimators whose samples do not depend
-  differentiably on ``params``, so that ``jax.grad`` of ``.value`` is the
-  estimator's own gradient (as DiCE makes it for the score function) and
-  never a silent zero: the chain rule through ``anchor = η(params)`` and the
-  estimator's per-η gradient ``cotangent`` give exactly ``Estimate.grad``.
-  """
-  out = _carrier(higher_order_message(estimator), anchor, jax.lax.stop_gradient(cotangent))
-  return out if dtype is None else out.astype(dtype)
+    if per_sample_values is not None:
+      per_sample_values = jax.lax.stop_gradient(per_sample_values)
+  return Estimate(value, grad, state, per_sample, per_sample_values=per_sample_values)
 
 
 def expand_to(values: jax.Array, like: jax.Array) -> jax.Array:

@@ -6,20 +6,13 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scoregrad import dists as _dists
 from scoregrad._src import baselines as _baselines
-from scoregrad._src import scale as _scale
-from scoregrad._src import surrogates as _surrogate
-from scoregrad._src.base import (
-  check_cost,
-  evaluate_costs,
-  first_order_only,
-  gradient_carrier,
-  one_sample,
-)
-from scoregrad._src.validation import check_key, check_positive_int
-from scoregrad.dists._base import check_reparameterized
+from scoregrad._src import reparameterization as _reparameterization
+from scoregrad._src import score as _score
+from scoregrad._src.validation import check_estimator, check_key, check_positive_int
 
 ESTIMATORS = ("score_function", "pathwise")
 
@@ -29,42 +22,50 @@ def expectation(
   dist: Any,
   key: jax.Array,
   *,
-  num_samples: int,
-  estimator: str = "score_function",
+  estimator: Any = "score_function",
+  num_samples: Optional[int] = None,
   baseline: Optional[_baselines.Baseline] = None,
   sharding: Optional[Any] = None,
   chunk_size: Optional[int] = None,
 ) -> jax.Array:
   """A scalar whose value is the MC mean of f and whose derivatives estimate ∇E[f].
 
-  Use it inside any loss: ``jax.grad`` of the result is the chosen estimator,
-  ``jax.hessian`` (for ``"score_function"``) an unbiased second-order estimate
-  (DiCE). ``f`` may close over the parameters being differentiated: its
-  pathwise term is then included.
+  Use it inside any loss: ``jax.grad`` of the result is the chosen
+  estimator's gradient with respect to whatever ``dist``'s parameters were
+  computed from, and higher derivatives are the estimator's own (every order
+  for the score function with no or a leave-one-out baseline, and for
+  pathwise; first order only, with a clear error beyond, for estimators
+  whose gradient is assembled from stop-gradient pieces — the
+  derivative-order rule). ``f`` may close over the parameters being
+  differentiated: its pathwise term is then included.
+
+  ``estimator`` is any :class:`~scoregrad.GradientEstimator` — the value is
+  ``estimator.estimate(key, f, dist_fn, leaves, estimator.init(leaves)).value``
+  where ``leaves`` are ``dist``'s floating-point pytree leaves and
+  ``dist_fn`` rebuilds ``dist`` from them — or, as a shorthand kept from 0.1,
+  one of the strings ``"score_function"`` (default) and ``"pathwise"`` together
+  with ``num_samples=`` (and ``baseline=``, ``sharding=``, ``chunk_size=``),
+  which builds ``score_function(...)`` or ``pathwise(...)``. The estimator
+  runs from its initial state on every call (``expectation`` keeps no
+  state): adaptive baselines and learned controls do not adapt here; thread
+  ``Estimate.state`` through ``estimator.estimate`` for that.
 
   Args:
     f: ``f(x) -> scalar``, the cost of ONE sample (vmapped inside).
     dist: a distribution built from the parameters being differentiated
-      (scoregrad.dists, or NumPyro/distrax/TFP-on-JAX).
+      (scoregrad.dists, or NumPyro/distrax/TFP-on-JAX): a pytree whose
+      floating leaves are its parameters.
     key: a PRNG key.
-    num_samples: Python int ≥ 1.
-    estimator: ``"score_function"`` (default; any distribution) or
-      ``"pathwise"`` (reparameterized distributions only).
-    baseline: a stateless scalar baseline (score function only), e.g.
+    estimator: a ``GradientEstimator`` (e.g. ``sg.disarm(num_pairs=8)``), or
+      ``"score_function"`` / ``"pathwise"`` with ``num_samples``.
+    num_samples: with a string ``estimator``: Python int ≥ 1.
+    baseline: with ``"score_function"``: a stateless scalar baseline, e.g.
       ``scoregrad.baselines.leave_one_out()``.
-    sharding: a ``jax.sharding.Sharding`` of the leading sample axis; under
-      ``jax.jit`` the samples are generated and costed sharded and the mean
-      (and the baseline's sums) reduced by collectives. Same value and
-      derivatives as unsharded. See :func:`scoregrad.score_function`.
-    chunk_size: process the samples ``chunk_size`` at a time in a
-      checkpointed ``lax.scan`` (memory O(chunk_size × params) for the value
-      and for ``jax.grad`` of it); must divide ``num_samples``. Chunk c draws
-      with ``jax.random.fold_in(key, c)``, so the result is the mean over
-      chunks of ``expectation(..., num_samples=chunk_size)`` under those keys:
-      the same estimator (unbiased, every derivative order included), not the
-      same samples as unchunked. ``leave_one_out()`` runs in two passes (the
-      sum of all costs first), so each b_i is the mean of all other
-      num_samples − 1 costs, as unchunked.
+    sharding: with a string ``estimator``: a ``jax.sharding.Sharding`` of the
+      sample axis (see :func:`scoregrad.sharded`).
+    chunk_size: with a string ``estimator``: stream the samples in chunks
+      (see :func:`scoregrad.chunked`; the result is the mean over chunks, with
+      every derivative order, and ``leave_one_out()`` runs in two passes).
 
   Returns:
     A scalar array.
@@ -74,97 +75,114 @@ def expectation(
     >>> def loss(logits, key):
     ...   return sg.expectation(lambda b: (b - 0.45) ** 2,
     ...                         sg.dists.Bernoulli(logits=logits), key,
+    ...                         estimator=sg.disarm(num_pairs=16))
+    >>> g = jax.grad(loss)(jnp.array(0.0), jax.random.key(0))
+    >>> def loss2(logits, key):    # the 0.1 shorthand: any order (DiCE)
+    ...   return sg.expectation(lambda b: (b - 0.45) ** 2,
+    ...                         sg.dists.Bernoulli(logits=logits), key,
     ...                         num_samples=32,
     ...                         baseline=sg.baselines.leave_one_out())
-    >>> g = jax.grad(loss)(jnp.array(0.0), jax.random.key(0))
+    >>> h = jax.hessian(loss2)(jnp.array(0.0), jax.random.key(0))
   """
-  num_samples = check_positive_int("num_samples", num_samples)
-  sharding = _scale.check_sharding(sharding, num_samples)
-  chunk_size = _scale.check_chunk_size(chunk_size, num_samples, sharding, per_sample=False)
   key = check_key(key)
-  dist = _dists.as_distribution(dist, name="dist")
-  if estimator not in ESTIMATORS:
+  adapted = _dists.as_distribution(dist, name="dist")
+  shorthand = isinstance(estimator, str)
+  if shorthand:
+    estimator = _shorthand(estimator, num_samples, baseline, sharding, chunk_size)
+  else:
+    check_estimator(estimator, "estimator")
+    given = {
+      "num_samples": num_samples,
+      "baseline": baseline,
+      "sharding": sharding,
+      "chunk_size": chunk_size,
+    }
+    extra = {k: v for k, v in given.items() if v is not None}
+    if extra:
+      name, value = next(iter(extra.items()))
+      raise ValueError(
+        f"`{name}={value!r}` is a setting of the string shorthand "
+        "(estimator='score_function'/'pathwise'); with an estimator object "
+        f"({estimator!r}) set it on the estimator instead, e.g. "
+        "sg.score_function(num_samples=..., baseline=...), "
+        "sg.chunked(estimator, chunk_size) or sg.sharded(estimator, sharding)."
+      )
+  first_order = getattr(adapted, "score_function_order", None) == 1
+  if shorthand and _leaves_are_not_params(dist) and not first_order:
+    # A distribution that is not a pytree (a user's duck-typed object closing
+    # over traced parameters): the shorthands' `.value` is DiCE / the
+    # reparameterized mean, differentiated through that closure, so no leaves
+    # are needed (0.1 accepted such objects; estimator objects need leaves).
+    params, dist_fn = (), (lambda _: dist)
+  else:
+    params, dist_fn = _as_params(dist)
+  return estimator.estimate(key, f, dist_fn, params, estimator.init(params)).value
+
+
+def _leaves_are_not_params(dist: Any) -> bool:
+  leaves = jax.tree_util.tree_leaves(dist)
+  return len(leaves) == 1 and leaves[0] is dist
+
+
+def _shorthand(name: str, num_samples, baseline, sharding, chunk_size):
+  """The 0.1 form ``estimator="score_function"|"pathwise"`` as an estimator object."""
+  if name not in ESTIMATORS:
     raise ValueError(
-      f"`estimator` must be one of {ESTIMATORS}; got estimator={estimator!r}. "
-      "Other estimators (measure-valued, discrete) are used through their "
-      "factories' .estimate(key, f, dist_fn, params, state)."
+      f"`estimator` must be a scoregrad.GradientEstimator (e.g. "
+      f"sg.disarm(num_pairs=8), sg.measure_valued(num_samples=64)) or one of the "
+      f"shorthands {ESTIMATORS}; got estimator={name!r}."
     )
-  total_costs = None
-  if estimator == "pathwise":
+  if num_samples is None:
+    raise TypeError(
+      f"expectation(estimator={name!r}) needs `num_samples=`: got none. Pass "
+      f"num_samples=64, say, or an estimator object such as sg.{name}(num_samples=64)."
+    )
+  num_samples = check_positive_int("num_samples", num_samples)
+  if name == "pathwise":
     if baseline is not None:
       raise ValueError(
         "`baseline` applies to the score-function estimator only; got "
         f"baseline={baseline!r} with estimator='pathwise'. Remove it."
       )
-    check_reparameterized(dist, "dist")
-
-    def one(k, n, total):
-      del total
-      return _pathwise(f, dist, k, n, sharding)
-
-  else:
-    baseline = _baselines.resolve(baseline)
-    _baselines.check_num_samples(baseline, num_samples)
-    _baselines.require_scalar(
-      baseline,
-      where="expectation()",
-      stateless=True,
-      instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
-      "and thread its state, or score_function_surrogate(..., baseline_state=...), "
-      "or a stateless baseline such as leave_one_out().",
+    return _reparameterization.pathwise(
+      num_samples=num_samples, sharding=sharding, chunk_size=chunk_size
     )
-    if chunk_size is not None:
-      _scale.check_streamable_baseline(baseline)
-      if baseline.uses_other_samples:
-        # Two passes: the first sums every chunk's costs (same keys, same samples).
-        def total_costs(k):
-          samples = jax.lax.stop_gradient(_draw(dist, k, chunk_size, sharding))
-          return jnp.sum(jax.lax.stop_gradient(evaluate_costs(f, samples, chunk_size)))
-
-    def one(k, n, total):
-      chunk_baseline = baseline if total is None else baseline.chunked(total, num_samples)
-      return _score_function(f, dist, k, n, chunk_baseline, sharding)
-
-  if chunk_size is None:
-    return one(key, num_samples, None)
-  return _scale.chunked_mean(
-    lambda k, total: one(k, chunk_size, total),
-    key,
-    num_samples=num_samples,
-    chunk_size=chunk_size,
-    total_costs=total_costs,
+  baseline = _baselines.resolve(baseline)
+  _baselines.require_scalar(
+    baseline,
+    where="expectation()",
+    stateless=True,
+    instead="Use scoregrad.score_function(num_samples=..., baseline=...).estimate(...) "
+    "and thread its state, or score_function_surrogate(..., baseline_state=...), "
+    "or a stateless baseline such as leave_one_out().",
+  )
+  return _score.score_function(
+    num_samples=num_samples, baseline=baseline, sharding=sharding, chunk_size=chunk_size
   )
 
 
-def _draw(dist, key, num_samples: int, sharding):
-  draw = lambda k: dist.sample(k, (num_samples,))
-  return _scale.shard_samples(draw, sharding, num_samples)(key)
+def _as_params(dist: Any):
+  """``dist``'s floating leaves, and the function that rebuilds ``dist`` from them."""
+  leaves, treedef = jax.tree_util.tree_flatten(dist)
+  where = [
+    i
+    for i, leaf in enumerate(leaves)
+    if isinstance(leaf, (jax.Array, np.ndarray, float, np.floating))
+    and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+  ]
+  if not where and treedef.num_leaves == 1 and leaves[0] is dist:
+    raise TypeError(
+      f"`dist` ({type(dist).__name__}) is not a JAX pytree, so expectation cannot "
+      "see the parameters it differentiates through. scoregrad.dists, NumPyro, "
+      "distrax and TFP-on-JAX distributions are pytrees; register yours with "
+      "jax.tree_util.register_pytree_node, or call "
+      "estimator.estimate(key, f, dist_fn, params, state) directly."
+    )
 
+  def dist_fn(params):
+    rebuilt = list(leaves)
+    for i, value in zip(where, params):
+      rebuilt[i] = value
+    return jax.tree_util.tree_unflatten(treedef, rebuilt)
 
-def _pathwise(f, dist, key, num_samples: int, sharding) -> jax.Array:
-  """The pathwise surrogate of ``num_samples`` draws: the mean cost."""
-  samples = _draw(dist, key, num_samples, sharding)
-  check_cost(
-    f,
-    one_sample(samples),
-    floating=True,
-    where="expectation(estimator='pathwise') differentiates it",
-  )
-  return jnp.mean(_scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples))
-
-
-def _score_function(f, dist, key, num_samples: int, baseline, sharding) -> jax.Array:
-  """The DiCE surrogate of ``num_samples`` draws with a stateless scalar baseline."""
-  samples = jax.lax.stop_gradient(_draw(dist, key, num_samples, sharding))
-  costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
-  b = baseline.values(jax.lax.stop_gradient(costs), None, baseline.init())
-  surrogate = lambda d: jnp.mean(_surrogate.dice(jax.vmap(d.log_prob)(samples), costs, b))
-  if getattr(dist, "score_function_order", None) != 1:
-    return surrogate(dist)
-  # log_prob differentiable once only (e.g. Laplace): first derivatives are
-  # the score function's, higher ones are refused (the derivative-order rule).
-  name = f"expectation on {type(dist).__name__} (its log_prob is differentiable once only)"
-  grad = jax.grad(surrogate)(jax.lax.stop_gradient(dist))
-  return jnp.mean(costs) + gradient_carrier(
-    dist, first_order_only(grad, (dist, costs), name), name, costs.dtype
-  )
+  return tuple(leaves[i] for i in where), dist_fn

@@ -145,7 +145,7 @@ def pathwise(
 
     if per_sample:
       costs, per = jax.vmap(jax.value_and_grad(one_cost), in_axes=(None, 0))(params, keys)
-      return finish(jnp.mean(costs), tree_mean0(per), state, per)
+      return finish(jnp.mean(costs), tree_mean0(per), state, per, per_sample_values=costs)
 
     def mean_cost(p):
       return jnp.mean(jax.vmap(one_cost, in_axes=(None, 0))(p, keys))
@@ -164,19 +164,6 @@ def pathwise(
       }
     )
 
-  def check_chunk(chunk_size: int) -> None:
-    if sampling == "qmc" or (sampling == "antithetic" and chunk_size % 2):
-      raise ValueError(
-        f"`chunk_size={chunk_size}` with sampling={sampling!r}: "
-        + (
-          "a chunked lattice is a different point set; use sampling='iid' or "
-          "'antithetic', or drop chunk_size."
-          if sampling == "qmc"
-          else "antithetic pairs stay within a chunk, so chunk_size must be even; use "
-          f"chunk_size={chunk_size + 1}."
-        )
-      )
-
   traits = _layers.resizable(
     f"pathwise(num_samples={num_samples}, sampling={sampling!r})",
     num_samples=num_samples,
@@ -184,7 +171,7 @@ def pathwise(
     per_sample=per_sample,
     sharding=sharding,
     rows_coupled_by=None if sampling == "iid" else f"sampling={sampling!r}",
-    check_chunk=check_chunk,
+    check_chunk=lambda chunk_size: _sampling.check_chunk(sampling, chunk_size),
   )
   core = describe(GradientEstimator(init=stateless_init, estimate=_estimate), traits)
   return _layers.shorthands(

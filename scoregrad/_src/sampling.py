@@ -66,6 +66,20 @@ def check_sampling(sampling, num_samples: int) -> str:
   return sampling
 
 
+def check_chunk(sampling: str, chunk_size: int) -> None:
+  """What ``sampling`` allows of a chunk size (for :func:`scoregrad.chunked`)."""
+  if sampling == "qmc":
+    raise ValueError(
+      f"`chunk_size={chunk_size}` with sampling='qmc': a chunked lattice is a "
+      "different point set; use sampling='iid' or 'antithetic', or drop chunk_size."
+    )
+  if sampling == "antithetic" and chunk_size % 2:
+    raise ValueError(
+      f"`chunk_size={chunk_size}` with sampling='antithetic': antithetic pairs stay "
+      f"within a chunk, so chunk_size must be even; use chunk_size={chunk_size + 1}."
+    )
+
+
 def _primes(count: int) -> np.ndarray:
   """The first ``count`` primes."""
   if count <= 0:

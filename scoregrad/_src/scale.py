@@ -295,13 +295,16 @@ def combine_moments(a: GradientMoments, b: GradientMoments) -> GradientMoments:
   """Chan et al.'s pairwise update of (count, mean, M2)."""
   count = a.count + b.count
 
+  # The weights in the moments' own dtype: int32 / int32 is computed in
+  # float32 by JAX, which would cap x64 moments at float32 precision.
+  def share(x):
+    return b.count.astype(x.dtype) / jnp.maximum(count, 1).astype(x.dtype)
+
   def mean(ma, mb):
-    wb = (b.count / count).astype(ma.dtype)
-    return ma + (mb - ma) * wb
+    return ma + (mb - ma) * share(ma)
 
   def m2(sa, sb, ma, mb):
-    w = a.count.astype(ma.dtype) * (b.count / count).astype(ma.dtype)
-    return sa + sb + jnp.square(mb - ma) * w
+    return sa + sb + jnp.square(mb - ma) * (a.count.astype(ma.dtype) * share(ma))
 
   return GradientMoments(
     count=count,
@@ -315,11 +318,21 @@ def with_moments(rows_estimator: GradientEstimator, *, per_sample: bool) -> Grad
 
   def estimate(key, f, dist_fn, params, state) -> Estimate:
     out = rows_estimator.estimate(key, f, dist_fn, params, state)
+    values = out.per_sample_values
     return out._replace(
-      per_sample=out.per_sample if per_sample else None, moments=rows_moments(out.per_sample)
+      per_sample=out.per_sample if per_sample else None,
+      per_sample_values=values if per_sample else None,
+      moments=rows_moments(out.per_sample),
+      value_moments=None if values is None else rows_moments(values),
     )
 
   return GradientEstimator(init=rows_estimator.init, estimate=estimate)
+
+
+def _no_moments(rows) -> GradientMoments:
+  """Count-0 moments shaped like one row of ``rows`` (shapes with a leading axis)."""
+  one = jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)
+  return GradientMoments(count=jnp.zeros((), jnp.int32), mean=_zeros(one), m2=_zeros(one))
 
 
 def _first_pass(cost_sum: Callable, chunk_key: Callable, index: jax.Array) -> jax.Array:
@@ -401,32 +414,33 @@ def chunked(
     # its key, so jax.grad of `.value` needs memory O(chunk), not O(n).
     # (Higher derivatives through the scan are right without it too; see
     # tests/test_loops.py.)
+    with_values = moments and shapes.per_sample_values is not None
+
     @jax.checkpoint
     def body(carry, c):
-      value, grad, mom = carry
+      value, grad, mom, value_mom = carry
       out = one(c)
       grad = jax.tree_util.tree_map(jnp.add, grad, out.grad)
       if moments:
         # From count 0, Chan's update returns the chunk's own moments.
         mom = combine_moments(mom, rows_moments(out.per_sample))
-      return (value + out.value, grad, mom), None
+      if with_values:
+        value_mom = combine_moments(value_mom, rows_moments(out.per_sample_values))
+      return (value + out.value, grad, mom, value_mom), None
 
-    mom0 = None
-    if moments:
-      rows = shapes.per_sample
-      mom0 = GradientMoments(
-        count=jnp.zeros((), jnp.int32),
-        mean=_zeros(
-          jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)
-        ),
-        m2=_zeros(
-          jax.tree_util.tree_map(lambda r: jax.ShapeDtypeStruct(r.shape[1:], r.dtype), rows)
-        ),
-      )
-    carry0 = (jnp.zeros(shapes.value.shape, shapes.value.dtype), _zeros(shapes.grad), mom0)
-    (value, grad, mom), _ = jax.lax.scan(body, carry0, index)
+    mom0 = _no_moments(shapes.per_sample) if moments else None
+    value_mom0 = _no_moments(shapes.per_sample_values) if with_values else None
+    carry0 = (
+      jnp.zeros(shapes.value.shape, shapes.value.dtype),
+      _zeros(shapes.grad),
+      mom0,
+      value_mom0,
+    )
+    (value, grad, mom, value_mom), _ = jax.lax.scan(body, carry0, index)
     scale = lambda x: x / jnp.asarray(num_chunks, jnp.result_type(x))
-    return Estimate(scale(value), jax.tree_util.tree_map(scale, grad), state, None, mom)
+    return Estimate(
+      scale(value), jax.tree_util.tree_map(scale, grad), state, None, mom, None, value_mom
+    )
 
   return estimate
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from scoregrad._src import baselines as _baselines
 from scoregrad._src import control_variates as _cv
 from scoregrad._src import layers as _layers
+from scoregrad._src import sampling as _sampling
 from scoregrad._src import scale as _scale
-from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
@@ -27,6 +27,7 @@ from scoregrad._src.base import (
   gradient_carrier,
   state_like_params,
   tree_mean0,
+  unit_box,
 )
 from scoregrad._src.validation import check_bool, check_positive_int
 
@@ -55,6 +56,7 @@ def score_function(
   sharding: Optional[Any] = None,
   chunk_size: Optional[int] = None,
   moments: bool = False,
+  sampling: str = "iid",
 ) -> GradientEstimator:
   r"""The score-function estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -83,6 +85,25 @@ def score_function(
       that uses the other samples, β is fitted on the rows without the
       baseline, which are independent across samples).
 
+    sharding: a ``jax.sharding.Sharding`` of the sample axis; shorthand for
+      :func:`scoregrad.sharded`.
+    chunk_size: stream the samples in chunks; shorthand for
+      :func:`scoregrad.chunked`.
+    moments: fill ``Estimate.moments``/``value_moments``; shorthand for
+      :func:`scoregrad.with_moments`.
+    sampling: ``"iid"`` (default), ``"antithetic"`` (pairs μ ± Lε; even
+      ``num_samples``) or ``"qmc"`` (a randomly shifted rank-1 lattice
+      through Φ⁻¹), for Gaussian families (those with
+      ``from_standard_normal``), as in :func:`scoregrad.pathwise`. Every
+      sample is still distributed as p, so the estimator stays unbiased at
+      every order; the rows are dependent, so measure variance across keys.
+      Antithetic pairs cancel, in the location score (odd in ε), the part of
+      f that is even about μ, and in the scale score (even in ε) the odd
+      part: they help for near-linear f on the location and can raise the
+      variance of other coordinates. Baselines that use the other samples
+      (``leave_one_out``, ``optimal``) are refused with them (a sample's
+      partner depends on it).
+
   Returns:
     ``GradientEstimator(init, estimate)`` with
     ``estimate(key, f, dist_fn, params, state) -> Estimate``. ``f(x)`` is the
@@ -110,13 +131,23 @@ def score_function(
   _baselines.check_num_samples(baseline, num_samples)
   per_sample = check_bool("per_sample", per_sample)
   sharding = _scale.check_sharding(sharding, num_samples)
-  core = _score_function(num_samples, baseline, per_sample, sharding)
+  sampling = _sampling.check_sampling(sampling, num_samples)
+  if sampling != "iid" and baseline.uses_other_samples:
+    raise ValueError(
+      f"`baseline={baseline.name}` computes each sample's baseline from the "
+      f"other samples, and sampling={sampling!r} makes those depend on it, which "
+      "would bias the gradient; got both. Use a baseline that does not (none, "
+      "constant, moving_average) or sampling='iid'."
+    )
+  core = _score_function(num_samples, baseline, per_sample, sharding, sampling)
   return _layers.shorthands(
     core, control_variate=control_variate, chunk_size=chunk_size, moments=moments
   )
 
 
-def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> GradientEstimator:
+def _score_function(
+  num_samples: int, baseline, per_sample: bool, sharding, sampling: str
+) -> GradientEstimator:
   """The plain score-function estimator (settings validated), with its Traits."""
 
   def rebuild(**settings) -> GradientEstimator:
@@ -126,12 +157,14 @@ def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> G
         "baseline": baseline,
         "per_sample": per_sample,
         "sharding": sharding,
+        "sampling": sampling,
         **settings,
       }
     )
 
   def chunk_plan(chunk_size: int, rows: bool):
     _scale.check_streamable_baseline(baseline)
+    _sampling.check_chunk(sampling, chunk_size)
 
     def build(total):
       chunk_baseline = baseline if total is None else baseline.chunked(total, num_samples)
@@ -145,12 +178,16 @@ def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> G
     return build, (chunk_cost_sum if baseline.uses_other_samples else None)
 
   traits = Traits(
-    name=f"score_function(num_samples={num_samples}, baseline={baseline.name})",
+    name=f"score_function(num_samples={num_samples}, baseline={baseline.name}"
+    + ("" if sampling == "iid" else f", sampling={sampling!r}")
+    + ")",
     num_samples=num_samples,
     rebuild=rebuild,
     per_sample=per_sample,
     sharding=sharding,
-    rows_coupled_by=f"baseline={baseline.name}" if baseline.uses_other_samples else None,
+    rows_coupled_by=f"baseline={baseline.name}"
+    if baseline.uses_other_samples
+    else (None if sampling == "iid" else f"sampling={sampling!r}"),
     fit_rows=(lambda: rebuild(baseline=None, per_sample=True))
     if baseline.uses_other_samples
     else None,
@@ -164,7 +201,18 @@ def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> G
     key = check_estimate_inputs(key, f, dist_fn, params)
     check_state(state, ScoreFunctionState, "score_function")
     dist = call_dist_fn(dist_fn, params)
-    samples = jax.lax.stop_gradient(_draw(dist, key, num_samples, sharding))
+    if sampling == "iid":
+      samples = jax.lax.stop_gradient(_draw(dist, key, num_samples, sharding))
+    else:
+      _sampling.check_gaussian(dist, sampling)
+      noise = _scale.shard_samples(
+        lambda k: _sampling.standard_normal_noise(
+          k, sampling, num_samples, tuple(dist.event_shape), dist.dtype
+        ),
+        sharding,
+        num_samples,
+      )(key)
+      samples = jax.lax.stop_gradient(dist.from_standard_normal(noise))
     # Families whose log_prob is only once differentiable (the family fact
     # score_function_order) get the first-order-only treatment below.
     first_order = getattr(dist, "score_function_order", None) == 1
@@ -174,17 +222,7 @@ def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> G
     def log_prob(p, x):
       return call_dist_fn(dist_fn, p).log_prob(x)
 
-    def surrogate(p, b):
-      log_probs = jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
-      return jnp.mean(_surrogate.dice(log_probs, costs, b))
-
     new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, costs))
-
-    def value_of(d):
-      # mean f (differentiable in what f closes over, samples fixed) plus the
-      # DiCE surrogate minus its own value: numerically mean f, and its
-      # derivatives of every order in params are the score-function ones.
-      return jnp.mean(raw_costs) + (d - jax.lax.stop_gradient(d))
 
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
@@ -196,26 +234,38 @@ def _score_function(num_samples: int, baseline, per_sample: bool, sharding) -> G
       per = first_order_only(per, (params, raw_costs), name)
       grad = tree_mean0(per)
       value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
-      return finish(value, grad, new_state, per if per_sample else None)
+      return finish(
+        value, grad, new_state, per if per_sample else None, per_sample_values=raw_costs
+      )
 
     b = baseline.values(costs, None, state.baseline)
+    b = jnp.zeros_like(costs) if b is None else jax.lax.stop_gradient(b)
+    advantages = costs - b
+    # `.grad` is the gradient of Σ_i □(τ_i)(c_i − b_i) / n with the box as
+    # `unit_box`: value 1 without evaluating τ, so XLA compiles exactly the
+    # hand-written REINFORCE gradient (one backward pass of log p), and the
+    # derivatives of `.grad` are still DiCE's (every order).
     if per_sample:
-
-      def one(x, c, bi):
-        return jax.value_and_grad(lambda p: _surrogate.dice(log_prob(p, x), c, bi))(params)
-
-      # The per-sample surrogate values give the value's carrier too (one pass).
-      d_rows, per = jax.vmap(one)(samples, costs, b)
-      d, grad = jnp.mean(d_rows), tree_mean0(per)
+      row = lambda p, x, a: unit_box(log_prob(p, x)) * a
+      per = jax.vmap(jax.grad(row), in_axes=(None, 0, 0))(params, samples, advantages)
+      grad = tree_mean0(per)
     else:
-      (d, grad), per = jax.value_and_grad(surrogate)(params, b), None
+      batch = lambda p: jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
+      grad = jax.grad(lambda p: jnp.mean(unit_box(batch(p)) * advantages))(params)
+      per = None
     if not first_order:
-      return finish(value_of(d), grad, new_state, per)
+      # `.value`: DiCE on the raw costs, (1/n) Σ □(τ_i) c_i + (1 − □(τ_i)) b_i:
+      # numerically mean f (the box is exactly 1, so no τ is evaluated), and
+      # its derivatives of every order are the score-function ones, with the
+      # pathwise terms of anything f closes over and their cross terms.
+      box = unit_box(jax.vmap(log_prob, in_axes=(None, 0))(params, samples))
+      value = jnp.mean(box * raw_costs + (1.0 - box) * b)
+      return finish(value, grad, new_state, per, per_sample_values=raw_costs)
     name = f"score_function on {type(dist).__name__} (its log_prob is differentiable once only)"
     grad = first_order_only(grad, (params, raw_costs), name)
     per = None if per is None else first_order_only(per, (params, raw_costs), name)
     value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
-    return finish(value, grad, new_state, per)
+    return finish(value, grad, new_state, per, per_sample_values=raw_costs)
 
   return describe(GradientEstimator(init=init, estimate=estimate), traits)
 

@@ -161,8 +161,8 @@ def with_control_variate(
         raise ValueError(
           f"`control_variate={cv.name}` estimates its coefficient leave-one-out "
           "from per-sample gradients that must each depend on their own draw "
-          f"only, but `estimator` ({traits.name}) has {traits.rows_coupled_by}, "
-          "which couples them. Use a fixed float coefficient (e.g. "
+          f"only, but in `estimator` ({traits.name}) {traits.rows_coupled_by} "
+          "couples them. Use a fixed float coefficient (e.g. "
           "delta_method()), or pass fit_estimator= an estimator with independent "
           "rows on the same key."
         )

@@ -281,9 +281,8 @@ def measure_valued(
     value = jnp.mean(costs) + gradient_carrier(canon, mean_ct, "measure_valued", costs.dtype)
     if per_sample:
       per = jax.vmap(lambda ct: vjp_fn(ct)[0])(cotangents)
-      return finish(value, tree_mean0(per), state, per)
+      return finish(value, tree_mean0(per), state, per, per_sample_values=costs)
     return finish(value, vjp_fn(mean_ct)[0], state, None)
-
 
   def rebuild(**settings) -> GradientEstimator:
     return measure_valued(

@@ -160,10 +160,11 @@ def arm(
     )
     diff = jax.lax.stop_gradient(f_anti - f_b)
     per_logits = pr.to_logits(expand_to(diff, pr.u) * (pr.u - 0.5) * pr.reached)
+    pair_values = 0.5 * (f_b + f_anti)
     grad, per, value = _common.finish(
-      lg, per_logits, per_sample, jnp.mean(0.5 * (f_b + f_anti)), (f_b, f_anti)
+      lg, per_logits, per_sample, jnp.mean(pair_values), (f_b, f_anti)
     )
-    return finish(value, grad, state, per)
+    return finish(value, grad, state, per, per_sample_values=pair_values)
 
   def rebuild(**settings) -> GradientEstimator:
     return arm(
@@ -278,10 +279,11 @@ def disarm(
     differ = (b != b_tilde).astype(b.dtype)  # 1[b_i ≠ b̃_i]
     weight = jax.nn.sigmoid(jnp.abs(pr.eta))  # σ(|η_i|)
     per_logits = pr.to_logits(0.5 * expand_to(diff, b) * sign * differ * weight * pr.reached)
+    pair_values = 0.5 * (f_b + f_tilde)
     grad, per, value = _common.finish(
-      lg, per_logits, per_sample, jnp.mean(0.5 * (f_b + f_tilde)), (f_b, f_tilde)
+      lg, per_logits, per_sample, jnp.mean(pair_values), (f_b, f_tilde)
     )
-    return finish(value, grad, state, per)
+    return finish(value, grad, state, per, per_sample_values=pair_values)
 
   def rebuild(**settings) -> GradientEstimator:
     return disarm(
