@@ -343,41 +343,6 @@ def _first_pass(cost_sum: Callable, chunk_key: Callable, index: jax.Array) -> ja
   return jax.lax.stop_gradient(total)
 
 
-def chunked_mean(
-  one: Callable[[jax.Array, Optional[jax.Array]], jax.Array],
-  key: jax.Array,
-  *,
-  num_samples: int,
-  chunk_size: int,
-  total_costs: Optional[Callable[[jax.Array], jax.Array]] = None,
-) -> jax.Array:
-  """The mean over chunks of a scalar surrogate, for ``expectation(chunk_size=...)``.
-
-  ``one(chunk_key, total)`` is the surrogate of ONE chunk (``chunk_size``
-  samples drawn with ``chunk_key = fold_in(key, c)``, as in :func:`chunked`);
-  ``total`` is ``None``, or with ``total_costs(chunk_key)`` (one chunk's sum
-  of costs) the first pass's sum of all costs. The chunks' values are summed
-  in the carry of a checkpointed ``lax.scan``, so the result and its
-  derivatives of every order (the magic box is the literal exp(τ − ⊥τ), see
-  tests/test_loops.py) are the means over chunks of the chunks' own, with
-  reverse-mode memory O(chunk) rather than O(num_samples).
-  """
-  num_chunks = num_samples // chunk_size
-  chunk_key = lambda c: jax.random.fold_in(key, c)
-  index = jnp.arange(num_chunks, dtype=jnp.uint32)
-  total = None
-  if total_costs is not None:
-    total = _first_pass(total_costs, chunk_key, index)
-  shape = jax.eval_shape(lambda c: one(chunk_key(c), total), index[0])
-
-  @jax.checkpoint
-  def body(carry, c):
-    return carry + one(chunk_key(c), total), None
-
-  value, _ = jax.lax.scan(body, jnp.zeros(shape.shape, shape.dtype), index)
-  return value / jnp.asarray(num_chunks, value.dtype)
-
-
 def chunked(
   build: Callable[[Optional[jax.Array]], GradientEstimator],
   *,
