@@ -346,7 +346,7 @@ def test_select_reports_numbers_equal_to_a_hand_computation(fake_clock):
   the division of a batch's time by the batch size (not by R), the median and
   quartiles, work, the bias columns and the relative-work column."""
   f, dist_fn, alpha, exact = _bernoulli_problem()
-  fake_clock.durations = (0.4, 0.8, 0.2, 0.6)  # 4 batches of 10 estimates
+  fake_clock.durations = (0.4, 1.6, 0.2, 0.6)  # 4 batches of 10 estimates
   candidates = {
     "score_function": sg.score_function(num_samples=4),
     "loo": sg.score_function(num_samples=4, baseline=sg.baselines.leave_one_out()),
@@ -363,10 +363,11 @@ def test_select_reports_numbers_equal_to_a_hand_computation(fake_clock):
     assert row.num_estimates == 40 and row.num_nonfinite == 0 and row.flag == ""
     np.testing.assert_allclose(row.variance, variance, rtol=1e-5)
     np.testing.assert_allclose(row.variance_se, variance_se, rtol=1e-5)
-    # Per-estimate times 0.04, 0.08, 0.02, 0.06: median 0.05; quartiles by
-    # linear interpolation at positions 0.75 and 2.25 of the sorted four.
+    # Per-estimate times 0.04, 0.16, 0.02, 0.06: median 0.05 (the mean is
+    # 0.07); quartiles by linear interpolation at positions 0.75 and 2.25 of
+    # the sorted four, 0.02 + 0.75 · 0.02 and 0.06 + 0.25 · 0.1.
     np.testing.assert_allclose(row.seconds, 0.05, rtol=1e-12)
-    np.testing.assert_allclose(row.seconds_spread, (0.035, 0.065), rtol=1e-12)
+    np.testing.assert_allclose(row.seconds_spread, (0.035, 0.085), rtol=1e-12)
     np.testing.assert_allclose(row.work, variance * 0.05, rtol=1e-5)
     np.testing.assert_allclose(row.work_se, variance_se * 0.05, rtol=1e-5)
     np.testing.assert_allclose(row.value, sum(values) / 40, rtol=1e-5)
@@ -432,12 +433,14 @@ def _shifted(est, shift):
   return GradientEstimator(est.init, estimate)
 
 
-def _constant(value):
-  """A broken estimator: gradient ``value`` everywhere, whatever the samples."""
+def _constant(value, estimate_value=None):
+  """A broken estimator: gradient ``value`` everywhere, whatever the samples
+  (and ``Estimate.value`` ``estimate_value``, default ``value``)."""
+  estimate_value = value if estimate_value is None else estimate_value
 
   def estimate(key, f, dist_fn, params, state):
     grad = jax.tree_util.tree_map(lambda p: jnp.full(jnp.shape(p), value, jnp.float32), params)
-    return Estimate(jnp.asarray(value, jnp.float32), grad, state)
+    return Estimate(jnp.asarray(estimate_value, jnp.float32), grad, state)
 
   return GradientEstimator(stateless_init, estimate)
 
@@ -583,9 +586,14 @@ def _coupled_problem():
 
 def test_select_non_finite_candidate_is_never_best():
   """Issue 21: a candidate returning only NaN was returned as best. Now it is
-  flagged and ranked last; alone, select refuses to recommend anything."""
+  flagged and ranked last, and so is one with a finite value but NaN
+  gradients; alone, select refuses to recommend anything."""
   f, dist_fn, alpha, exact = _bernoulli_problem()
-  candidates = {"nan": _constant(math.nan), "score_function": sg.score_function(num_samples=4)}
+  candidates = {
+    "nan": _constant(math.nan),
+    "nan_grad": _constant(math.nan, estimate_value=1.0),
+    "score_function": sg.score_function(num_samples=4),
+  }
   for exact_grad in (None, exact):
     result = sg.select(
       candidates,
@@ -600,7 +608,8 @@ def test_select_non_finite_candidate_is_never_best():
     assert result.best == "score_function"
     row = result.row("nan")
     assert row.num_nonfinite == 40 and "40 of 40 estimates have NaN" in row.flag
-    assert [r.name for r in result.rows] == ["score_function", "nan"]
+    assert result.row("nan_grad").num_nonfinite == 40 and result.row("nan_grad").flag
+    assert [r.name for r in result.rows] == ["score_function", "nan", "nan_grad"]
     assert "| n/a |" in result.to_markdown()
   with pytest.raises(ValueError, match="every applicable candidate is flagged") as info:
     sg.select(
