@@ -15,6 +15,7 @@ at most 1e-6 per call.
 
 import itertools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -526,6 +527,10 @@ def test_select_flags_broken_and_relaxed_estimators_against_exact_grad():
   assert "do not vary" in result.row("zeros").flag
   for name in ("straight_through", "gumbel_softmax"):
     assert result.row(name).flag.startswith("biased")
+  # Every table line has the header's number of cells (the flags' |z| is escaped).
+  table_lines = [l for l in result.to_markdown().splitlines() if l.startswith("|")]
+  cells = {len(re.split(r"(?<!\\)\|", l)) for l in table_lines}
+  assert len(cells) == 1 and len(table_lines) == 2 + 5, table_lines
   with_exact = sg.select(
     {"disarm": sg.disarm(num_pairs=4), "exact": sg.exact()},
     jax.random.key(7),

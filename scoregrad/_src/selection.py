@@ -185,7 +185,7 @@ def _markdown(rows, best, exact, false_flag_rate, z_thr) -> str:
     "relative work",
   ]
   if exact:
-    headers += ["‖bias‖", "noise floor", "max |z|"]
+    headers += ["‖bias‖", "noise floor", "max \\|z\\|"]
   headers.append("check")
   lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
   rank = 0
@@ -203,11 +203,13 @@ def _markdown(rows, best, exact, false_flag_rate, z_thr) -> str:
     ]
     if exact:
       cells += [_fmt(r.bias_norm), _fmt(r.bias_noise_floor), f"{r.bias_max_z:.1f}"]
-    cells.append("ok" if not r.flag else "FLAGGED: " + r.flag.splitlines()[0])
+    # The flag's first line, its pipes escaped (|z| would split the cell).
+    cells.append("ok" if not r.flag else "FLAGGED: " + r.flag.splitlines()[0].replace("|", "\\|"))
     lines.append("| " + " | ".join(cells) + " |")
+  what = "bias against exact_grad" if exact else "the candidates' means against each other"
   lines.append("")
   lines.append(
-    f"Checks: {'bias against exact_grad' if exact else 'the candidates means against each other'}"
+    f"Checks: {what}"
     f", flagged when |z| > {z_thr:.2f} (false-flag rate {false_flag_rate:.2g} for the table, "
     "Bonferroni over its tests), and non-finite estimates. Flagged candidates rank "
     "after the others and are never best."
