@@ -543,6 +543,8 @@ def test_select_flags_broken_and_relaxed_estimators_against_exact_grad():
   )
   assert with_exact.best == "exact" and with_exact.flagged == {}
   assert with_exact.row("exact").variance == 0.0
+  # Variance 0 and a mean equal to exact_grad up to float32 rounding: z = 0, not inf.
+  assert with_exact.row("exact").bias_max_z == 0.0
   table = with_exact.to_markdown()
   assert "| 1 | exact |" in table and "| inf |" in table
 

@@ -520,10 +520,14 @@ def _exceeds(diff, scale, z_thr, rounding) -> np.ndarray:
   return np.abs(diff) > z_thr * scale + rounding
 
 
+def _rounding(rtol: float, exact: np.ndarray) -> np.ndarray:
+  """The float-rounding slack ρ(|∇_k| + max_j |∇_j|) of the bias check, per coordinate."""
+  return rtol * (np.abs(exact) + np.max(np.abs(exact), initial=0.0))
+
+
 def _bias_flag(m: _Measured, exact: np.ndarray, z_thr: float) -> str:
   diff = m.mean - exact
-  rounding = m.rtol * (np.abs(exact) + np.max(np.abs(exact), initial=0.0))
-  bad = _exceeds(diff, m.se, z_thr, rounding)
+  bad = _exceeds(diff, m.se, z_thr, _rounding(m.rtol, exact))
   if not np.any(bad):
     return ""
   zero_var = bool(np.all(m.se[bad] == 0))
@@ -557,13 +561,20 @@ def _cross_check(finite, z_thr, differentiates) -> tuple:
       pairs.append((a, b, float(np.max(z[bad]))))
   if not pairs:
     return ()
+  probed: dict = {}
+
+  def differentiates_once(m):
+    if m.row.name not in probed:
+      probed[m.row.name] = differentiates(m)
+    return probed[m.row.name]
+
   count: dict = {}
   for a, b, _ in pairs:
     count[a.row.name] = count.get(a.row.name, 0) + 1
     count[b.row.name] = count.get(b.row.name, 0) + 1
   out = []
   for a, b, max_z in pairs:
-    da, db = differentiates(a), differentiates(b)
+    da, db = differentiates_once(a), differentiates_once(b)
     na, nb = a.row.name, b.row.name
     if da is not None and db is not None and da != db:
       (bad, good) = (na, nb) if da else (nb, na)
@@ -759,10 +770,11 @@ def _measure(
     diff = mean - exact_flat
     bias_norm = float(np.linalg.norm(diff))
     floor = math.sqrt(variance / r_count)
+    # Where the standard error is 0, z is inf if the mean differs beyond float
+    # rounding (the rounding the bias check allows), else 0.
+    beyond = np.abs(diff) > _rounding(rtol, exact_flat)
     with np.errstate(divide="ignore", invalid="ignore"):
-      z = np.where(
-        se > 0, np.abs(diff) / np.where(se > 0, se, 1.0), np.where(np.abs(diff) > 0, np.inf, 0.0)
-      )
+      z = np.where(se > 0, np.abs(diff) / np.where(se > 0, se, 1.0), np.where(beyond, np.inf, 0.0))
     max_z = float(np.max(z)) if z.size else 0.0
   row = SelectionRow(
     name=name,
