@@ -1,4 +1,4 @@
-"""Pins for facts that the rest of the suite leaves loose (issue 15).
+"""Pins for facts that the rest of the suite leaves loose (issues 15 and 29).
 
 Each test here fails on a specific plausible mutation of the library (named
 in its docstring). Exact answers are closed forms, scipy, hand arithmetic or
@@ -6,7 +6,7 @@ numbers produced by optax 0.1.8 itself (see ``OPTAX_018``). Statistical
 assertions use scoregrad.testing (or the same z·SE construction written out)
 with false-failure rate 1e-6 each, Bonferroni over coordinates; the file
 makes 13 of them, so it fails by chance with probability below 1.3e-5 for
-any key.
+any key. Sections 9 and 10 (issue 29) are deterministic.
 """
 
 import math

@@ -1,11 +1,12 @@
-"""Mutation testing of scoregrad's estimators and distributions (issue 15).
+"""Mutation testing of scoregrad's estimators, distributions, selection and diagnostics (issues 15, 29).
 
 Each entry of ``MUTANTS`` is a plausible one-line bug: a file under
 ``scoregrad/``, an exact substring of it (which must occur exactly once), its
 replacement, a description, and the tests that should notice (test files and
 a ``-k`` expression). For every mutant the repository is copied to a fresh
 temporary directory, the substring replaced there, and the covering tests run
-against that copy with ``python -m pytest -x -q -n 2``. The working tree is
+against that copy with ``python -m pytest -x -q`` (one process; ``--workers N``
+adds pytest-xdist's ``-n N``). The working tree is
 never modified. The script prints one row per mutant (killed or not, and the
 first failing test), then the kill rate and the survivors, and exits 0; it
 exits 2 without running anything if a substring is missing or ambiguous, or
@@ -14,9 +15,10 @@ a selection collects no tests.
 Not collected by pytest (its name has no ``test_`` prefix). Run it from the
 repository root:
 
-    python tests/mutation/run_mutants.py                  # all mutants, ~15 min on 2 cores
+    python tests/mutation/run_mutants.py                  # all mutants, ~25 min on one core
     python tests/mutation/run_mutants.py --list           # the mutants, nothing run
     python tests/mutation/run_mutants.py --only loo-n     # some of them, by name
+    python tests/mutation/run_mutants.py --only $(python tests/mutation/run_mutants.py --list | grep -o '^sel-[^ ]*')
     python tests/mutation/run_mutants.py --baseline       # first check the selections pass unmutated
 
 The covering tests are narrow on purpose (each mutant's run takes seconds);
