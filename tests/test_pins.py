@@ -1,4 +1,4 @@
-"""Pins for facts that the rest of the suite leaves loose (issue 15).
+"""Pins for facts that the rest of the suite leaves loose (issues 15 and 29).
 
 Each test here fails on a specific plausible mutation of the library (named
 in its docstring). Exact answers are closed forms, scipy, hand arithmetic or
@@ -6,7 +6,7 @@ numbers produced by optax 0.1.8 itself (see ``OPTAX_018``). Statistical
 assertions use scoregrad.testing (or the same z·SE construction written out)
 with false-failure rate 1e-6 each, Bonferroni over coordinates; the file
 makes 13 of them, so it fails by chance with probability below 1.3e-5 for
-any key.
+any key. Sections 9 and 10 (issue 29) are deterministic.
 """
 
 import math
@@ -431,3 +431,123 @@ def test_optimal_baseline_exact_mean_and_variance():
   )(keys)
   assert_unbiased(draws, mean, false_failure_rate=RATE, exact_variance=var)
   assert_variance(draws, var, false_failure_rate=RATE)
+
+
+# -- 9. DisARM's value averages both points of every pair (issue 29) --------------------
+
+
+@pytest.mark.parametrize("family", ["Bernoulli", "Categorical"])
+def test_disarm_value_is_the_mean_over_both_points_of_each_pair(family):
+  """At logits 0 the antithetic partner of b is 1 − b (u and 1 − u fall on
+  opposite sides of σ(0) = ½; for a 2-category Categorical its one
+  stick-breaking bit is Bernoulli(σ(0))), so with f(b) = b every pair has
+  f(b) + f(b̃) = 1 and the value, the mean over BOTH points of each pair, is
+  exactly 0.5 on every key. The mean over the first points only is k/num_pairs
+  for a binomial k: 0 or 1 for one pair. Deterministic (no tolerance)."""
+  if family == "Bernoulli":
+    params, dist_fn, f = jnp.zeros(()), lambda l: sg.dists.Bernoulli(logits=l), lambda b: b
+  else:
+    params = jnp.zeros(2)
+    dist_fn = lambda l: sg.dists.Categorical(logits=l)
+    f = lambda x: x.astype(jnp.float32)
+  for num_pairs in (1, 3):
+    est = sg.disarm(num_pairs=num_pairs)
+    values = jax.jit(
+      jax.vmap(lambda k: est.estimate(k, f, dist_fn, params, est.init(params)).value)
+    )(jax.random.split(jax.random.key(9), 64))
+    np.testing.assert_array_equal(np.asarray(values), np.full(64, 0.5, np.float32))
+
+
+# -- 10. the sequence surrogate's per-step baselines target the cost-to-go (issue 29) ---
+
+# A tiny MDP: states {0, 1}, actions {0, 1}, the action is the next state,
+# start in state 0; π(a | s) = softmax(θ[s])[a]; cost C[s, a]. Four episodes
+# of T = 3 steps with fixed actions, the last one terminated after step 2.
+_THETA = np.array([[0.3, -0.2], [-0.5, 0.4]])
+_C = np.array([[1.0, 3.0], [-2.0, 0.5]])
+_ACTIONS = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 1]])
+_ALIVE = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 0]])
+_GAMMA = 0.9
+
+
+def _episodes():
+  states = np.zeros_like(_ACTIONS)
+  states[:, 1:] = _ACTIONS[:, :-1]
+  costs = _C[states, _ACTIONS]
+  return states, costs
+
+
+def _mdp_log_probs(theta):
+  states, _ = _episodes()
+  return jax.nn.log_softmax(theta, axis=-1)[states, _ACTIONS]
+
+
+def _by_hand_gradient(baseline_of):
+  """(1/n) Σ_i Σ_t m_{i,t} γ^t (G_{i,t} − b_{i,t}) ∇θ log π(a_{i,t} | s_{i,t}),
+  G_{i,t} = Σ_{t'≥t} γ^{t'−t} m_{i,t'} c_{i,t'}, in loops; b = baseline_of(G)."""
+  states, costs = _episodes()
+  n, steps = costs.shape
+  g_to_go = np.zeros((n, steps))
+  for i in range(n):
+    for t in range(steps):
+      g_to_go[i, t] = sum(_GAMMA ** (u - t) * _ALIVE[i, u] * costs[i, u] for u in range(t, steps))
+  b = baseline_of(g_to_go)
+  grad = np.zeros_like(_THETA)
+  for i in range(n):
+    for t in range(steps):
+      if not _ALIVE[i, t]:
+        continue
+      s, a = states[i, t], _ACTIONS[i, t]
+      pi = np.exp(_THETA[s]) / np.exp(_THETA[s]).sum()
+      score = -pi
+      score[a] += 1.0
+      grad[s] += _GAMMA**t * (g_to_go[i, t] - b[i, t]) * score / n
+  return grad, g_to_go
+
+
+def _leave_one_out(g_to_go):
+  n = g_to_go.shape[0]
+  return np.array(
+    [[np.mean(np.delete(g_to_go[:, t], i)) for t in range(g_to_go.shape[1])] for i in range(n)]
+  )
+
+
+@pytest.mark.parametrize("which", ["leave_one_out", "moving_average"])
+def test_sequence_per_step_baselines_fit_the_cost_to_go(which, x64):
+  """score_function_surrogate on (n, T) with a per-step baseline: its gradient
+  equals the documented formula with b fitted to the cost-to-go G_{i,t}:
+  leave_one_out b_{i,t} = mean_{j≠i} G_{j,t}; moving_average (state from
+  init((T,)), one update with a previous batch's cost-to-go G′, zero-debiased)
+  b_t = mean_j G′_{j,t}. A baseline fitted to the step costs c_{i,t} instead
+  moves the gradient by about 0.3 here; the match is to 1e-10 (float64)."""
+  theta = jnp.asarray(_THETA)
+  _, costs = _episodes()
+  costs, alive = jnp.asarray(costs), jnp.asarray(_ALIVE)
+  if which == "leave_one_out":
+    baseline, state = sg.baselines.leave_one_out(), None
+    want, _ = _by_hand_gradient(_leave_one_out)
+  else:
+    baseline = sg.baselines.moving_average(decay=0.7)
+    previous = jnp.asarray([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0], [1.0, 1.0, -2.0], [4.0, 0.0, 0.0]])
+    g_previous = sg.rl.discounted_returns(previous, discount=_GAMMA, mask=alive)
+    state = baseline.update(baseline.init((3,)), g_previous)
+    mean_previous = np.asarray(g_previous).mean(axis=0)
+    want, _ = _by_hand_gradient(lambda g: np.broadcast_to(mean_previous, g.shape))
+  surrogate = lambda th: sg.score_function_surrogate(
+    _mdp_log_probs(th),
+    costs,
+    baseline=baseline,
+    baseline_state=state,
+    mask=alive,
+    discount=_GAMMA,
+  )
+  got = jax.grad(surrogate)(theta)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+  # The value: (1/n) Σ_i Σ_t γ^t m c, whatever the baseline.
+  _, c = _episodes()
+  value = sum(_GAMMA**t * _ALIVE[i, t] * c[i, t] for i in range(4) for t in range(3)) / 4
+  np.testing.assert_allclose(float(surrogate(theta)), value, rtol=1e-12)
+  if which == "leave_one_out":
+    # The wrong target (step costs) gives a clearly different gradient here.
+    wrong, _ = _by_hand_gradient(lambda g: _leave_one_out(np.where(_ALIVE, c, 0.0)))
+    assert np.max(np.abs(wrong - want)) > 0.1

@@ -1,11 +1,12 @@
-"""Mutation testing of scoregrad's estimators and distributions (issue 15).
+"""Mutation testing of scoregrad's estimators, distributions, selection and diagnostics (issues 15, 29).
 
 Each entry of ``MUTANTS`` is a plausible one-line bug: a file under
 ``scoregrad/``, an exact substring of it (which must occur exactly once), its
 replacement, a description, and the tests that should notice (test files and
 a ``-k`` expression). For every mutant the repository is copied to a fresh
 temporary directory, the substring replaced there, and the covering tests run
-against that copy with ``python -m pytest -x -q -n 2``. The working tree is
+against that copy with ``python -m pytest -x -q`` (one process; ``--workers N``
+adds pytest-xdist's ``-n N``). The working tree is
 never modified. The script prints one row per mutant (killed or not, and the
 first failing test), then the kill rate and the survivors, and exits 0; it
 exits 2 without running anything if a substring is missing or ambiguous, or
@@ -14,9 +15,10 @@ a selection collects no tests.
 Not collected by pytest (its name has no ``test_`` prefix). Run it from the
 repository root:
 
-    python tests/mutation/run_mutants.py                  # all mutants, ~15 min on 2 cores
+    python tests/mutation/run_mutants.py                  # all mutants, ~25 min on one core
     python tests/mutation/run_mutants.py --list           # the mutants, nothing run
     python tests/mutation/run_mutants.py --only loo-n     # some of them, by name
+    python tests/mutation/run_mutants.py --only $(python tests/mutation/run_mutants.py --list | grep -o '^sel-[^ ]*')
     python tests/mutation/run_mutants.py --baseline       # first check the selections pass unmutated
 
 The covering tests are narrow on purpose (each mutant's run takes seconds);
@@ -82,6 +84,8 @@ REBAR = "scoregrad/_src/discrete/rebar_relax.py"
 RELAXED = "scoregrad/_src/discrete/relaxations.py"
 RB = "scoregrad/_src/discrete/sum_and_sample.py"
 D = "scoregrad/dists/"
+SEL = "scoregrad/_src/selection.py"
+DIAG = "scoregrad/_src/diagnostics.py"
 
 MUTANTS: tuple[Mutant, ...] = (
   # -- score function, DiCE, baselines -------------------------------------------------
@@ -106,8 +110,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "dice-jvp-no-box",
     SUR,
-    "return box, box * tau_dot",
-    "return box, tau_dot",
+    "return jnp.exp(tau - jax.lax.stop_gradient(tau))",
+    "return 1.0 + tau - jax.lax.stop_gradient(tau)",
     "magic box derivative drops the box factor (first derivative unchanged)",
     ("tests/test_dice.py",),
     "magic_box or hessian",
@@ -124,8 +128,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "loo-n",
     BL,
-    "return (jnp.sum(costs) - costs) / (n - 1)",
-    "return (jnp.sum(costs) - costs) / n",
+    "return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)",
+    "return (jnp.sum(costs, axis=0) - costs) / n  # per step for (n, T)",
     "leave-one-out mean divided by n instead of n − 1 (still unbiased)",
     ("tests/test_score_function.py", "tests/test_benchmarks.py", "tests/test_discrete_unbiased.py"),
     "leave_one_out",
@@ -133,8 +137,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "loo-includes-self",
     BL,
-    "return (jnp.sum(costs) - costs) / (n - 1)",
-    "return jnp.full_like(costs, jnp.mean(costs))",
+    "return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)",
+    "return jnp.broadcast_to(jnp.mean(costs, axis=0), costs.shape)",
     "leave-one-out baseline uses the mean of all costs, its own included",
     ("tests/test_score_function.py",),
     "baselines_unbiased and leave_one_out",
@@ -151,8 +155,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "moving-average-decay-swapped",
     BL,
-    "new_value = decay * state.value.astype(mean.dtype) + (1.0 - decay) * mean",
-    "new_value = (1.0 - decay) * state.value.astype(mean.dtype) + decay * mean",
+    "new_value = decay * state.value + (1.0 - decay) * jnp.where(finite, mean, 0.0)",
+    "new_value = (1.0 - decay) * state.value + decay * jnp.where(finite, mean, 0.0)",
     "moving average weights old and new swapped",
     ("tests/test_score_function.py", "tests/test_benchmarks.py"),
     "moving_average",
@@ -163,8 +167,8 @@ MUTANTS: tuple[Mutant, ...] = (
     "num = jnp.sum(fs2, axis=0) - fs2",
     "num = jnp.sum(fs2, axis=0)",
     "optimal baseline's numerator includes sample i (biased)",
-    ("tests/test_score_function.py",),
-    "baselines_unbiased and optimal",
+    ("tests/test_score_function.py", "tests/test_pins.py"),
+    "(baselines_unbiased and optimal) or optimal_baseline_exact",
   ),
   Mutant(
     "learned-baseline-step-sign",
@@ -228,14 +232,14 @@ MUTANTS: tuple[Mutant, ...] = (
     "draw = lambda p, k: call_dist_fn(dist_fn, p).sample(k)",
     "draw = lambda p, k: jax.lax.stop_gradient(call_dist_fn(dist_fn, p).sample(k))",
     "pathwise samples detached from θ (gradient zero)",
-    ("tests/test_pathwise.py",),
-    "gaussian_unbiased",
+    ("tests/test_pathwise.py", "tests/test_pins.py"),
+    "gaussian_unbiased or sgd_steps",
   ),
   Mutant(
     "pathwise-key-reused",
     PW,
-    "keys = jax.random.split(key, num_samples)",
-    "keys = jnp.broadcast_to(key, (num_samples,))",
+    "lambda k: jax.random.split(k, num_samples), sharding, num_samples",
+    "lambda k: jnp.broadcast_to(k, (num_samples,)), sharding, num_samples",
     "every sample drawn with the same key (unbiased, no averaging)",
     ("tests/test_pathwise.py",),
     "gaussian_unbiased",
@@ -255,7 +259,7 @@ MUTANTS: tuple[Mutant, ...] = (
     "u = u - jnp.floor(u)",
     "u = u",
     "shifted lattice not wrapped modulo 1 (clipped instead: biased)",
-    ("tests/test_sampling.py",),
+    ("tests/test_sampling.py", "tests/test_pins.py"),
     "qmc",
   ),
   # -- measure-valued -----------------------------------------------------------------
@@ -356,8 +360,8 @@ MUTANTS: tuple[Mutant, ...] = (
     "lp = -0.5 * z**2 - jnp.log(self.scale) - 0.5",
     "lp = -0.5 * z**2 - 0.5",
     "Normal log_prob drops −log σ (score in σ wrong)",
-    ("tests/test_score_function.py",),
-    "unbiased_with_exact and gaussian_cos",
+    ("tests/test_score_function.py", "tests/test_pins.py"),
+    "(unbiased_with_exact and gaussian_cos) or sgd_steps",
   ),
   Mutant(
     "mvn-sample-transposed",
@@ -373,9 +377,9 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "bernoulli-log-prob-softplus-sign",
     D + "bernoulli.py",
-    "lp = x * self.logits - jax.nn.softplus(self.logits)",
-    "lp = x * self.logits - jax.nn.softplus(-self.logits)",
-    "Bernoulli log_prob normaliser softplus(−ℓ) instead of softplus(ℓ)",
+    "x == 1, 0.0, (1 - x) * jax.nn.log_sigmoid(-l)",
+    "x == 1, 0.0, (1 - x) * jax.nn.log_sigmoid(l)",
+    "Bernoulli log_prob: (1 − x) log σ(ℓ) instead of log σ(−ℓ)",
     ("tests/test_score_function.py",),
     "unbiased_with_exact and bernoulli",
   ),
@@ -401,8 +405,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "arm-sign",
     ANTI,
-    "per_logits = expand_to(diff, u) * (u - 0.5)",
-    "per_logits = expand_to(diff, u) * (0.5 - u)",
+    "expand_to(diff, pr.u) * (pr.u - 0.5) * pr.reached",
+    "expand_to(diff, pr.u) * (0.5 - pr.u) * pr.reached",
     "ARM weight (½ − u) instead of (u − ½)",
     ("tests/test_discrete_unbiased.py",),
     "antithetic_unbiased and not disarm",
@@ -410,8 +414,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "disarm-no-abs",
     ANTI,
-    "weight = jax.nn.sigmoid(jnp.abs(lg.logits))",
-    "weight = jax.nn.sigmoid(lg.logits)",
+    "weight = jax.nn.sigmoid(jnp.abs(pr.eta))",
+    "weight = jax.nn.sigmoid(pr.eta)",
     "DisARM weight σ(α) instead of σ(|α|) (right for α ≥ 0 only)",
     ("tests/test_discrete_unbiased.py",),
     "antithetic_unbiased and disarm",
@@ -419,20 +423,20 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "rebar-control-sign",
     REBAR,
-    "+ dc_z - dc_zt)",
-    "+ dc_z + dc_zt)",
+    "(b - family.probs_of(logits)) + dc_z - dc_zt",
+    "(b - family.probs_of(logits)) + dc_z + dc_zt",
     "REBAR adds ∇c(z̃) instead of subtracting it",
-    ("tests/test_discrete_rebar.py",),
-    "rebar_one_bit_exact",
+    ("tests/test_discrete_rebar.py", "tests/test_pins.py"),
+    "rebar_one_bit_exact or rebar_relax_unbiased",
   ),
   Mutant(
     "bernoulli-conditional-noise",
     D + "bernoulli.py",
-    "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(logits)),",
-    "jnp.where(b > 0.5, jax.nn.softplus(t + jax.nn.softplus(-logits)),",
+    "      jax.nn.softplus(t + jax.nn.softplus(logits)),",
+    "      jax.nn.softplus(t + jax.nn.softplus(-logits)),",
     "z̃ | b = 1 drawn with softplus(−ℓ) (the b = 0 branch's)",
-    ("tests/test_discrete_rebar.py",),
-    "rebar_one_bit_exact",
+    ("tests/test_discrete_rebar.py", "tests/test_pins.py"),
+    "rebar_one_bit_exact or rebar_relax_unbiased",
   ),
   Mutant(
     "categorical-gumbel-sign",
@@ -455,8 +459,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "exact-mean-not-sum",
     ENUM,
-    "return jnp.sum(jnp.exp(log_probs) * fixed_costs)",
-    "return jnp.mean(jnp.exp(log_probs) * fixed_costs)",
+    "return jnp.sum(probs * fixed_costs), probs",
+    "return jnp.mean(probs * fixed_costs), probs",
     "exact gradient averages over configurations instead of summing",
     ("tests/test_discrete_unbiased.py",),
     "exact_matches_closed_form",
@@ -496,6 +500,208 @@ MUTANTS: tuple[Mutant, ...] = (
     "VIMCO's f̄₋ₖ divides by K, not K − 1 (still unbiased)",
     ("tests/test_discrete_unbiased.py",),
     "vimco",
+  ),
+  # -- selection (issue 29: every reported number; issue 21: the checks) -------------
+  Mutant(
+    "sel-trace-over-r",
+    SEL,
+    "variance = float(q.sum() / (r_count - 1))",
+    "variance = float(q.sum() / r_count)",
+    "select's tr Cov divided by R instead of R − 1",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-seconds-over-r",
+    SEL,
+    "t = np.asarray(times) / per_batch",
+    "t = np.asarray(times) / num_pilot",
+    "seconds per estimate off by a factor of `repeats` (batch time / R)",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-variance-se-no-sqrt-r",
+    SEL,
+    "q.std(ddof=1) / math.sqrt(r_count) * r_count / (r_count - 1)",
+    "q.std(ddof=1) * r_count / (r_count - 1)",
+    "variance_se missing its 1/√R",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-mean-not-median",
+    SEL,
+    "seconds = float(np.median(t))",
+    "seconds = float(np.mean(t))",
+    "seconds per estimate: the mean batch time, not the median",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-se-ddof0",
+    SEL,
+    "se = g.std(axis=0, ddof=1) / math.sqrt(r_count)",
+    "se = g.std(axis=0) / math.sqrt(r_count)",
+    "per-coordinate standard error (bias z, checks) with ddof 0",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-floor-no-r",
+    SEL,
+    "floor = math.sqrt(variance / r_count)",
+    "floor = math.sqrt(variance)",
+    "bias noise floor √(tr Cov) instead of √(tr Cov / R)",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-relative-work-inverted",
+    SEL,
+    "return _fmt(work / best_work)",
+    "return _fmt(best_work / work)",
+    "relative work column best/work instead of work/best",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-threshold-not-bonferroni-over-candidates",
+    SEL,
+    "z_thr = z_threshold(false_flag_rate, max(1, len(finite) * num_coords))",
+    "z_thr = z_threshold(false_flag_rate, max(1, num_coords))",
+    "bias threshold corrected over coordinates only, not candidates × coordinates",
+    ("tests/test_selection.py",),
+    "hand_computation",
+  ),
+  Mutant(
+    "sel-rank-ignores-flag",
+    SEL,
+    "return (bool(r.flag), r.work if np.isfinite(r.work) else math.inf)",
+    "return (False, r.work if np.isfinite(r.work) else math.inf)",
+    "flagged candidates ranked by work with the others (a biased one can be best)",
+    ("tests/test_selection.py",),
+    "digital or flags_broken",
+  ),
+  Mutant(
+    "sel-nonfinite-value-only",
+    SEL,
+    "nonfinite = int(np.sum(~np.isfinite(v) | ~np.all(np.isfinite(g), axis=1)))",
+    "nonfinite = int(np.sum(~np.isfinite(v)))",
+    "non-finite check looks at the values only, not the gradients",
+    ("tests/test_selection.py",),
+    "non_finite",
+  ),
+  Mutant(
+    "sel-pair-scale-max",
+    SEL,
+    "scale = np.sqrt(a.se**2 + b.se**2)",
+    "scale = np.maximum(a.se, b.se)",
+    "pairwise test scaled by the larger SE instead of √(se_a² + se_b²)",
+    ("tests/test_selection.py",),
+    "cross_check_numbers",
+  ),
+  Mutant(
+    "sel-blame-inverted",
+    SEL,
+    "(bad, good) = (na, nb) if da else (nb, na)",
+    "(bad, good) = (nb, na) if da else (na, nb)",
+    "a disagreement blamed on the candidate that does NOT differentiate f",
+    ("tests/test_selection.py",),
+    "digital or relaxations_without",
+  ),
+  Mutant(
+    "sel-probe-constant-tangent",
+    SEL,
+    "y_dot = y_dot + jnp.asarray(jnp.nan, y.dtype) * t.astype(y.dtype)",
+    "y_dot = jnp.full_like(y, jnp.nan)",
+    "the differentiates-f probe's NaN tangent is not linear in ẋ (reverse mode drops it)",
+    ("tests/test_selection.py",),
+    "digital or relaxations_without",
+  ),
+  # -- diagnostics ----------------------------------------------------------------------
+  Mutant(
+    "diag-variance-ddof0",
+    DIAG,
+    "lambda g: jnp.var(g, axis=0, ddof=1), per_sample)",
+    "lambda g: jnp.var(g, axis=0), per_sample)",
+    "diagnostics.variance from rows with ddof 0",
+    ("tests/test_diagnostics.py", "tests/test_pins.py"),
+    "diagnostic",
+  ),
+  Mutant(
+    "diag-moments-count",
+    DIAG,
+    "lambda m2: m2 / (per_sample.count - 1).astype(m2.dtype), per_sample.m2",
+    "lambda m2: m2 / per_sample.count.astype(m2.dtype), per_sample.m2",
+    "diagnostics.variance from moments: m2 / n instead of m2 / (n − 1)",
+    ("tests/test_diagnostics.py",),
+    None,
+  ),
+  Mutant(
+    "diag-se-no-n",
+    DIAG,
+    "lambda v: jnp.sqrt(v / jnp.asarray(n, v.dtype)), variance(per_sample)",
+    "lambda v: jnp.sqrt(v), variance(per_sample)",
+    "standard_error is the standard deviation (no 1/√n)",
+    ("tests/test_diagnostics.py", "tests/test_pins.py"),
+    "diagnostic",
+  ),
+  Mutant(
+    "diag-snr-ddof0",
+    DIAG,
+    "jnp.abs(jnp.mean(g, axis=0)) / jnp.std(g, axis=0, ddof=1)",
+    "jnp.abs(jnp.mean(g, axis=0)) / jnp.std(g, axis=0)",
+    "snr from rows with ddof 0",
+    ("tests/test_diagnostics.py", "tests/test_pins.py"),
+    "diagnostic",
+  ),
+  Mutant(
+    "diag-snr-moments-variance",
+    DIAG,
+    "lambda m, v: jnp.abs(m) / jnp.sqrt(v), per_sample.mean, variance(per_sample)",
+    "lambda m, v: jnp.abs(m) / v, per_sample.mean, variance(per_sample)",
+    "snr from moments divides by the variance, not the standard deviation",
+    ("tests/test_diagnostics.py",),
+    None,
+  ),
+  Mutant(
+    "diag-bias-sign",
+    DIAG,
+    "lambda m, e: m - e, _moments(per_sample).mean, exact",
+    "lambda m, e: e - m, _moments(per_sample).mean, exact",
+    "bias reported as exact − mean",
+    ("tests/test_diagnostics.py", "tests/test_pins.py"),
+    "diagnostic",
+  ),
+  Mutant(
+    "diag-total-variance-mean",
+    DIAG,
+    "sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(variance(per_sample)))",
+    "sum(jnp.mean(v) for v in jax.tree_util.tree_leaves(variance(per_sample)))",
+    "total_variance averages the coordinates instead of summing them",
+    ("tests/test_diagnostics.py", "tests/test_pins.py"),
+    "diagnostic",
+  ),
+  # -- issue 29's survivors outside select (tests in tests/test_pins.py) ----------------
+  Mutant(
+    "disarm-value-first-points",
+    ANTI,
+    "jnp.mean(0.5 * (f_b + f_tilde))",
+    "jnp.mean(f_b)",
+    "DisARM's value: mean f over the first point of each pair only",
+    ("tests/test_pins.py",),
+    "disarm_value",
+  ),
+  Mutant(
+    "sequence-baseline-step-cost",
+    SUR,
+    "baseline, baseline_state, cost_to_go, n, array_shapes=((), (n,), (n, num_steps))",
+    "baseline, baseline_state, jax.lax.stop_gradient(costs), n, "
+    "array_shapes=((), (n,), (n, num_steps))",
+    "sequence per-step baselines fitted to the step cost c_t, not the cost-to-go G_t",
+    ("tests/test_pins.py",),
+    "per_step",
   ),
 )
 
@@ -574,8 +780,12 @@ class Result(NamedTuple):
   detail: str
 
 
+WORKERS = 0  # pytest-xdist workers per run (0: one process); set by --workers
+
+
 def run_tests(root: pathlib.Path, tests, k: Optional[str]) -> Result:
-  cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "2", "-p", "no:cacheprovider", *tests]
+  workers = ["-n", str(WORKERS)] if WORKERS else []
+  cmd = [sys.executable, "-m", "pytest", "-x", "-q", *workers, "-p", "no:cacheprovider", *tests]
   if k:
     cmd += ["-k", k]
   start = time.perf_counter()
@@ -633,7 +843,16 @@ def main(argv=None) -> int:
   parser.add_argument(
     "--baseline", action="store_true", help="first run every selection on the unmutated copy"
   )
+  parser.add_argument(
+    "--workers",
+    type=int,
+    default=0,
+    metavar="N",
+    help="run each selection with pytest-xdist's -n N (default 0: one process)",
+  )
   args = parser.parse_args(argv)
+  global WORKERS
+  WORKERS = args.workers
 
   check_mutants(MUTANTS)
   mutants = MUTANTS
