@@ -101,8 +101,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "sf-per-sample-no-baseline",
     SF,
-    "per = jax.vmap(one)(samples, costs, b)",
-    "per = jax.vmap(one)(samples, costs, jnp.zeros_like(b))",
+    "per = jax.vmap(jax.grad(row), in_axes=(None, 0, 0))(params, samples, advantages)",
+    "per = jax.vmap(jax.grad(row), in_axes=(None, 0, 0))(params, samples, costs)",
     "per_sample=True path ignores the baseline (rows and grad lose it)",
     ("tests/test_score_function.py", "tests/test_benchmarks.py"),
     "leave_one_out or baselines_unbiased",
@@ -687,8 +687,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "disarm-value-first-points",
     ANTI,
-    "jnp.mean(0.5 * (f_b + f_tilde))",
-    "jnp.mean(f_b)",
+    "pair_values = 0.5 * (f_b + f_tilde)",
+    "pair_values = f_b",
     "DisARM's value: mean f over the first point of each pair only",
     ("tests/test_pins.py",),
     "disarm_value",
