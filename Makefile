@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # optax 0.1.8 wheel from PyPI (needs network).
 OPTAX018_TESTS ?=
 
-.PHONY: install test test-deep bench gpu-check optax-conformance clean lint docs notebooks wheel-check test-min
+.PHONY: install test test-slow test-all test-deep bench gpu-check optax-conformance clean lint docs notebooks wheel-check test-min
 
 install: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make test`: the whole suite (notebooks included) except the slow tier
+# (multi-process/sharding subprocesses, benchmark smoke runs: SLOW in
+# tests/conftest.py). `make test-slow` runs that tier; `make test-all` both
+# (as .ci/run does).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --doctest-modules scoregrad tests
+	$(PY) -m pytest -q -n 2 --doctest-modules -m "not slow" scoregrad tests
+	@echo "make test: done; the slow tier (subprocess sharding, benchmark smoke runs) is 'make test-slow' (both: 'make test-all', as .ci/run)."
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow tests
+
+test-all: test test-slow
 
 # The property-based conformance suite with 10x the examples (about 20-30
 # minutes on 2 cores); `make test` runs its default profile.

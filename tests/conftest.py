@@ -40,3 +40,22 @@ def dtype(request):
 def x64():
   with jax.enable_x64(True):
     yield
+
+
+# The slow tier (`make test-slow`, part of `make test-all` and of .ci/run):
+# what is slow but needed — the multi-process and 8-device sharding
+# subprocesses and every benchmark's tiny run. `make test` runs the rest
+# (notebooks included), which still covers every public function.
+SLOW = (
+  "tests/test_multiprocess.py::",
+  "tests/test_sharding.py::",
+  "tests/test_benchmarks.py::test_every_benchmark_runs_at_tiny_size",
+  "tests/test_discrete_benchmarks.py::test_discrete_benchmarks_small_run",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.nodeid.startswith(SLOW):
+      item.add_marker(pytest.mark.slow)
