@@ -12,11 +12,9 @@ from scoregrad._src import baselines as _baselines
 from scoregrad._src import scale as _scale
 from scoregrad._src import surrogates as _surrogate
 from scoregrad._src.base import (
-  check_cost,
   evaluate_costs,
   first_order_only,
   gradient_carrier,
-  one_sample,
 )
 from scoregrad._src.validation import check_key, check_positive_int
 from scoregrad.dists._base import check_reparameterized
@@ -144,13 +142,14 @@ def _draw(dist, key, num_samples: int, sharding):
 def _pathwise(f, dist, key, num_samples: int, sharding) -> jax.Array:
   """The pathwise surrogate of ``num_samples`` draws: the mean cost."""
   samples = _draw(dist, key, num_samples, sharding)
-  check_cost(
+  costs = evaluate_costs(
     f,
-    one_sample(samples),
+    samples,
+    num_samples,
     floating=True,
     where="expectation(estimator='pathwise') differentiates it",
   )
-  return jnp.mean(_scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples))
+  return jnp.mean(_scale.constrain(costs, sharding, num_samples))
 
 
 def _score_function(f, dist, key, num_samples: int, baseline, sharding) -> jax.Array:
