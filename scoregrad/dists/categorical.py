@@ -9,7 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import replace_eval
 
 __all__ = ("Categorical",)
@@ -25,6 +30,26 @@ class Categorical(Distribution):
 
   logits: jax.Array
   reparameterized = False
+
+  foreign_names = ("Categorical", "CategoricalLogits", "CategoricalProbs")
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Categorical as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    if shape is None or tuple(dist.event_shape):
+      return None
+    logits = None
+    if type(dist).__name__ != "CategoricalProbs":
+      logits = foreign_parameter(dist, "logits")
+    if logits is None:
+      probs = foreign_parameter(dist, "probs")
+      if probs is None:
+        return None
+      logits = jnp.log(probs)
+    if logits.ndim < 1:
+      return None
+    return cls(logits=jnp.broadcast_to(logits, shape + logits.shape[-1:]))
 
   def __init__(self, logits):
     logits = _as_float_array("logits", logits)
