@@ -69,9 +69,11 @@ than a NaN/inf guard, or a comparison of a positive-by-construction value
 such as a sum of exponentials with 0) and a lookup at an x-dependent index
 also keep or create a jump: ``max``, ``min``, ``clip``, ``abs``, ``relu``,
 ``jnp.where`` on a comparison of x, ``sort``, ``jnp.interp``. This is
-conservative: a C² function written with such selects (Huber's loss,
-``jax.scipy.stats.norm.cdf``, ``jnp.sinc``) has its second derivatives
-refused too, a clear error rather than a silent wrong number.
+conservative: a function with a continuous derivative written with such
+selects (the smooth ``jax.scipy.stats.norm.cdf`` and ``jnp.sinc``, or
+Huber's loss, whose second derivative jumps but has no delta) has its
+second derivatives refused too, a clear error rather than a silent wrong
+number.
 
 If tracing f or its derivative fails, nothing is refused (f's own errors
 surface where the estimator calls it).

@@ -498,12 +498,17 @@ def _from_foreign(obj: Any) -> Optional[Any]:
   return None
 
 
-@functools.cache
+_FOREIGN_CLASSES: dict[type, type] = {}
+
+
 def _foreign_class(foreign: type) -> type:
   """A subclass of the adapter named like the foreign class, for messages."""
-  package = (foreign.__module__ or "").split(".")[0]
-  label = f"{package}.{foreign.__name__}" if package else foreign.__name__
-  return type(label, (_ForeignDistribution,), {"__doc__": _ForeignDistribution.__doc__})
+  if foreign not in _FOREIGN_CLASSES:
+    package = (foreign.__module__ or "").split(".")[0]
+    label = f"{package}.{foreign.__name__}" if package else foreign.__name__
+    doc = _ForeignDistribution.__doc__
+    _FOREIGN_CLASSES[foreign] = type(label, (_ForeignDistribution,), {"__doc__": doc})
+  return _FOREIGN_CLASSES[foreign]
 
 
 def is_distribution(obj: Any) -> bool:
