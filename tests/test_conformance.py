@@ -12,7 +12,14 @@ test checks one invariant for every estimator that applies:
   params the same as a loop; unused leaves get exactly zero;
 * the derivative-order rule (second derivatives unbiased or refused) and the
   NaN rule;
-* no recompilation on new values (one trace for two parameter values).
+* no recompilation on new values (one trace for two parameter values);
+* costs with jumps (step, floor, heaviside, jnp.where between constants) and
+  kinks (max(x − K, 0), abs) under every estimator: refused at first order
+  (jumps) or second order (kinks) by those that differentiate f, accepted by
+  the others (issue 21);
+* NumPyro instances of every built-in family give exactly the built-in's
+  estimate (issue 21). These two are exact, not statistical: they add
+  nothing to the false-failure budget below.
 
 False-failure rate: each statistical assertion uses 1e-7 (Bonferroni over
 coordinates inside scoregrad.testing). The default profile makes at most
@@ -349,3 +356,96 @@ def test_discrete_unbiased_and_rules(problem):
     else:
       with pytest.raises(NotImplementedError, match="first derivatives only"):
         jax.jit(hess)(params)
+
+
+# -- costs with jumps and kinks, for every estimator that differentiates f (issue 21) ---
+
+K_THRESHOLD = 0.1
+JUMP_COSTS = {
+  "step": lambda x: jnp.sum(jnp.where(x > K_THRESHOLD, 1.0, 0.0)),
+  "astype": lambda x: jnp.sum((x > K_THRESHOLD).astype(x.dtype)),
+  "heaviside": lambda x: jnp.sum(jnp.heaviside(x - K_THRESHOLD, 0.5)),
+  "floor": lambda x: jnp.sum(jnp.floor(x)),
+  "x + step": lambda x: jnp.sum(x + (x > K_THRESHOLD)),
+}
+KINKED_COSTS = {
+  "max(x - K, 0)": lambda x: jnp.sum(jnp.maximum(x - K_THRESHOLD, 0.0)),
+  "where(x > K, x - K, 0)": lambda x: jnp.sum(jnp.where(x > K_THRESHOLD, x - K_THRESHOLD, 0.0)),
+  "abs": lambda x: jnp.sum(jnp.abs(x - K_THRESHOLD)),
+}
+# Estimators that differentiate f (pathwise) refuse a jump at first order and a
+# kink at second; those that do not differentiate f accept both.
+DIFFERENTIATES_F = {"pathwise"}
+
+
+@st.composite
+def nonsmooth_problems(draw):
+  family, a, b, structure, dtype, name = draw(continuous_problems())
+  cost = draw(st.sampled_from(sorted(JUMP_COSTS) + sorted(KINKED_COSTS)))
+  return family, a, b, structure, dtype, name, cost
+
+
+@given(nonsmooth_problems())
+def test_jumps_and_kinks_refused_where_f_is_differentiated(problem):
+  """Non-statistical: no false-failure budget. Used to give pathwise zeros silently."""
+  family, a, b, structure, dtype, name, cost = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    f = {**JUMP_COSTS, **KINKED_COSTS}[cost]
+    run = lambda p, k: est.estimate(k, f, dist_fn, p, est.init(p))
+    first = jax.jit(lambda p: run(p, jax.random.key(0)).grad)
+    if name in DIFFERENTIATES_F and cost in JUMP_COSTS:
+      with pytest.raises(sg.NotApplicableError, match="has a jump in x"):
+        first(params)
+      return
+    g = first(params)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(g))
+    if name in DIFFERENTIATES_F:  # a kink: second derivatives through f refused
+      with pytest.raises(NotImplementedError, match="not twice"):
+        jax.jit(jax.jacfwd(lambda p: run(p, jax.random.key(0)).grad))(params)
+
+
+# -- foreign (NumPyro) instances of every built-in family (issue 21) -----------------
+
+NUMPYRO = {
+  "Normal": lambda nd, a, b: nd.Normal(a, jnp.exp(b)),
+  "Laplace": lambda nd, a, b: nd.Laplace(a, jnp.exp(b)),
+  "MultivariateNormalTriL": lambda nd, a, b: nd.MultivariateNormal(
+    a, scale_tril=jnp.diag(jnp.exp(b))
+  ),
+  "Exponential": lambda nd, a, b: nd.Exponential(jnp.exp(a)),
+  "Gamma": lambda nd, a, b: nd.Gamma(jnp.full_like(a, 2.5), jnp.exp(a)),
+  "Poisson": lambda nd, a, b: nd.Poisson(jnp.exp(a)),
+}
+
+
+@given(continuous_problems(), st.booleans())
+def test_numpyro_instances_get_the_builtin_family(problem, discrete):
+  """A NumPyro instance gives exactly the built-in's estimate (same key): it is converted.
+
+  Non-statistical (exact equality): no false-failure budget.
+  """
+  nd = pytest.importorskip("numpyro.distributions")
+  family, a, b, structure, dtype, name = problem
+  with _x64(dtype):
+    params, dist_fn = _build(family, a, b, structure, dtype)
+    pack, unpack = STRUCTURES[structure]
+    est = CONTINUOUS_ESTIMATORS[name][0]()
+    foreign_fn = lambda p: NUMPYRO[family](nd, *unpack(p))
+    f = square_cost
+    if discrete:  # the discrete families, with an estimator that needs their facts
+      family = "Bernoulli" if a.size % 2 else "Categorical"
+      builtin = getattr(sg.dists, family)
+      foreign_cls = nd.Bernoulli if family == "Bernoulli" else nd.Categorical
+      dist_fn = lambda p: builtin(logits=unpack(p)[0])
+      foreign_fn = lambda p: foreign_cls(logits=unpack(p)[0])
+      est = sg.disarm(num_pairs=4) if family == "Bernoulli" else sg.arm(num_samples=4)
+      f = lambda x: jnp.sum(x * jnp.arange(1.0, 1.0 + x.size).reshape(x.shape))
+    assert type(sg.dists.as_distribution(foreign_fn(params))) is type(dist_fn(params))
+    run = lambda fn: jax.jit(lambda k: est.estimate(k, f, fn, params, est.init(params)))(
+      jax.random.key(5)
+    )
+    ours, theirs = run(dist_fn), run(foreign_fn)
+    for x, y in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)

@@ -409,3 +409,88 @@ def test_opt_in_checkify_error_for_traced_parameters():
   # Outside the context nothing is recorded (and nothing needs checkify).
   out = jax.jit(lambda s: sg.dists.Normal(0.5, s).log_prob(1.0))(jnp.array(-1.0))
   assert np.isnan(out)
+
+
+# -- Issue 21, items 10 and 14: impossible categories and infinite costs ------------------
+
+NEG_INF = -jnp.inf
+
+
+@pytest.mark.parametrize(
+  "logits",
+  [
+    [[NEG_INF, NEG_INF, 1.0, -0.5]],  # two impossible categories at the start
+    [[1.0, -0.5, NEG_INF, NEG_INF]],  # ... at the end: η = (−∞) − (−∞) used to be NaN
+    [[0.2, NEG_INF, NEG_INF, NEG_INF]],  # only one possible category
+  ],
+)
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_categorical_arm_disarm_with_adjacent_impossible_categories(name, logits):
+  """Used to give NaN for the −∞ logits; exact gives 0 there, and the rest is unbiased."""
+  logits = jnp.asarray(logits)
+  dist_fn = lambda l: sg.dists.Categorical(logits=l)
+  f = lambda x: jnp.sum(jnp.where(x == 2, 1.5, 0.0) + 0.3 * x)
+  exact = sg.exact().estimate(jax.random.key(0), f, dist_fn, logits, ()).grad
+  est = {
+    "arm": sg.arm(num_samples=4000, per_sample=True),
+    "disarm": sg.disarm(num_pairs=2000, per_sample=True),
+  }[name]
+  out = est.estimate(jax.random.key(1), f, dist_fn, logits, est.init(logits))
+  assert bool(jnp.all(jnp.isfinite(out.grad))), out.grad
+  impossible = jnp.isneginf(logits)
+  assert bool(jnp.all(jnp.where(impossible, out.grad == 0, True))), out.grad
+  if name == "arm":  # independent per-sample rows (DisARM's pairs are independent too)
+    assert_unbiased(out.per_sample, exact, false_failure_rate=RATE)
+
+
+def test_categorical_binary_logits_finite_derivative_at_impossible_categories():
+  logits = jnp.array([[1.0, -0.5, NEG_INF, NEG_INF]])
+  eta = sg.dists.Categorical.binary_logits(logits)
+  jac = jax.jacobian(sg.dists.Categorical.binary_logits)(logits)
+  assert bool(jnp.all(jnp.isfinite(jac)))
+  assert float(jax.nn.sigmoid(eta[0, 1])) == 1.0  # stage 1 stops surely: the rest impossible
+  np.testing.assert_allclose(float(eta[0, 0]), 1.0 - (-0.5), rtol=1e-6)
+
+
+INF_COST_CASES = {
+  "categorical": (
+    lambda l: sg.dists.Categorical(logits=l),
+    jnp.array([NEG_INF, 0.0, 1.0]),
+    lambda x: jnp.where(x == 0, jnp.inf, 1.0 * x),
+    # E = (1·1 + 2·e)/(1 + e); ∂/∂l = p_k (c_k − E), k = 1, 2
+    lambda: _categorical_inf_expected(),
+  ),
+  "bernoulli": (
+    lambda l: sg.dists.Bernoulli(logits=l),
+    jnp.array([NEG_INF, 0.5]),
+    lambda b: jnp.where(b[0] == 1, jnp.inf, 2.0 * b[1]),
+    lambda: (
+      2 * float(jax.nn.sigmoid(0.5)),
+      np.array([0.0, 2 * float(jax.nn.sigmoid(0.5) * jax.nn.sigmoid(-0.5))]),
+    ),
+  ),
+}
+
+
+def _categorical_inf_expected():
+  p = np.array([0.0, 1.0, np.e]) / (1 + np.e)
+  c = np.array([0.0, 1.0, 2.0])
+  value = float(np.sum(p * c))
+  return value, p * (c - value)
+
+
+@pytest.mark.parametrize("case", list(INF_COST_CASES))
+def test_exact_infinite_cost_at_impossible_configuration(case):
+  """0·∞ used to make the value, gradient and Hessian NaN; E[f] is finite."""
+  dist_fn, logits, f, expected = INF_COST_CASES[case]
+  value, grad = expected()
+  est = sg.exact()
+  out = est.estimate(jax.random.key(0), f, dist_fn, logits, est.init(logits))
+  np.testing.assert_allclose(float(out.value), value, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out.grad), grad, rtol=1e-5, atol=1e-7)
+  hessian = jax.hessian(lambda l: est.estimate(jax.random.key(0), f, dist_fn, l, ()).value)(logits)
+  assert bool(jnp.all(jnp.isfinite(hessian)))
+  # A NaN cost at the impossible configuration still poisons (NaN in, NaN out).
+  g = lambda x: jnp.where(x == 0, jnp.nan, 1.0 * x)
+  if case == "categorical":
+    assert bool(jnp.isnan(est.estimate(jax.random.key(0), g, dist_fn, logits, ()).value))

@@ -23,6 +23,7 @@ from scoregrad._src.derivative_order import (  # noqa: F401  (re-exported: estim
   higher_order_message,
   unit_box,
 )
+from scoregrad._src import smoothness as _smoothness
 from scoregrad._src.validation import NonFloatCostError, check_callable, check_key
 
 PyTree = Any
@@ -255,13 +256,30 @@ def call_dist_fn(dist_fn: Callable, params: PyTree):
   return _dists.as_distribution(dist, name="dist_fn(params)")
 
 
-def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = False) -> None:
+def check_cost(
+  f: Callable,
+  example: Any,
+  *,
+  where: str = "",
+  floating: bool = False,
+  smooth: Optional[bool] = None,
+) -> Callable:
   """THE cost check: ``f(example)`` must be a scalar (and a float if ``floating``).
 
-  Checked on shapes and dtypes only (``jax.eval_shape``), so it costs nothing
-  and works under ``jit``. ``example`` is one sample (arrays or
+  Checked on shapes and dtypes only (``jax.eval_shape``, and with ``smooth``
+  the jaxprs of f and its derivative), so it costs nothing at run time and
+  works under ``jit``. ``example`` is one sample (arrays or
   ``ShapeDtypeStruct``s, any pytree). ``where`` says, for the message, how
   the estimator calls f. ``floating`` is for estimators that differentiate f.
+  ``smooth`` (default: ``floating``) is for estimators whose unbiasedness
+  rests on ∇x f (pathwise): f with a jump in x is refused with a
+  :class:`~scoregrad._src.smoothness.DiscontinuousCostError`, and the
+  returned cost is f guarded so that a second derivative through it raises
+  when f is only C¹ (kinked: max, abs, relu); see
+  :mod:`scoregrad._src.smoothness`.
+
+  Returns:
+    The cost to evaluate: ``f`` itself, or ``f`` guarded as above.
   """
   check_callable("f", f, "f(x) -> scalar cost of one sample")
   # Through a lambda: jax.eval_shape(f) jits f itself, which needs a weak
@@ -285,6 +303,9 @@ def check_cost(f: Callable, example: Any, *, where: str = "", floating: bool = F
       "scoregrad.measure_valued(num_samples=...), or for discrete variables "
       "scoregrad.disarm / scoregrad.rao_blackwell."
     )
+  if floating if smooth is None else smooth:
+    return _smoothness.check_cost_smoothness(f, example, where=where)
+  return f
 
 
 def one_sample(samples: PyTree) -> PyTree:
@@ -295,15 +316,26 @@ def one_sample(samples: PyTree) -> PyTree:
 
 
 def evaluate_costs(
-  f: Callable, samples: PyTree, num_samples: Optional[int] = None, *, dtype=None, where: str = ""
+  f: Callable,
+  samples: PyTree,
+  num_samples: Optional[int] = None,
+  *,
+  dtype=None,
+  where: str = "",
+  floating: bool = False,
 ) -> jax.Array:
   """``vmap(f)`` over samples with a leading axis, after :func:`check_cost`.
 
   Non-float costs (e.g. a bool ``x > 0`` under the score function, which does
   not differentiate f) are cast to ``dtype`` (default: JAX's default float).
+  ``floating=True`` is for estimators that differentiate f through the
+  samples (pathwise): the cost must be a float without jumps, and is guarded
+  against second derivatives when only C¹ (see :func:`check_cost`).
   """
   del num_samples  # The leading axis of `samples` is the sample axis.
-  check_cost(f, one_sample(samples), where=where or "it is vmapped over the samples")
+  f = check_cost(
+    f, one_sample(samples), where=where or "it is vmapped over the samples", floating=floating
+  )
   costs = jnp.asarray(jax.vmap(f)(samples))
   if dtype is not None:
     return costs.astype(dtype)

@@ -133,7 +133,7 @@ def pathwise(
         num_samples,
       )(key)
       draw = lambda p, eps: call_dist_fn(dist_fn, p).from_standard_normal(eps)
-    check_cost(
+    f = check_cost(
       f,
       jax.eval_shape(draw, params, jax.tree_util.tree_map(lambda k: k[0], keys)),
       where="the pathwise estimator differentiates it",

@@ -36,6 +36,22 @@ families that have it, when it is missing:
   ``score_variance`` and ``gibbs_flips`` (double CV, RODEO): the discrete
   estimators.
 
+**Foreign instances.** A NumPyro, distrax or TFP-on-JAX instance of a family
+scoregrad has is converted to the built-in family by :func:`as_distribution`,
+so that it gets every fact above (and scoregrad's log_prob: NumPyro 0.22's
+``Bernoulli(logits=0).log_prob`` has a wrong gradient at exactly 0). The
+conversion is a fact of the family too: a class attribute
+``foreign_names: tuple[str, ...]`` (the foreign class names it accepts, e.g.
+``("Normal",)``; NumPyro's ``BernoulliLogits``/``BernoulliProbs`` included)
+and a classmethod ``from_foreign(dist) -> Distribution | None`` that builds
+the built-in from the foreign instance's parameters (broadcast to its
+``batch_shape + event_shape``: built-ins treat every dimension as event, as
+the adapter sums log_prob over the batch), or returns ``None`` when it
+cannot (then the instance is wrapped as before). A new family file wires
+itself by defining both; :func:`foreign_parameter` and
+:func:`foreign_full_shape` help. Foreign instances of other families are
+wrapped, and estimators' messages name their foreign class.
+
 Adding a family is one file: subclass :class:`Distribution`, define
 ``event_shape``, ``_sample`` and ``log_prob``, and the facts above that hold
 for it; every estimator that can use them then supports it.
@@ -96,6 +112,15 @@ class Distribution:
   # only once differentiable (Laplace: |x − μ| has no second derivative in
   # μ, so DiCE's second derivative would be silently wrong).
   score_function_order: ClassVar[Optional[int]] = None
+  # Foreign (NumPyro, distrax, TFP) class names that ``from_foreign`` converts;
+  # see the module docstring.
+  foreign_names: ClassVar[tuple[str, ...]] = ()
+
+  @classmethod
+  def from_foreign(cls, dist: Any) -> Optional[Distribution]:
+    """This family built from a foreign instance of it, or None (see the module doc)."""
+    del dist
+    return None
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
@@ -433,6 +458,59 @@ def check_reparameterized(dist, name: str = "dist") -> None:
     )
 
 
+def foreign_parameter(dist: Any, name: str) -> Optional[jax.Array]:
+  """A foreign distribution's parameter ``name`` as an array, or None if absent.
+
+  Reads the attribute (NumPyro, distrax) or TFP's ``<name>_parameter()``.
+  """
+  value = getattr(dist, name, None)
+  if value is None and callable(getattr(dist, f"{name}_parameter", None)):
+    value = getattr(dist, f"{name}_parameter")()
+  if value is None or callable(value):
+    return None
+  try:
+    return jnp.asarray(value)
+  except Exception:  # pylint: disable=broad-except  (a TFP LinearOperator, ...)
+    return None
+
+
+def foreign_full_shape(dist: Any) -> Optional[tuple[int, ...]]:
+  """``batch_shape + event_shape`` of a single (non-joint) foreign distribution."""
+  try:
+    batch, event = tuple(dist.batch_shape), tuple(dist.event_shape)
+    return tuple(operator.index(d) for d in batch + event)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _from_foreign(obj: Any) -> Optional[Any]:
+  """The built-in family of a foreign instance, via the families' ``from_foreign``."""
+  name = type(obj).__name__
+  if name == "Independent" and getattr(obj, "base_dist", None) is not None:
+    # Reinterpreting batch dimensions as event ones changes nothing here:
+    # the whole object is one event either way.
+    return _from_foreign(obj.base_dist)
+  for family in all_families():
+    if name in getattr(family, "foreign_names", ()):
+      converted = family.from_foreign(obj)
+      if converted is not None:
+        return converted
+  return None
+
+
+_FOREIGN_CLASSES: dict[type, type] = {}
+
+
+def _foreign_class(foreign: type) -> type:
+  """A subclass of the adapter named like the foreign class, for messages."""
+  if foreign not in _FOREIGN_CLASSES:
+    package = (foreign.__module__ or "").split(".")[0]
+    label = f"{package}.{foreign.__name__}" if package else foreign.__name__
+    doc = _ForeignDistribution.__doc__
+    _FOREIGN_CLASSES[foreign] = type(label, (_ForeignDistribution,), {"__doc__": doc})
+  return _FOREIGN_CLASSES[foreign]
+
+
 def is_distribution(obj: Any) -> bool:
   return callable(getattr(obj, "sample", None)) and callable(getattr(obj, "log_prob", None))
 
@@ -442,8 +520,10 @@ def as_distribution(obj: Any, *, name: str = "dist") -> Any:
 
   scoregrad distributions (and any object with a ``reparameterized`` attribute,
   ``sample(key, sample_shape)`` and ``log_prob``) pass through unchanged.
-  NumPyro, distrax and TFP-on-JAX distributions are wrapped (duck-typed: those
-  packages are never imported here).
+  NumPyro, distrax and TFP-on-JAX instances of a family scoregrad has are
+  converted to the built-in family (its ``from_foreign``), the others are
+  wrapped (duck-typed: those packages are never imported here), in a class
+  named after the foreign one (``numpyro.Beta``) so that messages name it.
 
   Raises:
     TypeError: if ``obj`` has no ``sample``/``log_prob`` methods.
@@ -462,7 +542,10 @@ def as_distribution(obj: Any, *, name: str = "dist") -> Any:
     and hasattr(obj, "event_shape")
     and (hasattr(obj, "has_rsample") or hasattr(obj, "reparameterization_type"))
   ):
-    return _ForeignDistribution(obj, name)
+    converted = _from_foreign(obj)
+    if converted is not None:
+      return converted
+    return _foreign_class(type(obj))(obj, name)
   if hasattr(type(obj), "reparameterized") or hasattr(obj, "reparameterized"):
     return obj
   raise TypeError(

@@ -9,7 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import replace_eval
 
 __all__ = ("Categorical",)
@@ -25,6 +30,26 @@ class Categorical(Distribution):
 
   logits: jax.Array
   reparameterized = False
+
+  foreign_names = ("Categorical", "CategoricalLogits", "CategoricalProbs")
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Categorical as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    if shape is None or tuple(dist.event_shape):
+      return None
+    logits = None
+    if type(dist).__name__ != "CategoricalProbs":
+      logits = foreign_parameter(dist, "logits")
+    if logits is None:
+      probs = foreign_parameter(dist, "probs")
+      if probs is None:
+        return None
+      logits = jnp.log(probs)
+    if logits.ndim < 1:
+      return None
+    return cls(logits=jnp.broadcast_to(logits, shape + logits.shape[-1:]))
 
   def __init__(self, logits):
     logits = _as_float_array("logits", logits)
@@ -143,9 +168,23 @@ class Categorical(Distribution):
 
   @staticmethod
   def binary_logits(logits):
-    """Stick-breaking logits η, shape ``event_shape + (K − 1,)``."""
-    tail = jax.lax.cumlogsumexp(logits, axis=logits.ndim - 1, reverse=True)
-    return logits[..., :-1] - tail[..., 1:]
+    """Stick-breaking logits η, shape ``event_shape + (K − 1,)``.
+
+    η_c = α_c − log Σ_{k>c} exp α_k. A −∞ logit (an impossible category) is
+    replaced, for this computation only, by a finite floor at least 1000
+    below every finite logit of its variable, where exp underflows to an
+    exact 0 in float32 and float64: the probabilities are unchanged, η_c is
+    then finite or ±∞-like (σ(η_c) exactly 0 or 1), and the derivative with
+    respect to an impossible category is 0, as exact enumeration gives. (With
+    the −∞ themselves, two of them at the end of the categories give
+    η = (−∞) − (−∞) = NaN, and anywhere the derivative of cumlogsumexp is NaN.)
+    """
+    finite = jnp.isfinite(logits)
+    lowest = jnp.min(jnp.where(finite, logits, jnp.inf), axis=-1, keepdims=True)
+    floor = jax.lax.stop_gradient(lowest - 1000.0 - jnp.abs(lowest))
+    safe = jnp.where(jnp.isneginf(logits), floor, logits)
+    tail = jax.lax.cumlogsumexp(safe, axis=safe.ndim - 1, reverse=True)
+    return safe[..., :-1] - tail[..., 1:]
 
   @staticmethod
   def from_binary(bits):

@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Exponential",)
@@ -30,6 +35,17 @@ class Exponential(Distribution):
   rate: jax.Array
   reparameterized = True
   positive = ("rate",)
+
+  foreign_names = ("Exponential",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Exponential as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    rate = foreign_parameter(dist, "rate")
+    if shape is None or rate is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(rate, shape))
 
   def __init__(self, rate):
     object.__setattr__(self, "rate", _as_float_array("rate", rate))

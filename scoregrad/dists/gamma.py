@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Gamma",)
@@ -26,6 +31,18 @@ class Gamma(Distribution):
   rate: jax.Array
   reparameterized = True
   positive = ("concentration", "rate")
+
+  foreign_names = ("Gamma",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Gamma as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    concentration = foreign_parameter(dist, "concentration")
+    rate = foreign_parameter(dist, "rate")
+    if shape is None or concentration is None or rate is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(concentration, shape), jnp.broadcast_to(rate, shape))
 
   def __init__(self, concentration, rate):
     concentration = _as_float_array("concentration", concentration)

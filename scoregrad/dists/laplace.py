@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Laplace",)
@@ -44,6 +49,17 @@ class Laplace(Distribution):
   reparameterized = True
   positive = ("scale",)
   score_function_order = 1  # ∂²/∂μ² log p is a point mass, not a function
+
+  foreign_names = ("Laplace",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Laplace as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    loc, scale = foreign_parameter(dist, "loc"), foreign_parameter(dist, "scale")
+    if shape is None or loc is None or scale is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape))
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)

@@ -8,7 +8,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_parameter,
+)
 
 __all__ = ("MultivariateNormalTriL",)
 
@@ -24,6 +28,20 @@ class MultivariateNormalTriL(Distribution):
   loc: jax.Array
   scale_tril: jax.Array
   reparameterized = True
+
+  foreign_names = ("MultivariateNormal", "MultivariateNormalTri", "MultivariateNormalTriL")
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP MultivariateNormal as this family (None if it cannot be)."""
+    loc = foreign_parameter(dist, "loc")
+    scale_tril = foreign_parameter(dist, "scale_tril")
+    if scale_tril is None:  # distrax's MultivariateNormalTri
+      scale_tril = foreign_parameter(dist, "scale_tri")
+    if loc is None or scale_tril is None or tuple(dist.batch_shape):
+      return None  # batches of multivariate normals: the adapter keeps them
+    (d,) = tuple(dist.event_shape)
+    return cls(jnp.broadcast_to(loc, (d,)), jnp.broadcast_to(scale_tril, (d, d)))
 
   def __init__(self, loc, scale_tril):
     loc = _as_float_array("loc", loc)

@@ -8,7 +8,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Normal",)
@@ -30,6 +35,17 @@ class Normal(Distribution):
   scale: jax.Array
   reparameterized = True
   positive = ("scale",)
+
+  foreign_names = ("Normal",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Normal as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    loc, scale = foreign_parameter(dist, "loc"), foreign_parameter(dist, "scale")
+    if shape is None or loc is None or scale is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape))
 
   def __init__(self, loc, scale):
     loc = _as_float_array("loc", loc)

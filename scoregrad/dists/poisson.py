@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Poisson",)
@@ -23,6 +28,19 @@ class Poisson(Distribution):
   rate: jax.Array
   reparameterized = False
   positive = ("rate",)
+
+  foreign_names = ("Poisson",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Poisson as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    rate = foreign_parameter(dist, "rate")
+    if shape is None or rate is None or tuple(dist.event_shape):
+      return None
+    if getattr(dist, "is_sparse", False) or type(dist).__name__ == "ZeroInflatedPoisson":
+      return None
+    return cls(jnp.broadcast_to(rate, shape))
 
   def __init__(self, rate):
     object.__setattr__(self, "rate", _as_float_array("rate", rate))

@@ -128,17 +128,24 @@ def exact(*, max_configurations: int = 2**16) -> GradientEstimator:
         lambda x: jnp.asarray(f(x)).astype(logits.dtype), configs, batch_size=_CHUNK
       )
     fixed_costs = jax.lax.stop_gradient(costs)
+    infinite = jnp.isinf(fixed_costs)
 
     def expectation(p):
       # Differentiated with respect to params directly (not through the
       # stop-gradient logits) so that the gradient is differentiable again.
       probs = jnp.exp(call_dist_fn(dist_fn, p).log_prob(configs))
-      return jnp.sum(probs * fixed_costs), probs
+      # A configuration of probability exactly 0 contributes 0 to E[f] and to
+      # every derivative (its probability's derivatives are 0 too), even at an
+      # infinite cost, where 0·∞ would be NaN. (A NaN cost stays NaN.)
+      skip = infinite & (jax.lax.stop_gradient(probs) == 0)
+      return jnp.sum(probs * jnp.where(skip, 0, fixed_costs)), (probs, skip)
 
-    (expected, probs), grad = jax.value_and_grad(expectation, has_aux=True)(params)
+    (expected, (probs, skip)), grad = jax.value_and_grad(expectation, has_aux=True)(params)
     # Exact at every order: `expected` in params (one log_prob pass serves
     # value and gradient), the second term in what f closes over.
-    value = expected + jnp.sum(jax.lax.stop_gradient(probs) * (costs - fixed_costs))
+    live_costs = jnp.where(skip, 0, costs)
+    closed_over = live_costs - jax.lax.stop_gradient(live_costs)
+    value = expected + jnp.sum(jax.lax.stop_gradient(probs) * closed_over)
     return finish(value, grad, state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)

@@ -171,6 +171,7 @@ def _make(
       floating=True,
       where=f"{name} evaluates f at relaxed float inputs (floats shaped like "
       "the logits: one-hot encodings for Categorical)",
+      smooth=False,  # check_differentiable_cost below
     )
     check_temperature(temperature, dtype, name)
     check_differentiable_cost(f, _common.relaxed_input(lg), name)

@@ -118,7 +118,11 @@ def gumbel_softmax(
     lg = _common.logits_and_pullback(dist_fn, params, estimator=name)
     family, logits = lg.family, lg.logits
     check_cost(
-      f, _common.relaxed_input(lg), floating=True, where="relaxed estimators evaluate f at floats"
+      f,
+      _common.relaxed_input(lg),
+      floating=True,
+      where="relaxed estimators evaluate f at floats",
+      smooth=False,  # check_differentiable_cost below
     )
     check_temperature(temperature, logits.dtype, name)
     check_differentiable_cost(f, _common.relaxed_input(lg), name)
@@ -201,6 +205,7 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
       _common.relaxed_input(lg),
       floating=True,
       where="straight_through differentiates f at its float samples",
+      smooth=False,  # check_differentiable_cost below
     )
     check_differentiable_cost(f, _common.relaxed_input(lg), "straight_through")
     u = _common.uniform(key, (num_samples,) + logits.shape, logits.dtype)

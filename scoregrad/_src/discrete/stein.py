@@ -144,6 +144,7 @@ def _make(
       floating=True,
       where=f"{name} evaluates f and its derivative at the samples (floats in "
       "{0, 1} shaped like the logits)",
+      smooth=False,  # unbiased for any f: ∇f only builds the control variates
     )
     u = _common.uniform(key, (num_samples,) + logits.shape, dtype)
     b = jax.lax.stop_gradient(family.hard(family.perturb(logits, u)))
