@@ -17,13 +17,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from scoregrad import dists as _dists
+from scoregrad._src import smoothness as _smoothness
 from scoregrad._src.derivative_order import (  # noqa: F401  (re-exported: estimators import them from here)
   first_order_only,
   gradient_carrier,
   higher_order_message,
   unit_box,
 )
-from scoregrad._src import smoothness as _smoothness
 from scoregrad._src.validation import NonFloatCostError, check_callable, check_key
 
 PyTree = Any
