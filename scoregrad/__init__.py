@@ -8,6 +8,7 @@ from scoregrad import discrete
 from scoregrad import dists
 from scoregrad import rl
 from scoregrad import sampling
+from scoregrad import sites
 from scoregrad import testing
 from scoregrad._src.base import EmptyState
 from scoregrad._src.base import Estimate
@@ -93,6 +94,7 @@ __all__ = (
   "score_function",
   "score_function_surrogate",
   "select",
+  "sites",
   "straight_through",
   "surrogate",
   "testing",
