@@ -123,3 +123,20 @@ def test_bad_site_estimators_and_fixed_values():
     sg.surrogate(with_site("disarm"), fixed_values={"z": 1.0})(PARAMS, key)
   with pytest.raises(TypeError, match="`fixed_values` must be None or a dict"):
     sg.surrogate(with_site(None), fixed_values=[1.0])
+
+
+def test_the_program_is_traced_twice_per_trace_of_the_surrogate():
+  """Once for the dependency analysis (sites tagged in one jaxpr), once for the runs
+  (issue 22: it was three times, with a separate shape pass)."""
+  calls = []
+
+  def program(p, key):
+    calls.append(None)
+    return _chain(None)(p, key)
+
+  loss = sg.surrogate(program, num_samples=4, baseline=sg.baselines.leave_one_out())
+  jax.make_jaxpr(jax.grad(loss))(PARAMS, jax.random.key(0))
+  assert len(calls) == 2
+  calls.clear()
+  jax.make_jaxpr(jax.hessian(loss))(PARAMS, jax.random.key(0))
+  assert len(calls) == 2

@@ -1,11 +1,12 @@
 """Dependency analysis of a traced program: which sites each site and each cost depends on.
 
-The program is run abstractly (``jax.eval_shape``) to record its sites, then
-traced with every site's value substituted by an input of the jaxpr
-(``jax.make_jaxpr``); the data flow of that jaxpr from the site inputs to each
-cost and to each site's log-probability gives the direct dependencies, and
-their transitive closure the stochastic ancestors. Nothing is declared by the
-user.
+The program is traced once (``jax.make_jaxpr``), with every site's value
+tagged by an identity primitive that names the site; the data flow of that
+jaxpr from each tag to each cost and to each site's log-probability gives the
+direct dependencies (a tag starts a fresh label: a site's value counts as the
+site, whatever it was computed from), and their transitive closure the
+stochastic ancestors. The same trace records the sites' shapes. Nothing is
+declared by the user.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 from jax.extend import core as jex_core
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 
 from scoregrad._src.graphs import runtime
@@ -41,6 +44,24 @@ class Graph(NamedTuple):
   def descendants(self, i: int) -> set:
     """Site i and the sites that depend on it."""
     return {t for t in range(len(self.sites)) if i in self.ancestors[t]} | {i}
+
+
+# The tag: an identity on the site's value that exists only in the analysis'
+# trace (never evaluated or compiled there), with the rules an identity needs
+# should a program transform its sites' values internally.
+_site_p = Primitive("scoregrad_site")
+_site_p.def_impl(lambda x, *, index: x)
+_site_p.def_abstract_eval(lambda x, *, index: x)
+mlir.register_lowering(_site_p, lambda ctx, x, *, index: [x])
+ad.deflinear2(_site_p, lambda ct, x, *, index: [ct])
+batching.primitive_batchers[_site_p] = lambda args, dims, *, index: (
+  _site_p.bind(args[0], index=index),
+  dims[0],
+)
+
+
+def _mark(index: int, value):
+  return jax.tree_util.tree_map(lambda v: _site_p.bind(jnp.asarray(v), index=index), value)
 
 
 def abstract(tree):
@@ -95,7 +116,9 @@ def reach(jaxpr, labels: list) -> list:
   for eqn in jaxpr.eqns:
     ins = [read(v) for v in eqn.invars]
     sub = _inner(eqn)
-    if sub is not None:
+    if eqn.primitive is _site_p:  # a site's value: the site itself
+      outs = [frozenset([eqn.params["index"]])]
+    elif sub is not None:
       outs = reach(sub, ins)
     else:
       union = frozenset().union(*ins)
@@ -106,13 +129,11 @@ def reach(jaxpr, labels: list) -> list:
 
 
 def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> Graph:
-  """Records the sites (shapes only) and finds their dependencies from the jaxpr."""
-  params_a, key_a = abstract(params), abstract(key)
-  fixed = dict(fixed or {})
+  """Records the sites (shapes only) and finds their dependencies, in one trace."""
   found = []
 
-  def record(p, k):
-    h = runtime.run(program, p, k, fixed)
+  def traced(p, k):
+    h = runtime.run(program, p, k, dict(fixed or {}), mark=_mark)
     found.append(
       (
         [
@@ -122,28 +143,11 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
         tuple(h.costs),
       )
     )
+    return list(h.costs.values()), [s.log_prob for s in h.sites.values()]
 
-  jax.eval_shape(record, params_a, key_a)
+  closed = jax.make_jaxpr(traced)(abstract(params), abstract(key))
   sites, cost_names = found[0]
-  names = [s.name for s in sites]
-
-  def substituted(p, k, values):
-    h = runtime.run(program, p, k, dict(zip(names, values)))
-    if tuple(h.costs) != cost_names or list(h.sites) != names:
-      raise ValueError(
-        "The program must record the same sites and costs on every run "
-        "(no Python branching on random values)."
-      )
-    return [h.costs[c] for c in cost_names], [h.sites[n].log_prob for n in names]
-
-  values = [s.value for s in sites]
-  closed = jax.make_jaxpr(substituted)(params_a, key_a, values)
-  n_fixed = len(jax.tree_util.tree_leaves((params_a, key_a)))
-  labels: list[frozenset[int]] = [frozenset()] * n_fixed
-  for i, v in enumerate(values):
-    labels += [frozenset([i])] * len(jax.tree_util.tree_leaves(v))
-  labels += [frozenset()] * (len(closed.jaxpr.invars) - len(labels))
-  out = reach(closed.jaxpr, labels)
+  out = reach(closed.jaxpr, [frozenset()] * len(closed.jaxpr.invars))
   cost_deps, site_deps = out[: len(cost_names)], out[len(cost_names) :]
   ancestors: list[frozenset[int]] = []
   for i, deps in enumerate(site_deps):

@@ -227,6 +227,11 @@ class Surrogate:
     def run_one(k, values, run=None):
       substitutes = self._fixed | {names[i]: v for i, v in zip(plan.enumerated, values)}
       h = runtime.run(program, params, k, substitutes, branches_of(run))
+      if tuple(h.costs) != g.cost_names or list(h.sites) != names:
+        raise ValueError(
+          "The program must record the same sites and costs on every run "
+          "(no Python branching on random values)."
+        )
       costs = [h.costs[c] for c in g.cost_names]
       floats = [c for c in costs if jnp.issubdtype(c.dtype, jnp.floating)]
       dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
@@ -372,8 +377,11 @@ def surrogate(
   surrogates may also be called as ``loss(params, key) -> value``.
   The program's return value, when not None, is a cost named
   ``"<return value>"`` (in ``loss.graph``). The dependencies are read from the
-  traced program (jaxpr data flow), never declared. It works under
-  ``jax.jit``, ``jax.vmap`` (over keys) and inside ``lax.scan`` training loops.
+  traced program (jaxpr data flow), never declared: each trace of the
+  surrogate traces the program twice, once for the analysis and once for the
+  runs (measure-valued sites add one trace each to find their active
+  parameters). It works under ``jax.jit``, ``jax.vmap`` (over keys) and inside
+  ``lax.scan`` training loops.
 
   Args:
     program: ``program(params, key) -> None or scalar cost``.

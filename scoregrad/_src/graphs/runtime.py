@@ -16,7 +16,7 @@ how to draw, and records what the estimator returns.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 from jax.extend import core as jex_core
@@ -51,6 +51,8 @@ class Handler:
     branches: ``{site: traced int}``, the site's branch index in this run,
       passed to its estimator's ``draw``.
     open_site: a substituted site whose value is left differentiable (RODEO's ∇f).
+    mark: ``mark(i, value) -> value``, applied to the i-th site's value (the
+      dependency analysis tags values with it).
   """
 
   def __init__(
@@ -58,8 +60,10 @@ class Handler:
     substitutes: Mapping[str, Any],
     branches: Optional[Mapping[str, Any]] = None,
     open_site: Optional[str] = None,
+    mark: Optional[Callable[[int, Any], Any]] = None,
   ):
     self.substitutes = dict(substitutes)
+    self.mark = mark  # the analysis: tags site i's value in the traced program
     self.branches = dict(branches or {})
     self.open_site = open_site
     self.sites: dict[str, SiteRecord] = {}
@@ -116,6 +120,8 @@ class Handler:
       value, aux = estimator.draw(dist, key, None)
     if not estimator.differentiable_value and name != self.open_site:
       value = jax.lax.stop_gradient(value)
+    if self.mark is not None:
+      value = self.mark(len(self.sites), value)
     log_prob = jnp.asarray(dist.log_prob(jax.lax.stop_gradient(value)))
     if log_prob.shape != ():
       raise ValueError(
@@ -220,9 +226,9 @@ def cost(name: str, value: Any) -> jax.Array:
   return _STACK[-1].cost(name, value)
 
 
-def run(program, params, key, substitutes, branches=None, open_site=None) -> Handler:
+def run(program, params, key, substitutes, branches=None, open_site=None, mark=None) -> Handler:
   """Runs ``program(params, key)`` once inside a recording :class:`Handler`."""
-  with Handler(substitutes, branches, open_site) as handler:
+  with Handler(substitutes, branches, open_site, mark) as handler:
     out = program(params, key)
   if out is not None:
     out = check_scalar_cost(
