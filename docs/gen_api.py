@@ -38,6 +38,7 @@ PUBLIC_MODULES = [
     "Statistical assertions with standard-error tolerances.",
   ),
   ("scoregrad.sampling", "scoregrad.sampling", "Antithetic and randomised-QMC sampling."),
+  ("scoregrad.sites", "scoregrad.sites", "Site estimators for sg.sample inside a program."),
   ("scoregrad.compat", "scoregrad.compat", "Compatibility layers."),
   (
     "scoregrad.compat.optax_monte_carlo",

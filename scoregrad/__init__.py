@@ -8,6 +8,7 @@ from scoregrad import discrete
 from scoregrad import dists
 from scoregrad import rl
 from scoregrad import sampling
+from scoregrad import sites
 from scoregrad import testing
 from scoregrad._src.base import EmptyState
 from scoregrad._src.base import Estimate
@@ -102,6 +103,7 @@ __all__ = (
   "score_function_surrogate",
   "select",
   "sharded",
+  "sites",
   "straight_through",
   "surrogate",
   "testing",

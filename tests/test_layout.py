@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
   "scoregrad.compat",
   "scoregrad.compat.optax_monte_carlo",
   "scoregrad.rl",
+  "scoregrad.sites",
 ]
 
 

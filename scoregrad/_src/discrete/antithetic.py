@@ -274,11 +274,7 @@ def disarm(
       sharding,
       num_pairs,
     )
-    diff = jax.lax.stop_gradient(f_b - f_tilde)
-    sign = 1.0 - 2.0 * b_tilde  # (−1)^{b̃_i}
-    differ = (b != b_tilde).astype(b.dtype)  # 1[b_i ≠ b̃_i]
-    weight = jax.nn.sigmoid(jnp.abs(pr.eta))  # σ(|η_i|)
-    per_logits = pr.to_logits(0.5 * expand_to(diff, b) * sign * differ * weight * pr.reached)
+    per_logits = pr.to_logits(disarm_rows(f_b - f_tilde, b, b_tilde, pr.eta) * pr.reached)
     pair_values = 0.5 * (f_b + f_tilde)
     grad, per, value = _common.finish(
       lg, per_logits, per_sample, jnp.mean(pair_values), (f_b, f_tilde)
@@ -300,3 +296,24 @@ def disarm(
   )
   core = describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
   return _layers.shorthands(core, chunk_size=chunk_size, moments=moments)
+
+
+def disarm_rows(diff: jax.Array, b: jax.Array, b_tilde: jax.Array, eta: jax.Array) -> jax.Array:
+  """DisARM's gradient rows for the logits η of independent bits, from antithetic pairs.
+
+  ĝ_i = ½ (f(b) − f(b̃)) (−1)^{b̃_i} 1[b_i ≠ b̃_i] σ(|η_i|) (Dong et al. 2020),
+  for pairs b = 1[u < σ(η)], b̃ = 1[1 − u < σ(η)]. Everything is held fixed
+  (stop-gradient): the rows are the estimate, to be carried to the parameters.
+
+  Args:
+    diff: (n, ...) f(b) − f(b̃) per pair (leading axes of ``b``).
+    b, b_tilde: the pairs' bits, shape (n, ..., *bits).
+    eta: the bits' logits, broadcastable to ``b``.
+
+  Returns:
+    Rows of ``b``'s shape.
+  """
+  diff, b, b_tilde, eta = jax.lax.stop_gradient((diff, b, b_tilde, eta))
+  sign = 1.0 - 2.0 * b_tilde  # (−1)^{b̃_i}
+  differ = (b != b_tilde).astype(b.dtype)  # 1[b_i ≠ b̃_i]
+  return 0.5 * expand_to(diff, b) * sign * differ * jax.nn.sigmoid(jnp.abs(eta))

@@ -436,3 +436,28 @@ def rodeo(
     state_cls=RodeoState,
     terms=_rodeo_terms(network),
   )
+
+
+def check_num_draws(num_samples, name: str) -> int:
+  """Validates the number of draws K >= 2 of a RODEO/double-CV estimate (``name`` for messages)."""
+  return _check_num_samples(num_samples, name)
+
+
+def rodeo_rows(network, control, f, grads, b, logits, family) -> jax.Array:
+  """RODEO's gradient rows for the logits from K draws of one variable (Shi et al. 2022).
+
+  Row k is (f_k − b_k) s(b_k) + β (A h¹s)(b_k), the leave-one-out Stein
+  baseline b_k = mean_{j≠k}(f_j + α (A h⁰)(b_j)) with h built from the other
+  draws by ``network`` (see :func:`rodeo`); the mean of the rows is RODEO's
+  estimate, unbiased for every ``control``.
+
+  Args:
+    network: ``apply`` of :func:`stein_network`.
+    control: ``{"alpha", "beta", "network"}`` (a :class:`RodeoState`'s control).
+    f: (K,) the costs f(b_k). grads: (K, D) ∇f(b_k). b: (K, D) the draws.
+    logits: (D,). family: the distribution class (its score_logits/gibbs_flips).
+
+  Returns:
+    (K, D) rows.
+  """
+  return _rodeo_terms(network)(control, _Draws(f, grads, b, logits, family))
