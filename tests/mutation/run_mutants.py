@@ -414,8 +414,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "disarm-no-abs",
     ANTI,
-    "weight = jax.nn.sigmoid(jnp.abs(pr.eta))",
-    "weight = jax.nn.sigmoid(pr.eta)",
+    "return 0.5 * expand_to(diff, b) * sign * differ * jax.nn.sigmoid(jnp.abs(eta))",
+    "return 0.5 * expand_to(diff, b) * sign * differ * jax.nn.sigmoid(eta)",
     "DisARM weight σ(α) instead of σ(|α|) (right for α ≥ 0 only)",
     ("tests/test_discrete_unbiased.py",),
     "antithetic_unbiased and disarm",
@@ -459,8 +459,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "exact-mean-not-sum",
     ENUM,
-    "return jnp.sum(probs * fixed_costs), probs",
-    "return jnp.mean(probs * fixed_costs), probs",
+    "return jnp.sum(probs * jnp.where(skip, 0, fixed_costs)), (probs, skip)",
+    "return jnp.mean(probs * jnp.where(skip, 0, fixed_costs)), (probs, skip)",
     "exact gradient averages over configurations instead of summing",
     ("tests/test_discrete_unbiased.py",),
     "exact_matches_closed_form",
