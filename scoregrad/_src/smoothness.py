@@ -90,6 +90,7 @@ from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 import numpy as np
 
+from scoregrad._src.derivative_order import _refuse_p
 from scoregrad._src.validation import NotApplicableError
 
 CONSTANT, CONTINUOUS, JUMP = 0, 1, 2
@@ -441,7 +442,18 @@ _unit_p = jex.core.Primitive("scoregrad_c1_unit")
 _unit_p.def_impl(_unit_impl)
 _unit_p.def_abstract_eval(lambda x, *, message: x)
 mlir.register_lowering(_unit_p, mlir.lower_fun(_unit_impl, multiple_results=False))
-ad.primitive_jvps[_unit_p] = lambda primals, tangents, *, message: _raise(message)
+def _unit_jvp(primals, tangents, *, message):
+  # Not a raise here: JAX forms the tangents of everything an outer
+  # derivative traces, used or not (jax.grad of a pathwise `.value` traces
+  # the inner gradient's backward pass too). The tangent is the output of the
+  # derivative-order rule's refusing primitive, which raises only when it is
+  # used (transposed, evaluated or compiled), as `first_order_only` does.
+  (x,), (t,) = primals, tangents
+  seed = jnp.zeros_like(x) + 0.0 * ad.instantiate_zeros(t)
+  return _unit_p.bind(x, message=message), _refuse_p.bind(seed, message=message)
+
+
+ad.primitive_jvps[_unit_p] = _unit_jvp
 batching.primitive_batchers[_unit_p] = lambda args, dims, *, message: (
   _unit_p.bind(args[0], message=message),
   dims[0],
