@@ -22,6 +22,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+_BLOCK = 32
+
+
+def cumulative_sum(x: jax.Array, *, reverse: bool = False) -> jax.Array:
+  """Σ_{t'≤t} x_{t'} (or Σ_{t'≥t} with ``reverse``) along axis 1 of an (n, T) array.
+
+  Blocked: a triangular matrix product within blocks of 32 steps, then a
+  cumulative sum of the block totals. On CPU XLA lowers ``lax.cumsum`` to a
+  ``reduce_window`` over the whole axis, about 2.5x slower at T = 1000; the
+  blocked form is linear like it, so every derivative is the same. A NaN or
+  infinite entry makes its whole block of 32 NaN (0·NaN in the product),
+  not only the entries after it.
+  """
+  n, num_steps = x.shape
+  if num_steps <= _BLOCK:
+    return jax.lax.cumsum(x, axis=1, reverse=reverse)
+  padded = -(-num_steps // _BLOCK) * _BLOCK
+  blocks = jnp.pad(x, ((0, 0), (0, padded - num_steps))).reshape(n, padded // _BLOCK, _BLOCK)
+  j = jnp.arange(_BLOCK)
+  tri = (j[:, None] >= j[None, :]) if reverse else (j[:, None] <= j[None, :])
+  within = jnp.einsum(
+    "nbj,jk->nbk", blocks, tri.astype(x.dtype), precision=jax.lax.Precision.HIGHEST
+  )
+  totals = within[..., 0] if reverse else within[..., -1]
+  offsets = jax.lax.cumsum(totals, axis=1, reverse=reverse) - totals
+  return (within + offsets[..., None]).reshape(n, padded)[:, :num_steps]
+
 
 def check_unit_interval(name: str, value, *, hint: str = ""):
   """A scalar in [0, 1]: (value as an array, None) when concrete; (array, traced
@@ -116,11 +143,13 @@ def check_mask(mask, shape):
       f"`mask` must have the shape of the per-step arrays, {tuple(shape)}; got "
       f"mask.shape={mask.shape}."
     )
-  alive = mask if mask.dtype == jnp.bool_ else mask != 0
-  prefix = jnp.all(alive[:, 1:] <= alive[:, :-1])
   if mask.dtype == jnp.bool_:
-    return alive, prefix
-  return alive, prefix & jnp.all((mask == 0) | (mask == 1))
+    return mask, jnp.all(mask[:, 1:] <= mask[:, :-1])
+  # One fused pass: each entry is 0, or 1 with a 1 before it (0/1 and prefix).
+  rest, before = mask[:, 1:], mask[:, :-1]
+  ok = jnp.all((rest == 0) | ((rest == 1) & (before == 1)))
+  first = mask[:, 0]
+  return mask != 0, ok & jnp.all((first == 0) | (first == 1))
 
 
 def check_per_step(name: str, value, shape=None):

@@ -493,7 +493,7 @@ def _per_step(log_probs, costs, baseline, baseline_state, n, num_steps, gamma, a
   # γ^t G_t as a reverse cumulative sum (no sequential scan). A baseline that
   # scales with its targets (leave-one-out) gives γ^t b_t from it directly;
   # the others need G_t itself.
-  discounted_to_go = jax.lax.cumsum(held * weights, axis=1, reverse=True)
+  discounted_to_go = _rl.cumulative_sum(held * weights, reverse=True)
   if baseline is None:
     scaled_b = None
   elif isinstance(baseline, _baselines.Baseline) and baseline.scale_equivariant:
@@ -508,19 +508,28 @@ def _per_step(log_probs, costs, baseline, baseline_state, n, num_steps, gamma, a
     scaled_b = scaled_b * weights
   if scaled_b is not None:
     scaled_b = jax.lax.stop_gradient(scaled_b)
-    if alive is not None:
+    if alive is not None and not isinstance(baseline, _baselines.Baseline):
+      # A user's array may hold garbage after termination. A Baseline's values
+      # come from the masked costs (finite), and after termination their term
+      # (□(C_{t−1}) − □(C_t)) b_t is exactly 0 at every order (τ_t = 0 there).
       scaled_b = jnp.where(alive, scaled_b, 0.0)
-  cumulative = jnp.cumsum(log_probs, axis=1)
+  cumulative = _rl.cumulative_sum(log_probs)
   if behavior is None:
     box = magic_box(cumulative)
   else:
-    box = jnp.exp(cumulative - jnp.cumsum(behavior, axis=1))
-  terms = box * (costs * weights)
-  if scaled_b is not None:
-    # The box of the history before step t: 1 at t = 0, the previous box after.
-    before = jnp.concatenate([jnp.ones_like(box[:, :1]), box[:, :-1]], axis=1)
-    terms = terms + (before - box) * scaled_b
-  value = jnp.sum(jnp.mean(terms, axis=0))
+    box = jnp.exp(cumulative - _rl.cumulative_sum(behavior))
+  if scaled_b is None:
+    value = jnp.sum(jnp.mean(box * (costs * weights), axis=0))
+  else:
+    # Mao et al.'s term Σ_t (□(C_{t−1}) − □(C_t)) b_t with □(C_{−1}) = 1, summed
+    # by parts: b_0 + Σ_t □(C_t) (b_{t+1} − b_t), b_T = 0 — the same function of
+    # θ (b is constant), with the shift on b instead of on the boxes.
+    # Its value, 0 up to rounding, is made exact: the surrogate's value is
+    # the discounted mean cost (row totals of the cost-to-go) and its
+    # derivatives are those of the terms.
+    next_b = jnp.concatenate([scaled_b[:, 1:], jnp.zeros_like(scaled_b[:, :1])], axis=1)
+    terms = jnp.sum(jnp.mean(box * (costs * weights + (next_b - scaled_b)), axis=0))
+    value = jnp.mean(discounted_to_go[:, 0]) + (terms - jax.lax.stop_gradient(terms))
 
   def advantages():
     return discounted_to_go if scaled_b is None else discounted_to_go - scaled_b
