@@ -143,8 +143,11 @@ def kl_penalty(
     KL(π_ref ‖ π_θ), not of KL(π_θ ‖ π_ref), and for sequences neither.
 
   tests/test_rl.py checks each statement by enumeration on an autoregressive
-  categorical policy (vocabulary 3, length 3) and records the bias of the
-  biased forms (relative error of the exact expected gradient against ∇KL).
+  categorical policy (vocabulary 3, length 3) and pins the bias of the
+  biased forms, the relative error ‖E[ĝ] − ∇KL‖ / ‖∇KL‖ of the exact
+  expected gradient there: k2 in the reward 0.23; k3 in the reward but
+  detached 1.22; k2 in the loss 0.10; k3 in the loss 0.37 (k1 in the loss:
+  exactly 0 expected gradient).
 
   Args:
     log_probs: (n, T) log π_θ of the sampled tokens, traced in θ.
