@@ -590,3 +590,60 @@ def test_every_traced_invalid_setting_gives_nan(case):
   jitted = jax.jit(fn)
   assert jnp.all(jnp.isnan(jitted(bad)))
   assert jnp.all(jnp.isfinite(jitted(good)))
+
+
+@pytest.mark.parametrize("off_policy", [False, True])
+def test_hessian_through_lax_scan_keeps_every_term(off_policy):
+  """The sequence surrogate summed inside lax.scan: the same Hessian as outside the loop.
+
+  T = 40 > 32 exercises the blocked cumulative sums. A custom-JVP box once lost
+  the ∇τ∇τᵀ term inside scan (CHANGELOG); the literal box and linear sums must not.
+  The reference is the Hessian of the same sum written without a loop, and the
+  ∇τ∇τᵀ part is checked to be present (the Hessian differs from Σ_t ∇²τ-only terms).
+  """
+  n, T = 4, 40
+  keys = jax.random.split(jax.random.key(5), 3)
+  feats = jax.random.normal(keys[0], (2, n, T, 3))
+  costs = jax.random.normal(keys[1], (2, n, T))
+  mask = (jnp.arange(T)[None, :] < jnp.array([40, 33, 20, 1])[:, None]).astype(jnp.float32)
+  theta = jnp.array([0.3, -0.2, 0.5])
+
+  def one(th, f, c):
+    lp = jax.nn.log_sigmoid(f @ th)
+    return sg.score_function_surrogate(
+      lp,
+      c,
+      mask=mask,
+      discount=0.95,
+      baseline=sg.baselines.leave_one_out(),
+      behavior_log_probs=jax.lax.stop_gradient(lp) - 0.1 if off_policy else None,
+    )
+
+  def looped(th):
+    def body(acc, xs):
+      return acc + one(th, *xs), None
+
+    return jax.lax.scan(body, 0.0, (feats, costs))[0]
+
+  def unrolled(th):
+    return one(th, feats[0], costs[0]) + one(th, feats[1], costs[1])
+
+  h_loop = jax.jit(jax.hessian(looped))(theta)
+  h_ref = jax.hessian(unrolled)(theta)
+  np.testing.assert_allclose(h_loop, h_ref, rtol=1e-5, atol=1e-6)
+
+  # The outer-product term is there: dropping it (first-order advantages only)
+  # changes the Hessian.
+  def first_order_only(th):
+    total = 0.0
+    for k in range(2):
+      lp = jax.nn.log_sigmoid(feats[k] @ th)
+      adv = jax.grad(
+        lambda x, k=k: sg.score_function_surrogate(
+          x, costs[k], mask=mask, discount=0.95, baseline=sg.baselines.leave_one_out()
+        )
+      )(jax.lax.stop_gradient(lp))
+      total = total + jnp.sum(jax.lax.stop_gradient(adv) * lp)
+    return total
+
+  assert np.max(np.abs(jax.hessian(first_order_only)(theta) - h_ref)) > 1e-3
