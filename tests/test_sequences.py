@@ -465,8 +465,8 @@ def test_bad_sequence_inputs_name_the_argument():
   lp, c = jnp.zeros((3, 4)), jnp.ones((3, 4))
   with pytest.raises(ValueError, match=r"log_probs.shape=\(3, 4\), costs.shape=\(3, 5\)"):
     sg.score_function_surrogate(lp, jnp.ones((3, 5)))
-  with pytest.raises(ValueError, match=r"log_probs.shape=\(3, 4\), costs.shape=\(3,\)"):
-    sg.score_function_surrogate(lp, jnp.ones(3))
+  with pytest.raises(ValueError, match=r"log_probs.shape=\(3, 4\), costs.shape=\(4,\)"):
+    sg.score_function_surrogate(lp, jnp.ones(4))
   with pytest.raises(ValueError, match=r"`mask` must have the shape .*\(3, 4\).*\(4, 3\)"):
     sg.score_function_surrogate(lp, c, mask=jnp.ones((4, 3)))
   with pytest.raises(ValueError, match=r"`mask` must hold only 0/1.*\[0.5"):
@@ -509,3 +509,142 @@ def test_bad_rl_inputs():
     sg.rl.discounted_returns(c, bootstrap_value=jnp.ones(3))
   with pytest.raises(ValueError, match="`mask` must hold only 0/1"):
     sg.rl.discounted_returns(c, mask=jnp.full((2, 3), 3))
+
+
+# -- one reading of masks, and the NaN rule for every traced setting ---------------------
+
+HOLE = jnp.array([[1.0, 0.0, 1.0]])
+GOOD_MASK = jnp.array([[1, 1, 0], [1, 1, 1]]) > 0
+
+
+def test_mask_with_a_hole_is_refused_by_every_reader():
+  """Issue 21 item 12: (1, 0, 1) was read as 101 by the surrogate and as termination by
+  discounted_returns. A mask is a prefix mask; a hole is a clear error (concrete) or NaN
+  (traced), in every function that reads masks."""
+  costs = jnp.array([[1.0, 10.0, 100.0]])
+  readers = {
+    "score_function_surrogate": lambda m: sg.score_function_surrogate(
+      jnp.zeros((1, 3)), costs, mask=m
+    ),
+    "discounted_returns": lambda m: sg.rl.discounted_returns(costs, mask=m),
+    "lambda_returns": lambda m: sg.rl.lambda_returns(costs, costs, mask=m),
+    "generalized_advantage_estimation": lambda m: sg.rl.generalized_advantage_estimation(
+      costs, costs, mask=m
+    ),
+    "kl_penalty": lambda m: sg.rl.kl_penalty(jnp.zeros((1, 3)), costs, m),
+  }
+  for name, fn in readers.items():
+    for hole in (HOLE, HOLE.astype(bool), np.asarray(HOLE)):
+      with pytest.raises(ValueError, match=r"prefix mask.*hole in row 0 \(mask\[0, 1\] = 0"):
+        fn(hole)
+    assert jnp.all(jnp.isnan(jax.jit(fn)(HOLE))), name
+    assert jnp.all(jnp.isnan(jax.jit(fn)(HOLE.astype(bool)))), name
+    assert jnp.all(jnp.isfinite(jax.jit(fn)(jnp.array([[1.0, 1.0, 0.0]])))), name
+  # The one reading: a 0 ends the episode, in both functions.
+  prefix = jnp.array([[1.0, 1.0, 0.0]])
+  np.testing.assert_allclose(sg.rl.discounted_returns(costs, mask=prefix), [[11.0, 10.0, 0.0]])
+  assert sg.score_function_surrogate(jnp.zeros((1, 3)), costs, mask=prefix) == 11.0
+
+
+def _traced_settings():
+  """(name, fn(setting) -> array, invalid value, valid value) for every traced setting."""
+  c = jnp.arange(6.0).reshape(2, 3)
+  lp = jnp.zeros((2, 3))
+  cases = []
+  for name, reader in (
+    ("discounted_returns", lambda **kw: sg.rl.discounted_returns(c, **kw)),
+    ("lambda_returns", lambda **kw: sg.rl.lambda_returns(c, c, **kw)),
+    ("gae", lambda **kw: sg.rl.generalized_advantage_estimation(c, c, **kw)),
+    ("surrogate", lambda **kw: sg.score_function_surrogate(lp, c, **kw)),
+  ):
+    for bad in (1.5, -0.1):
+      cases.append((f"{name}-discount={bad}", lambda v, r=reader: r(discount=v), bad, 0.9))
+    cases.append(
+      (f"{name}-mask=2", lambda v, r=reader: r(mask=v), jnp.full((2, 3), 2.0), GOOD_MASK)
+    )
+  for name, reader in (
+    ("lambda_returns", lambda **kw: sg.rl.lambda_returns(c, c, **kw)),
+    ("gae", lambda **kw: sg.rl.generalized_advantage_estimation(c, c, **kw)),
+  ):
+    for bad in (1.5, -0.1):
+      cases.append((f"{name}-lambda_={bad}", lambda v, r=reader: r(lambda_=v), bad, 0.9))
+  for name, reader in (
+    ("surrogate-clip", lambda v: sg.score_function_surrogate(lp, c, behavior_log_probs=lp, clip=v)),
+    (
+      "surrogate-truncation",
+      lambda v: sg.score_function_surrogate(lp, c, behavior_log_probs=lp, truncation=v),
+    ),
+  ):
+    cases.append((name, reader, -0.5, 0.2))
+  cases.append(
+    ("kl_penalty-mask=2", lambda v: sg.rl.kl_penalty(lp, c, v), jnp.full((2, 3), 2.0), GOOD_MASK)
+  )
+  return cases
+
+
+@pytest.mark.parametrize("case", _traced_settings(), ids=lambda case: case[0])
+def test_every_traced_invalid_setting_gives_nan(case):
+  """Issue 29: the NaN rule for traced invalid settings, for the whole class (GAE's λ was
+  unchecked by any test). Invalid → every entry NaN under jit; valid → all finite."""
+  _, fn, bad, good = case
+  jitted = jax.jit(fn)
+  assert jnp.all(jnp.isnan(jitted(bad)))
+  assert jnp.all(jnp.isfinite(jitted(good)))
+
+
+@pytest.mark.parametrize("off_policy", [False, True])
+def test_hessian_through_lax_scan_keeps_every_term(off_policy):
+  """The sequence surrogate summed inside lax.scan: the same Hessian as outside the loop.
+
+  T = 40 > 32 exercises the blocked cumulative sums. A custom-JVP box once lost
+  the ∇τ∇τᵀ term inside scan (CHANGELOG); the literal box and linear sums must not.
+  The reference is the Hessian of the same sum written without a loop, and the
+  ∇τ∇τᵀ part is checked to be present (the Hessian differs from Σ_t ∇²τ-only terms).
+  """
+  n, T = 4, 40
+  keys = jax.random.split(jax.random.key(5), 3)
+  feats = jax.random.normal(keys[0], (2, n, T, 3))
+  costs = jax.random.normal(keys[1], (2, n, T))
+  mask = (jnp.arange(T)[None, :] < jnp.array([40, 33, 20, 1])[:, None]).astype(jnp.float32)
+  theta = jnp.array([0.3, -0.2, 0.5])
+
+  def one(th, f, c):
+    lp = jax.nn.log_sigmoid(f @ th)
+    return sg.score_function_surrogate(
+      lp,
+      c,
+      mask=mask,
+      discount=0.95,
+      baseline=sg.baselines.leave_one_out(),
+      behavior_log_probs=jax.lax.stop_gradient(lp) - 0.1 if off_policy else None,
+    )
+
+  def looped(th):
+    def body(acc, xs):
+      return acc + one(th, *xs), None
+
+    return jax.lax.scan(body, 0.0, (feats, costs))[0]
+
+  def unrolled(th):
+    return one(th, feats[0], costs[0]) + one(th, feats[1], costs[1])
+
+  h_loop = jax.jit(jax.hessian(looped))(theta)
+  h_ref = jax.hessian(unrolled)(theta)
+  np.testing.assert_allclose(h_loop, h_ref, rtol=1e-5, atol=1e-6)
+
+  # The outer-product term is there: dropping it (first-order advantages only)
+  # changes the Hessian.
+  def first_order_only(th):
+    total = 0.0
+    for k in range(2):
+      lp = jax.nn.log_sigmoid(feats[k] @ th)
+      adv = jax.grad(
+        lambda x, k=k: sg.score_function_surrogate(
+          x, costs[k], mask=mask, discount=0.95, baseline=sg.baselines.leave_one_out()
+        )
+      )(jax.lax.stop_gradient(lp))
+      total = total + jnp.sum(jax.lax.stop_gradient(adv) * lp)
+    return total
+
+  if not off_policy:
+    assert np.max(np.abs(jax.hessian(first_order_only)(theta) - h_ref)) > 1e-3

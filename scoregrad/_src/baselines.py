@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scoregrad._src.validation import check_positive_float, safe_divide
+from scoregrad._src.validation import check_positive_float, check_positive_int, safe_divide
 
 
 class Baseline(NamedTuple):
@@ -45,6 +45,9 @@ class Baseline(NamedTuple):
       the sum of ALL ``num_samples`` costs, returns the baseline to apply to
       one chunk's costs so that its values equal this baseline's on the whole
       batch; ``None`` otherwise.
+    scale_equivariant: whether ``values(costs * s) = values(costs) * s`` for a
+      positive scale s per step (leave-one-out: a mean of other costs), which
+      lets the sequence surrogate feed it γ^t G_t and skip computing G_t.
   """
 
   init: Callable[[], Any]
@@ -56,6 +59,7 @@ class Baseline(NamedTuple):
   stateful: bool = False
   uses_other_samples: bool = False
   chunked: Optional[Callable[[jax.Array, int], Baseline]] = None
+  scale_equivariant: bool = False
 
 
 def _no_update(state, costs):
@@ -166,39 +170,114 @@ def moving_average(decay: float = 0.9, *, zero_debias: bool = True) -> Baseline:
   )
 
 
-def leave_one_out() -> Baseline:
-  """b_i = mean of the other samples' costs (RLOO; Kool et al. 2019).
+def leave_one_out(group_size: Optional[int] = None) -> Baseline:
+  """b_i = mean of the other samples' costs (RLOO; Kool et al. 2019), or of its group's.
 
   With n samples the estimator becomes (1/(n−1)) Σ_i (f(x_i) − f̄) ∇ log p(x_i),
   unbiased because b_i uses only x_j, j ≠ i. Needs ``num_samples >= 2``.
 
+  With ``group_size=G`` the n = B·G samples are read group-major — rows
+  g·G, …, g·G + G − 1 are the G completions of prompt g, as language-model RL
+  lays them out — and b_i is the mean of the other G − 1 costs of i's group
+  only (RLOO of Ahmadian et al. 2024): unbiased again, since those costs are
+  independent of sample i. The per-group form is what
+  ``scoregrad.rl.group_advantages(..., method="rloo")`` returns. For (n, T)
+  cost-to-go in ``score_function_surrogate`` it acts per step. n must be a
+  multiple of G (checked when traced); with ``chunk_size=`` every chunk must
+  be (a group never straddles chunks), so the two-pass streaming of the
+  ungrouped form is not needed.
+
+  Args:
+    group_size: ``None`` (one group of all samples) or an int G >= 2.
+
+  Example:
+    >>> import jax.numpy as jnp, scoregrad as sg
+    >>> b = sg.baselines.leave_one_out(group_size=2)
+    >>> b.values(jnp.array([1., 3., 10., 20.]), None, ())
+    Array([ 3.,  1., 20., 10.], dtype=float32)
+
   References:
     Kool, van Hoof & Welling, "Buy 4 REINFORCE Samples, Get a Baseline for
     Free!", ICLR 2019 workshop.
+    Ahmadian et al., "Back to Basics: Revisiting REINFORCE Style Optimization
+    for Learning from Human Feedback in LLMs", ACL 2024.
   """
+  if group_size is None:
 
-  def values(costs, scores, state):
-    del scores, state
-    n = costs.shape[0]
-    return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)
-
-  def chunked(total, num_samples):
-    # Two-pass streaming: `total` is the first pass's sum of every cost.
-    def chunk_values(costs, scores, state):
+    def values(costs, scores, state):
       del scores, state
-      return (jnp.asarray(total, costs.dtype) - costs) / (num_samples - 1)
+      n = costs.shape[0]
+      return (jnp.sum(costs, axis=0) - costs) / (n - 1)  # per step for (n, T)
 
-    return Baseline(init=lambda: (), values=chunk_values, update=_no_update, name="leave_one_out()")
+    def chunked(total, num_samples):
+      # Two-pass streaming: `total` is the first pass's sum of every cost.
+      def chunk_values(costs, scores, state):
+        del scores, state
+        return (jnp.asarray(total, costs.dtype) - costs) / (num_samples - 1)
+
+      return Baseline(
+        init=lambda: (), values=chunk_values, update=_no_update, name="leave_one_out()"
+      )
+
+    return Baseline(
+      init=lambda: (),
+      values=values,
+      update=_no_update,
+      name="leave_one_out()",
+      min_samples=2,
+      uses_other_samples=True,
+      chunked=chunked,
+      scale_equivariant=True,
+    )
+
+  group_size = check_positive_int(
+    "group_size",
+    group_size,
+    minimum=2,
+    why="Leave-one-out needs another sample in each group to average; a group of one has "
+    "none. Use group_size >= 2, or a baseline from past steps: moving_average(decay=0.9).",
+  )
+  name = f"leave_one_out(group_size={group_size})"
+
+  def grouped(costs, scores, state):
+    del scores, state
+    return group_leave_one_out(costs, group_size, name=name)
+
+  def chunked_groups(total, num_samples):
+    # Groups lie inside chunks (checked per chunk): the first pass is not needed.
+    del total, num_samples
+    return Baseline(init=lambda: (), values=grouped, update=_no_update, name=name)
 
   return Baseline(
     init=lambda: (),
-    values=values,
+    values=grouped,
     update=_no_update,
-    name="leave_one_out()",
-    min_samples=2,
+    name=name,
+    min_samples=group_size,
     uses_other_samples=True,
-    chunked=chunked,
+    chunked=chunked_groups,
+    scale_equivariant=True,
   )
+
+
+def check_group_size(n: int, group_size: int, *, name: str) -> None:
+  """THE check that ``group_size`` divides the number of samples (trace time)."""
+  if n % group_size:
+    raise ValueError(
+      f"`group_size={group_size}` of {name} must divide the number of samples, laid out "
+      f"group-major (the G completions of each prompt in consecutive rows); got {n} "
+      f"samples, {n % group_size} left over. Pass n = B·G samples (with chunk_size=, a "
+      "chunk_size that is a multiple of group_size), or the group_size you sampled with."
+    )
+
+
+def group_leave_one_out(costs: jax.Array, group_size: int, *, name: str) -> jax.Array:
+  """b_i = mean of the other costs of i's group, for group-major (n, ...) costs."""
+  n = costs.shape[0]
+  check_group_size(n, group_size, name=name)
+  grouped = costs.reshape((n // group_size, group_size) + costs.shape[1:])
+  others = (jnp.sum(grouped, axis=1, keepdims=True) - grouped) / (group_size - 1)
+  return others.reshape(costs.shape)
 
 
 class LearnedState(NamedTuple):
