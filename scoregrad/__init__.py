@@ -31,6 +31,10 @@ from scoregrad._src.discrete.relaxations import gumbel_softmax
 from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
 from scoregrad._src.discrete.sum_and_sample import rao_blackwell
+from scoregrad._src.discrete.heun_straight_through import reinmax
+from scoregrad._src.discrete.rao_blackwell_gumbel import gumbel_rao
+from scoregrad._src.discrete.without_replacement import unordered_set
+from scoregrad._src.discrete.copula import arms
 from scoregrad._src.front_door import expectation
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import sample
@@ -67,6 +71,7 @@ __all__ = (
   "Selection",
   "SelectionRow",
   "arm",
+  "arms",
   "baselines",
   "compat",
   "control_variates",
@@ -79,12 +84,14 @@ __all__ = (
   "double_cv",
   "exact",
   "expectation",
+  "gumbel_rao",
   "gumbel_softmax",
   "magic_box",
   "measure_valued",
   "pathwise",
   "rao_blackwell",
   "rebar",
+  "reinmax",
   "relax",
   "rl",
   "rodeo",
@@ -96,6 +103,7 @@ __all__ = (
   "straight_through",
   "surrogate",
   "testing",
+  "unordered_set",
   "vimco",
   "with_control_variate",
 )
