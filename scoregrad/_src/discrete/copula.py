@@ -24,29 +24,35 @@ _NEEDS = _common.LOGITS_FACTS + ("binary_logits", "from_binary", "binary_reached
 def copula_bits(key: jax.Array, eta: jax.Array, num_samples: int) -> jax.Array:
   """n bits per coordinate, each Bernoulli(σ(η)), jointly from a Dirichlet copula.
 
-  d ~ Dirichlet(1, …, 1) over the n samples (independently per coordinate),
-  u_i = 1 − (1 − d_i)^{n−1} (the Beta(1, n − 1) CDF, so u_i ~ U(0, 1)), and
-  b_i = 1[u_i < σ(η)], computed as (n − 1) log(1 − d_i) > log σ(−η) to avoid
-  rounding u. Returns ``(n, *eta.shape)`` floats in {0, 1}.
+  d ~ Dirichlet(1, …, 1) over the n samples (independently per coordinate)
+  and u_i = 1 − (1 − d_i)^{n−1} (the Beta(1, n − 1) CDF, so u_i ~ U(0, 1)).
+  The *more likely* value, of probability q = σ(|η|) ≥ ½, is taken where
+  u_i < q (computed as (n − 1) log(1 − d_i) > log(1 − q), without rounding
+  u): the rarer value then goes to the samples with the largest d_i, of
+  which two can coincide only if both exceed c = 1 − (1 − q)^{1/(n−1)}, the
+  most negatively correlated orientation (for q ≥ 1 − 2^{1−n} never).
+  Returns ``(n, *eta.shape)`` floats in {0, 1}.
   """
   e = jax.random.exponential(key, (num_samples,) + eta.shape, eta.dtype)
   d = e / jnp.sum(e, axis=0, keepdims=True)
-  return ((num_samples - 1) * jnp.log1p(-d) > -jax.nn.softplus(eta)).astype(eta.dtype)
+  common = (num_samples - 1) * jnp.log1p(-d) > -jax.nn.softplus(jnp.abs(eta))
+  return jnp.where(eta >= 0, common, ~common).astype(eta.dtype)
 
 
 def decorrelation(eta: jax.Array, num_samples: int) -> jax.Array:
   """1 / (1 − ρ), ρ the correlation of two of the n copula bits of one coordinate.
 
-  With c = 1 − (1 − p)^{1/(n−1)} (so b_i = 1 ⟺ d_i < c), the uniform
+  In terms of the more likely value (probability q = σ(|η|), taken where
+  d_i < c, c = 1 − (1 − q)^{1/(n−1)}; see :func:`copula_bits`), the uniform
   Dirichlet gives P(d_i ≥ c, d_j ≥ c) = max(0, 1 − 2c)^{n−1}, hence
-  P(b_i = 1, b_j = 0) = (1 − p) − max(0, 1 − 2c)^{n−1} = p − P(b_i = b_j = 1)
-  and 1 − ρ = P(b_i = 1, b_j = 0) / (p(1 − p)). Computed in logs: with
-  a = softplus(η)/(n − 1), 1 − c = e^{−a} and (1 − 2c)/(1 − c) = 1 − expm1(a).
-  For n = 2 it is σ(|η|) (DisARM's weight).
+  P(one sample has it and the other not) = (1 − q) − max(0, 1 − 2c)^{n−1}
+  and 1 − ρ = that / (q(1 − q)). Computed in logs: with a = softplus(|η|)
+  /(n − 1), 1 − c = e^{−a} and (1 − 2c)/(1 − c) = 1 − expm1(a). For n = 2 it
+  is σ(|η|) (DisARM's weight).
   """
   n = num_samples
-  p = jax.nn.sigmoid(eta)
-  a = jax.nn.softplus(eta) / (n - 1)
+  p = jax.nn.sigmoid(jnp.abs(eta))
+  a = jax.nn.softplus(jnp.abs(eta)) / (n - 1)
   ratio = jnp.expm1(a)  # (1 − s)/s, s = 1 − c; 1 − 2c > 0 ⟺ ratio < 1
   inside = ratio < 1
   log_rest = (n - 1) * jnp.log1p(-jnp.where(inside, ratio, 0.0))
@@ -60,8 +66,10 @@ def arms(*, num_samples: int) -> GradientEstimator:
 
   Per coordinate c, the n samples' uniforms u_{1..n,c} come from a Dirichlet
   copula: d ~ Dirichlet(1ⁿ), u_i = 1 − (1 − d_i)^{n−1}, each u_i ~ U(0, 1)
-  (so each b_i = 1[u_i < σ(α)] is an exact Bernoulli(σ(α)) sample) but
-  negatively correlated, independently across coordinates. With
+  but negatively correlated, independently across coordinates; b_{i,c}
+  takes its more likely value where u_i < max(p, 1 − p), p = σ(α_c), so
+  each b_i is an exact Bernoulli(σ(α)) sample and the rarer value is spread
+  over the samples (the copula's most antithetic orientation). With
   ρ_c = Corr(b_{i,c}, b_{j,c}) < 0 (in closed form, see below), coordinate c
   of the gradient with respect to the logits α is estimated by
 
@@ -71,9 +79,9 @@ def arms(*, num_samples: int) -> GradientEstimator:
   (b_{i,c} − σ(α_c)), the leave-one-out score function rescaled. Unbiased:
   E[f(b_i)(b_{i,c} − p)] = ∂E[f]/∂α_c, and since b_j depends on b_i only
   through coordinate c, E[f(b_j)(b_{i,c} − p)] = ρ_c ∂E[f]/∂α_c, so each pair
-  term has mean (1 − ρ_c) ∂E[f]/∂α_c. The correlation: with c' = 1 − (1 −
-  p)^{1/(n−1)}, P(b_i = 1, b_j = 0) = (1 − p) − max(0, 1 − 2c')^{n−1} and
-  1 − ρ = P(b_i = 1, b_j = 0)/(p(1 − p)). With n = 2 the copula is u₂ = 1 − u₁
+  term has mean (1 − ρ_c) ∂E[f]/∂α_c. The correlation: with q = max(p, 1 − p)
+  and c' = 1 − (1 − q)^{1/(n−1)}, P(b_i ≠ b_j, b_i = 1) = (1 − q) − max(0,
+  1 − 2c')^{n−1} and 1 − ρ = P(b_i = 1, b_j = 0)/(p(1 − p)). With n = 2 the copula is u₂ = 1 − u₁
   and ARMS is exactly DisARM (one pair); for n > 2 it extends it to n
   correlated samples, each evaluation of f entering every other's baseline.
 
