@@ -629,3 +629,32 @@ def test_relaxed_refuse_a_zero_derivative_cost(name):
   est = FACTORIES[name]()
   with pytest.raises(ValueError, match="identically zero"):
     est.estimate(jax.random.key(0), lambda b: jnp.sum(jnp.round(b)), BERN, jnp.zeros(2), ())
+
+
+# -- the discrete_toy rows ---------------------------------------------------------------
+
+
+def test_discrete_toy_exact_moments_of_the_new_rows():
+  """benchmarks/discrete_toy.py's one-bit formulas equal the D-dimensional
+  oracles above on one bit (and ARMS with n = 2 is DisARM there)."""
+  from benchmarks import discrete_toy
+
+  t = 0.45
+  for theta in (0.2, 0.5, 0.8):
+    prob = oracles.separable_problem(target=t, logits=(np.log(theta / (1 - theta)),))
+    np.testing.assert_allclose(
+      discrete_toy.exact_moments("reinmax(1)", theta, t, 2),
+      np.concatenate(reinmax_moments_bernoulli(prob, 1.0)),
+      rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+      discrete_toy.exact_moments("gumbel_rao(0.5)", theta, t, 2),
+      np.concatenate(gumbel_rao_moments_bernoulli(prob, 0.5, 16)),
+      rtol=1e-6,
+    )
+    m, v = arms_moments(prob, 2)
+    np.testing.assert_allclose(
+      discrete_toy.exact_moments("arms", theta, t, 2), (m[0], 2 * v[0]), rtol=1e-9, atol=1e-15
+    )
+    mean, var = discrete_toy.exact_moments("unordered_set", theta, t, 2)
+    assert var == 0 and mean == pytest.approx(discrete_toy.exact_gradient(theta, t), abs=1e-15)
