@@ -61,14 +61,16 @@ def reinmax(*, num_samples: int, temperature: float, per_sample: bool = False) -
   against them, and ``benchmarks/discrete_toy.py`` reports the bias on a
   grid of θ.
 
-  Temperature: any finite τ > 0 is allowed. The paper analyses and tunes
-  τ ≥ 1 (its reference code is used with τ in [1, 2]); below 1,
-  softmax(θ/τ) sharpens towards the mode and π₁ leaves the midpoint between
-  D and softmax(θ) that makes the step second order, so the bias grows (the
-  table). Nothing breaks numerically for small τ: softmax(θ/τ) tends to the
-  one-hot mode, π₁ stays a probability vector, and its zero entries get a
-  zero Jacobian, so the estimate stays finite; scoregrad therefore does not
-  refuse τ < 1, and recommends τ = 1 unless tuned.
+  Temperature: any finite τ > 0 is allowed. ReinMax is designed for τ ≥ 1
+  (Liu et al. work with τ ≥ 1, and the reference implementation is reported
+  to refuse τ < 1; the backward pass of the PyPI ``reinmax`` 0.1.0 package
+  itself does not check τ). Below 1, softmax(θ/τ) sharpens towards the mode
+  and π₁ leaves the midpoint between D and softmax(θ) that makes the step
+  second order, so the bias grows (the table); above 1 it grows too. Nothing
+  breaks numerically for small τ: softmax(θ/τ) tends to the one-hot mode,
+  π₁ stays a probability vector, and its zero entries get a zero Jacobian,
+  so the estimate stays finite (tested at τ = 10⁻³). scoregrad therefore
+  does not refuse τ < 1 and recommends τ = 1 unless tuned.
 
   Requirements: ``dist_fn(params)`` is ``scoregrad.dists.Categorical(logits=
   ...)`` or ``scoregrad.dists.Bernoulli(logits=...)``; f differentiable, and
@@ -84,8 +86,7 @@ def reinmax(*, num_samples: int, temperature: float, per_sample: bool = False) -
 
   Args:
     num_samples: samples per estimate (Python int ≥ 1).
-    temperature: τ > 0 (Python float); 1 unless tuned (the paper's range is
-      1 to 2).
+    temperature: τ > 0 (Python float); 1 unless tuned.
     per_sample: also return each sample's gradient.
 
   Returns:
