@@ -169,7 +169,7 @@ def unordered_set(*, num_samples: int) -> GradientEstimator:
   one-dimensional integral over the k sampled probabilities and the rest
   mass R = 1 − Σ_S p(s), p(T) = ∫₀^∞ R e^{−Rt} Π_{s∈T}(1 − e^{−p_s t}) dt,
   computed by the trapezoid rule in log t (k² + k + 1 integrals of
-  256 nodes). The baseline needs k ≥ 2 (with k = 1 it would be p(s)f(s),
+  256 nodes, O(256·k³) work: practical up to k of a few hundred). The baseline needs k ≥ 2 (with k = 1 it would be p(s)f(s),
   which is not mean-zero); when S is the whole domain the estimate is the
   exact gradient. ``Estimate.value``
   is Σ_s p(s) R(S, s) f(s), the unordered set estimate of E[f] (unbiased).
