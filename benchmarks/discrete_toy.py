@@ -204,6 +204,36 @@ def _gumbel_softmax_moments(theta, t, temperature, straight_through, nodes=200):
   return mean, w @ g**2 - mean**2
 
 
+def _reinmax_moments(theta, t, temperature):
+  """ReinMax for one bit: ĝ = (2π₁(1 − π₁) − ½θ(1 − θ))·2(b − t), π₁ = (b + σ(α/τ))/2."""
+  alpha = np.log(theta / (1 - theta))
+  tempered = special.expit(alpha / temperature)
+  mean = second = 0.0
+  for b, w in ((1.0, theta), (0.0, 1 - theta)):
+    pi1 = 0.5 * (b + tempered)
+    g = (2 * pi1 * (1 - pi1) - 0.5 * theta * (1 - theta)) * 2 * (b - t)
+    mean += w * g
+    second += w * g**2
+  return mean, second - mean**2
+
+
+def _gumbel_rao_moments(theta, t, temperature, num_inner, nodes=200):
+  """Gumbel-Rao for one bit: given b, ĝ = 2(b − t)·mean_m h(z̃_m), h(z) =
+  σ(z/λ)(1 − σ(z/λ))/λ, z̃ the logistic noise on b's side; E and Var of h given b
+  by quadrature on that side of u = 1 − θ."""
+  alpha = np.log(theta / (1 - theta))
+  mean = second = 0.0
+  for b, lo, hi, w in ((1.0, 1 - theta, 1.0, theta), (0.0, 0.0, 1 - theta, 1 - theta)):
+    u, wu = _smoothed_gauss_legendre(lo, hi, nodes)
+    y = special.expit((alpha + np.log(u) - np.log1p(-u)) / temperature)
+    h = y * (1 - y) / temperature
+    m1, m2 = wu @ h / (hi - lo), wu @ h**2 / (hi - lo)
+    scale = 2 * (b - t)
+    mean += w * scale * m1
+    second += w * scale**2 * (m1**2 + (m2 - m1**2) / num_inner)
+  return mean, second - mean**2
+
+
 def exact_moments(name: str, theta: float, t: float, n: int):
   """(E[ĝ], n·Var(ĝ_n)) of the row ``name`` with n evaluations of f, or None."""
   pairs = max(1, n // 2)
@@ -225,6 +255,15 @@ def exact_moments(name: str, theta: float, t: float, n: int):
     return _gumbel_softmax_moments(theta, t, 0.5, False)
   if name == "gumbel_softmax_st(0.5)":
     return _gumbel_softmax_moments(theta, t, 0.5, True)
+  if name == "reinmax(1)":
+    return _reinmax_moments(theta, t, 1.0)
+  if name == "gumbel_rao(0.5)":
+    return _gumbel_rao_moments(theta, t, 0.5, 16)
+  if name == "arms" and n == 2:  # ARMS with two samples is one DisARM pair
+    m, v = _disarm_moments(theta, t)
+    return m, n * v
+  if name == "unordered_set" and n == 2:  # both configurations of the bit: exact
+    return exact_gradient(theta, t), 0.0
   return None
 
 

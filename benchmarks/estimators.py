@@ -177,6 +177,39 @@ ESTIMATORS: list[EstimatorSpec] = [
     frozenset({"normal", "mvn"}),
     "pathwise",
   ),
+  # The 2021-2023 discrete estimators, at n evaluations of f: ReinMax and
+  # Gumbel-Rao (biased, "relaxed"; Gumbel-Rao with M = 16 conditional noise
+  # draws per sample, which cost softmax Jacobians, not evaluations of f);
+  # ARMS with n correlated samples (n >= 2; n = 2 is DisARM); the unordered
+  # set estimator with k = n distinct samples (2 <= n <= configurations);
+  # RODEO (learned Stein control variates; one gradient of f per sample).
+  EstimatorSpec(
+    "reinmax(1)",
+    lambda n: sg.reinmax(num_samples=n, temperature=1.0, per_sample=True),
+    frozenset({"bernoulli"}),
+    "relaxed",
+  ),
+  EstimatorSpec(
+    "gumbel_rao(0.5)",
+    lambda n: sg.gumbel_rao(num_samples=n, num_inner=16, temperature=0.5, per_sample=True),
+    frozenset({"bernoulli"}),
+    "relaxed",
+  ),
+  EstimatorSpec(
+    "arms", lambda n: sg.arms(num_samples=max(2, n)), frozenset({"bernoulli"}), "discrete"
+  ),
+  EstimatorSpec(
+    "unordered_set",
+    lambda n: sg.unordered_set(num_samples=max(2, n)),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
+  EstimatorSpec(
+    "rodeo",
+    lambda n: sg.rodeo(num_samples=max(2, n), hidden_size=8),
+    frozenset({"bernoulli"}),
+    "discrete",
+  ),
 ]
 
 

@@ -34,6 +34,10 @@ from scoregrad._src.discrete.relaxations import gumbel_softmax
 from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.sum_and_sample import RaoBlackwellState
 from scoregrad._src.discrete.sum_and_sample import rao_blackwell
+from scoregrad._src.discrete.heun_straight_through import reinmax
+from scoregrad._src.discrete.rao_blackwell_gumbel import gumbel_rao
+from scoregrad._src.discrete.without_replacement import unordered_set
+from scoregrad._src.discrete.copula import arms
 from scoregrad._src.front_door import expectation
 from scoregrad._src.layers import chunked
 from scoregrad._src.layers import sharded
@@ -74,6 +78,7 @@ __all__ = (
   "SelectionRow",
   "Traits",
   "arm",
+  "arms",
   "baselines",
   "chunked",
   "compat",
@@ -88,12 +93,14 @@ __all__ = (
   "double_cv",
   "exact",
   "expectation",
+  "gumbel_rao",
   "gumbel_softmax",
   "magic_box",
   "measure_valued",
   "pathwise",
   "rao_blackwell",
   "rebar",
+  "reinmax",
   "relax",
   "rl",
   "rodeo",
@@ -107,6 +114,7 @@ __all__ = (
   "straight_through",
   "surrogate",
   "testing",
+  "unordered_set",
   "vimco",
   "with_control_variate",
   "with_moments",

@@ -26,6 +26,10 @@ DISCRETE_ONLY = {
   "exact": lambda: sg.exact(),
   "double_cv": lambda: sg.double_cv(num_samples=2),
   "rodeo": lambda: sg.rodeo(num_samples=2, hidden_size=4),
+  "reinmax": lambda: sg.reinmax(num_samples=2, temperature=1.0),
+  "gumbel_rao": lambda: sg.gumbel_rao(num_samples=2, num_inner=2, temperature=0.5),
+  "unordered_set": lambda: sg.unordered_set(num_samples=2),
+  "arms": lambda: sg.arms(num_samples=2),
 }
 
 

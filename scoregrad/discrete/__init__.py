@@ -19,6 +19,10 @@ rebar, relax        yes           B, C       floats in [0, 1] / one-hot floats
 gumbel_softmax      no (biased)   B, C       floats in [0, 1] / one-hot floats
 straight_through    no (biased)   B, C       floats (differentiable) / one-hot
 vimco               yes           any        samples (f = log-weight)
+reinmax             no (biased)   B, C       floats (differentiable) / one-hot
+gumbel_rao          no (biased)   B, C       floats in {0, 1} / one-hot floats
+unordered_set       yes           B, C       samples (k distinct)
+arms                yes           B, C       samples
 ==================  ============  =========  ======================================
 
 ``Estimate.value`` of these estimators is differentiable with respect to what
@@ -41,6 +45,10 @@ from scoregrad._src.discrete.stein import rodeo
 from scoregrad._src.discrete.relaxations import gumbel_softmax
 from scoregrad._src.discrete.relaxations import straight_through
 from scoregrad._src.discrete.multi_sample import vimco
+from scoregrad._src.discrete.heun_straight_through import reinmax
+from scoregrad._src.discrete.rao_blackwell_gumbel import gumbel_rao
+from scoregrad._src.discrete.without_replacement import unordered_set
+from scoregrad._src.discrete.copula import arms
 
 __all__ = (
   "DoubleCVState",
@@ -48,14 +56,18 @@ __all__ = (
   "RebarState",
   "RodeoState",
   "arm",
+  "arms",
   "disarm",
   "double_cv",
   "exact",
+  "gumbel_rao",
   "gumbel_softmax",
   "rao_blackwell",
   "rebar",
+  "reinmax",
   "relax",
   "rodeo",
   "straight_through",
+  "unordered_set",
   "vimco",
 )

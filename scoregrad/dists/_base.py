@@ -28,7 +28,8 @@ families that have it, when it is missing:
   ``weak_derivative_fixed`` (names of η it cannot differentiate): the
   measure-valued estimator.
 * The logits structure of discrete families (Bernoulli, Categorical):
-  ``perturb``, ``hard``, ``soft``, ``conditional_noise``, ``probs_of``,
+  ``perturb``, ``hard``, ``soft``, ``conditional_noise``, ``probs_of`` (and its
+  inverse ``logits_of_probs``),
   ``score_logits``, ``per_variable_log_probs``, ``num_configurations``,
   ``enumerate_configurations``, ``from_values``, the binary representation
   ``binary_logits``, ``from_binary`` and ``binary_reached`` (ARM/DisARM;

@@ -117,6 +117,11 @@ class Bernoulli(Distribution):
     return jax.nn.sigmoid(logits)
 
   @staticmethod
+  def logits_of_probs(probs):
+    """The inverse of ``probs_of``: logit(π) = log π − log(1 − π) (ReinMax)."""
+    return jnp.log(probs) - jnp.log1p(-probs)
+
+  @staticmethod
   def score_logits(logits, x):
     """∂ log p(x) / ∂ logits for one sample x (elementwise): x − σ(ℓ)."""
     return x.astype(logits.dtype) - jax.nn.sigmoid(logits)

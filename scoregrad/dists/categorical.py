@@ -125,6 +125,11 @@ class Categorical(Distribution):
     return jax.nn.softmax(logits, axis=-1)
 
   @staticmethod
+  def logits_of_probs(probs):
+    """Logits with ``probs_of(logits) == probs`` (rows on the simplex): log π (ReinMax)."""
+    return jnp.log(probs)
+
+  @staticmethod
   def score_logits(logits, x):
     """∂ log p(x) / ∂ logits for one sample x of indices: onehot(x) − softmax(ℓ)."""
     k = logits.shape[-1]
