@@ -442,6 +442,8 @@ _unit_p = jex.core.Primitive("scoregrad_c1_unit")
 _unit_p.def_impl(_unit_impl)
 _unit_p.def_abstract_eval(lambda x, *, message: x)
 mlir.register_lowering(_unit_p, mlir.lower_fun(_unit_impl, multiple_results=False))
+
+
 def _unit_jvp(primals, tangents, *, message):
   # Not a raise here: JAX forms the tangents of everything an outer
   # derivative traces, used or not (jax.grad of a pathwise `.value` traces
