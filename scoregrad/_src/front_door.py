@@ -170,7 +170,7 @@ def _as_params(dist: Any):
     if isinstance(leaf, (jax.Array, np.ndarray, float, np.floating))
     and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
   ]
-  if not where and treedef.num_leaves == 1 and leaves[0] is dist:
+  if not where and len(leaves) == 1 and leaves[0] is dist:
     raise TypeError(
       f"`dist` ({type(dist).__name__}) is not a JAX pytree, so expectation cannot "
       "see the parameters it differentiates through. scoregrad.dists, NumPyro, "
