@@ -9,6 +9,7 @@ from scoregrad import dists
 from scoregrad import rl
 from scoregrad import sampling
 from scoregrad import testing
+from scoregrad import vi
 from scoregrad._src.base import EmptyState
 from scoregrad._src.base import Estimate
 from scoregrad._src.base import EstimateFn
@@ -96,6 +97,7 @@ __all__ = (
   "straight_through",
   "surrogate",
   "testing",
+  "vi",
   "vimco",
   "with_control_variate",
 )

@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
   "scoregrad.compat",
   "scoregrad.compat.optax_monte_carlo",
   "scoregrad.rl",
+  "scoregrad.vi",
 ]
 
 
@@ -76,6 +77,13 @@ FAMILIES = {
   "Exponential",
   "Gamma",
   "Laplace",
+  "LogNormal",
+  "Beta",
+  "Dirichlet",
+  "StudentT",
+  "VonMises",
+  "Binomial",
+  "Geometric",
 }
 
 
