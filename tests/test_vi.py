@@ -248,6 +248,20 @@ def test_num_outer_gives_independent_bounds():
   assert len(traces) == 1
 
 
+@pytest.mark.parametrize("gradient", ["pathwise", "score_function"])
+def test_elbo_chunked_is_the_mean_over_chunks(gradient):
+  """chunk_size passes to sg.expectation: chunk c draws with fold_in(key, c)."""
+  p, key = _params(), jax.random.key(8)
+  chunked = _bound_fn(sg.vi.elbo, num_samples=8, gradient=gradient, chunk_size=4)
+  single = _bound_fn(sg.vi.elbo, num_samples=4, gradient=gradient)
+  value, grad = jax.jit(jax.value_and_grad(chunked))(p, key)
+  parts = [jax.jit(jax.value_and_grad(single))(p, jax.random.fold_in(key, c)) for c in (0, 1)]
+  np.testing.assert_allclose(value, np.mean([v for v, _ in parts]), rtol=1e-12)
+  np.testing.assert_allclose(_flat(grad), np.mean([_flat(g) for _, g in parts], 0), rtol=1e-10)
+  with pytest.raises(ValueError, match="chunk_size.*gradient='stl'"):
+    sg.vi.elbo(_log_joint(0.0), _guide(p), key, num_samples=8, gradient="stl", chunk_size=4)
+
+
 # -- a discrete guide: score function and VIMCO against enumeration ---------------
 
 W, C = jnp.array([0.8, -0.5]), 1.2

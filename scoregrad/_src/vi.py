@@ -162,6 +162,8 @@ def elbo(
   num_samples: int,
   gradient: str = "pathwise",
   baseline: Optional[_baselines.Baseline] = None,
+  chunk_size: Optional[int] = None,
+  sharding: Optional[Any] = None,
 ) -> jax.Array:
   r"""The evidence lower bound E_q[log p(x, z) − log q(z)], differentiable by ``gradient``.
 
@@ -190,6 +192,9 @@ def elbo(
     gradient: ``"pathwise"`` (default), ``"stl"`` or ``"score_function"``.
     baseline: a stateless scalar baseline for ``"score_function"``, e.g.
       ``scoregrad.baselines.leave_one_out()``.
+    chunk_size, sharding: ``"pathwise"`` and ``"score_function"`` only:
+      passed to :func:`scoregrad.expectation` (samples processed
+      ``chunk_size`` at a time, or the sample axis sharded), same estimator.
 
   Returns:
     A scalar: maximise it, or minimise its negative.
@@ -220,11 +225,26 @@ def elbo(
   example = jax.eval_shape(lambda k: dist.sample(k), key)
   _check_log_joint(log_joint, example, "elbo")
   cost = lambda z: log_joint(z) - dist.log_prob(z)
+  layers: dict[str, Any] = dict(chunk_size=chunk_size, sharding=sharding)
   if gradient == "pathwise":
-    return _front_door.expectation(cost, dist, key, num_samples=num_samples, estimator="pathwise")
+    return _front_door.expectation(
+      cost, dist, key, num_samples=num_samples, estimator="pathwise", **layers
+    )
   if gradient == "score_function":
     return _front_door.expectation(
-      cost, dist, key, num_samples=num_samples, estimator="score_function", baseline=baseline
+      cost,
+      dist,
+      key,
+      num_samples=num_samples,
+      estimator="score_function",
+      baseline=baseline,
+      **layers,
+    )
+  if chunk_size is not None or sharding is not None:
+    raise ValueError(
+      "`chunk_size` and `sharding` apply to gradient='pathwise' and 'score_function' "
+      f"of scoregrad.vi.elbo; got chunk_size={chunk_size!r}, sharding={sharding!r} with "
+      "gradient='stl'. Remove them, or use gradient='pathwise'."
     )
   return _doubly_reparameterized(log_joint, dist, key, num_samples, alpha=None)
 
