@@ -46,6 +46,7 @@ from benchmarks import (
   scale,
   scaling,
   throughput,
+  vi,
 )
 
 # The suite, in default run order.
@@ -60,6 +61,7 @@ SUITE = (
   discrete_vae_mnist.BENCHMARK,
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
+  vi.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

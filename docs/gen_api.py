@@ -33,6 +33,11 @@ PUBLIC_MODULES = [
     "Returns, lambda-returns and advantages for policy-gradient losses.",
   ),
   (
+    "scoregrad.vi",
+    "scoregrad.vi",
+    "Variational bounds (ELBO, IWAE, Renyi) with their gradient estimators.",
+  ),
+  (
     "scoregrad.testing",
     "scoregrad.testing",
     "Statistical assertions with standard-error tolerances.",

@@ -10,6 +10,7 @@ from scoregrad import rl
 from scoregrad import sampling
 from scoregrad import sites
 from scoregrad import testing
+from scoregrad import vi
 from scoregrad._src.base import EmptyState
 from scoregrad._src.base import Estimate
 from scoregrad._src.base import EstimateFn
@@ -115,6 +116,7 @@ __all__ = (
   "surrogate",
   "testing",
   "unordered_set",
+  "vi",
   "vimco",
   "with_control_variate",
   "with_moments",

@@ -84,6 +84,16 @@ CONTINUOUS = {
 USES_B = {"Normal", "Laplace", "MultivariateNormalTriL"}
 REPARAMETERIZED = {"Normal", "Laplace", "MultivariateNormalTriL", "Exponential", "Gamma"}
 WEAK_DERIVATIVE = {"Normal", "Laplace", "Exponential", "Gamma", "Poisson"}
+# The families of issue 24 (VonMises has no moments on the line: see test_new_families.py).
+CONTINUOUS["LogNormal"] = lambda a, b: sg.dists.LogNormal(a, 0.5 * jnp.exp(b))
+CONTINUOUS["Beta"] = lambda a, b: sg.dists.Beta(1 + jnp.exp(a), 1 + jnp.exp(b))
+CONTINUOUS["Dirichlet"] = lambda a, b: sg.dists.Dirichlet(0.5 + jnp.exp(jnp.stack([a, b], -1)))
+CONTINUOUS["StudentT"] = lambda a, b: sg.dists.StudentT(9 + jnp.exp(a), b, 1.0)
+CONTINUOUS["Binomial"] = lambda a, b: sg.dists.Binomial(4.0, logits=a)
+CONTINUOUS["Geometric"] = lambda a, b: sg.dists.Geometric(logits=a)
+USES_B |= {"LogNormal", "Beta", "Dirichlet", "StudentT"}
+REPARAMETERIZED |= {"LogNormal", "Beta", "Dirichlet", "StudentT"}
+WEAK_DERIVATIVE |= {"LogNormal", "Binomial", "Geometric"}
 
 CONTINUOUS_ESTIMATORS = {
   "score_function": (lambda: sg.score_function(num_samples=N), set(CONTINUOUS)),

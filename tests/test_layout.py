@@ -33,6 +33,7 @@ PUBLIC_MODULES = [
   "scoregrad.compat.optax_monte_carlo",
   "scoregrad.rl",
   "scoregrad.sites",
+  "scoregrad.vi",
 ]
 
 
@@ -77,6 +78,13 @@ FAMILIES = {
   "Exponential",
   "Gamma",
   "Laplace",
+  "LogNormal",
+  "Beta",
+  "Dirichlet",
+  "StudentT",
+  "VonMises",
+  "Binomial",
+  "Geometric",
 }
 
 

@@ -34,20 +34,34 @@ from scoregrad.dists.poisson import Poisson
 from scoregrad.dists.exponential import Exponential
 from scoregrad.dists.gamma import Gamma
 from scoregrad.dists.laplace import Laplace
+from scoregrad.dists.lognormal import LogNormal
+from scoregrad.dists.beta import Beta
+from scoregrad.dists.dirichlet import Dirichlet
+from scoregrad.dists.student_t import StudentT
+from scoregrad.dists.von_mises import VonMises
+from scoregrad.dists.binomial import Binomial
+from scoregrad.dists.geometric import Geometric
 from scoregrad.dists._user import UserDistribution
 from scoregrad.dists._user import from_log_prob
 
 __all__ = (
   "Bernoulli",
+  "Beta",
+  "Binomial",
   "Categorical",
+  "Dirichlet",
   "Distribution",
   "Exponential",
   "Gamma",
+  "Geometric",
   "Laplace",
+  "LogNormal",
   "MultivariateNormalTriL",
   "Normal",
   "Poisson",
+  "StudentT",
   "UserDistribution",
+  "VonMises",
   "as_distribution",
   "checked_parameters",
   "from_log_prob",
