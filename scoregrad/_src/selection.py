@@ -128,7 +128,7 @@ class Selection(NamedTuple):
     exact: whether an exact gradient was given (so the bias columns are filled).
     false_flag_rate: α, the probability that the table flags some unbiased,
       finite candidate by chance (Bonferroni over the tests it makes).
-    z_threshold: the |z| above which a bias or a disagreement is flagged.
+    z_threshold: the ``|z|`` above which a bias or a disagreement is flagged.
     disagreements: without ``exact_grad``, the pairs of candidates whose
       means differ significantly (:class:`Disagreement`), else ``()``.
   """
@@ -276,7 +276,7 @@ def select(
     size;
   * with ``exact_grad``, the bias ‖mean_r ĝ_r − ∇‖ next to its noise floor
     √(tr Cov(ĝ)/R), and the largest per-coordinate z-score
-    |ḡ_k − ∇_k| / (sd_k/√R).
+    ``|ḡ_k − ∇_k| / (sd_k/√R)``.
 
   and ranks them by the work-normalised variance tr Cov(ĝ) · t: averaging m
   independent estimates takes time m·t for variance tr Cov(ĝ)/m, so reaching
@@ -295,13 +295,13 @@ def select(
   * a candidate with any NaN or infinite ``value`` or ``grad`` among its
     pilot estimates is flagged;
   * with ``exact_grad``, a candidate is flagged as biased if for some
-    coordinate |ḡ_k − ∇_k| > z·se_k + ρ(|∇_k| + max_j |∇_j|), where z is the
+    coordinate ``|ḡ_k − ∇_k| > z·se_k + ρ(|∇_k| + max_j |∇_j|)``, where z is the
     two-sided normal quantile for ``false_flag_rate`` Bonferroni-corrected
     over all candidates × coordinates and ρ = 1000 × the machine epsilon of
     the estimates (float rounding of zero-variance estimators);
   * without ``exact_grad``, every pair of candidates is tested for equal
-    means, coordinate by coordinate (|ḡ_a − ḡ_b| > z·√(se_a² + se_b²) +
-    ρ(|ḡ_a| + |ḡ_b| + scale), z Bonferroni-corrected over pairs ×
+    means, coordinate by coordinate (``|ḡ_a − ḡ_b| > z·√(se_a² + se_b²) +
+    ρ(|ḡ_a| + |ḡ_b| + scale)``, z Bonferroni-corrected over pairs ×
     coordinates); every candidate is taken to claim unbiasedness (all of
     scoregrad's estimators do except the relaxations ``gumbel_softmax``,
     ``straight_through`` and friends, which enter the check like the
