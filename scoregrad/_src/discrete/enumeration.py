@@ -142,10 +142,12 @@ def exact(*, max_configurations: int = 2**16) -> GradientEstimator:
 
     (expected, (probs, skip)), grad = jax.value_and_grad(expectation, has_aux=True)(params)
     # Exact at every order: `expected` in params (one log_prob pass serves
-    # value and gradient), the second term in what f closes over.
+    # value and gradient), the second term in what f closes over, with the
+    # probabilities live so that the cross terms ∇p ∇cᵀ of a cost that closes
+    # over params are kept (with ⊥p its Hessian lost them).
     live_costs = jnp.where(skip, 0, costs)
     closed_over = live_costs - jax.lax.stop_gradient(live_costs)
-    value = expected + jnp.sum(jax.lax.stop_gradient(probs) * closed_over)
+    value = expected + jnp.sum(probs * closed_over)
     return finish(value, grad, state, None)
 
   return GradientEstimator(init=stateless_init, estimate=estimate)
