@@ -427,6 +427,12 @@ NUMPYRO = {
   "Exponential": lambda nd, a, b: nd.Exponential(jnp.exp(a)),
   "Gamma": lambda nd, a, b: nd.Gamma(jnp.full_like(a, 2.5), jnp.exp(a)),
   "Poisson": lambda nd, a, b: nd.Poisson(jnp.exp(a)),
+  "LogNormal": lambda nd, a, b: nd.LogNormal(a, 0.5 * jnp.exp(b)),
+  "Beta": lambda nd, a, b: nd.Beta(1 + jnp.exp(a), 1 + jnp.exp(b)),
+  "Dirichlet": lambda nd, a, b: nd.Dirichlet(0.5 + jnp.exp(jnp.stack([a, b], -1))),
+  "StudentT": lambda nd, a, b: nd.StudentT(9 + jnp.exp(a), b, 1.0),
+  "Binomial": lambda nd, a, b: nd.BinomialLogits(a, total_count=4),
+  "Geometric": lambda nd, a, b: nd.GeometricLogits(a),
 }
 
 

@@ -627,7 +627,9 @@ def test_non_discrete_distribution_refused(name):
 @pytest.mark.parametrize("name", ["reinmax", "gumbel_rao"])
 def test_relaxed_refuse_a_zero_derivative_cost(name):
   est = FACTORIES[name]()
-  with pytest.raises(ValueError, match="identically zero"):
+  # Refused by the one cost check: as a jump (round is piecewise constant),
+  # or, where the smoothness analysis is off, as an identically zero derivative.
+  with pytest.raises(ValueError, match="has a jump in x|identically zero"):
     est.estimate(jax.random.key(0), lambda b: jnp.sum(jnp.round(b)), BERN, jnp.zeros(2), ())
 
 

@@ -113,6 +113,14 @@ class Distribution:
   # only once differentiable (Laplace: |x − μ| has no second derivative in
   # μ, so DiCE's second derivative would be silently wrong).
   score_function_order: ClassVar[Optional[int]] = None
+
+  @property
+  def not_reparameterized(self) -> tuple[str, ...]:
+    """The components whose samples are not reparameterized, in the adapter's
+    convention for joints: ``()`` when reparameterized, else one unnamed one
+    (so a foreign instance converted to its built-in family answers alike)."""
+    return () if self.reparameterized else ("",)
+
   # Foreign (NumPyro, distrax, TFP) class names that ``from_foreign`` converts;
   # see the module docstring.
   foreign_names: ClassVar[tuple[str, ...]] = ()

@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 
 __all__ = ("Beta",)
 
@@ -40,6 +45,19 @@ class Beta(Distribution):
   concentration1: jax.Array
   concentration0: jax.Array
   reparameterized = True
+
+  foreign_names = ("Beta",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Beta as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    concentration1 = foreign_parameter(dist, "concentration1")
+    concentration0 = foreign_parameter(dist, "concentration0")
+    if shape is None or concentration1 is None or concentration0 is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(concentration1, shape), jnp.broadcast_to(concentration0, shape))
+
   positive = ("concentration1", "concentration0")
 
   def __init__(self, concentration1, concentration0):

@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Binomial",)
@@ -36,6 +41,21 @@ class Binomial(Distribution):
   total_count: jax.Array
   logits: jax.Array
   reparameterized = False
+
+  foreign_names = ("Binomial", "BinomialLogits", "BinomialProbs")
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Binomial as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    logits = foreign_parameter(dist, "logits")
+    if logits is None:
+      probs = foreign_parameter(dist, "probs")
+      logits = None if probs is None else jnp.log(probs) - jnp.log1p(-probs)
+    total_count = foreign_parameter(dist, "total_count")
+    if shape is None or logits is None or total_count is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(total_count, shape), logits=jnp.broadcast_to(logits, shape))
 
   def __init__(self, total_count, logits):
     logits = _as_float_array("logits", logits)

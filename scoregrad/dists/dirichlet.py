@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 
 __all__ = ("Dirichlet",)
 
@@ -41,6 +46,18 @@ class Dirichlet(Distribution):
 
   concentration: jax.Array
   reparameterized = True
+
+  foreign_names = ("Dirichlet",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Dirichlet as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    concentration = foreign_parameter(dist, "concentration")
+    if shape is None or concentration is None or len(tuple(dist.event_shape)) != 1:
+      return None
+    return cls(jnp.broadcast_to(concentration, shape))
+
   positive = ("concentration",)
 
   def __init__(self, concentration):

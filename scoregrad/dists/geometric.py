@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists._weak import flat_params, replace_eval
 
 __all__ = ("Geometric",)
@@ -37,6 +42,20 @@ class Geometric(Distribution):
 
   logits: jax.Array
   reparameterized = False
+
+  foreign_names = ("Geometric", "GeometricLogits", "GeometricProbs")
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP Geometric (failures before the first success) as this family."""
+    shape = foreign_full_shape(dist)
+    logits = foreign_parameter(dist, "logits")
+    if logits is None:
+      probs = foreign_parameter(dist, "probs")
+      logits = None if probs is None else jnp.log(probs) - jnp.log1p(-probs)
+    if shape is None or logits is None or tuple(dist.event_shape):
+      return None
+    return cls(logits=jnp.broadcast_to(logits, shape))
 
   def __init__(self, logits):
     object.__setattr__(self, "logits", _as_float_array("logits", logits))

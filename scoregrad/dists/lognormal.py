@@ -8,7 +8,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 from scoregrad.dists.normal import Normal
 
 __all__ = ("LogNormal",)
@@ -37,6 +42,19 @@ class LogNormal(Distribution):
   loc: jax.Array
   scale: jax.Array
   reparameterized = True
+
+  foreign_names = ("LogNormal",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP LogNormal as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    loc = foreign_parameter(dist, "loc")
+    scale = foreign_parameter(dist, "scale")
+    if shape is None or loc is None or scale is None or tuple(dist.event_shape):
+      return None
+    return cls(jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape))
+
   positive = ("scale",)
 
   def __init__(self, loc, scale):

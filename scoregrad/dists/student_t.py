@@ -8,7 +8,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scoregrad.dists._base import Distribution, _as_float_array
+from scoregrad.dists._base import (
+  Distribution,
+  _as_float_array,
+  foreign_full_shape,
+  foreign_parameter,
+)
 
 __all__ = ("StudentT",)
 
@@ -42,6 +47,22 @@ class StudentT(Distribution):
   loc: jax.Array
   scale: jax.Array
   reparameterized = True
+
+  foreign_names = ("StudentT",)
+
+  @classmethod
+  def from_foreign(cls, dist):
+    """A NumPyro/distrax/TFP StudentT as this family (None if it cannot be)."""
+    shape = foreign_full_shape(dist)
+    df = foreign_parameter(dist, "df")
+    loc = foreign_parameter(dist, "loc")
+    scale = foreign_parameter(dist, "scale")
+    if shape is None or df is None or loc is None or scale is None or tuple(dist.event_shape):
+      return None
+    return cls(
+      jnp.broadcast_to(df, shape), jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape)
+    )
+
   positive = ("df", "scale")
 
   def __init__(self, df, loc, scale):
