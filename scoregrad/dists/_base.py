@@ -483,6 +483,23 @@ def foreign_parameter(dist: Any, name: str) -> Optional[jax.Array]:
     return None
 
 
+def foreign_binary_logits(dist: Any) -> Optional[jax.Array]:
+  """A foreign two-outcome family's logits (Bernoulli, Binomial, Geometric), or None.
+
+  Its ``logits``, or log p − log(1 − p) from its ``probs`` (read first for a
+  ``...Probs`` class, whose ``logits`` would be derived from them anyway).
+  """
+  logits = None
+  if not type(dist).__name__.endswith("Probs"):
+    logits = foreign_parameter(dist, "logits")
+  if logits is None:
+    probs = foreign_parameter(dist, "probs")
+    if probs is None:
+      return None
+    logits = jnp.log(probs) - jnp.log1p(-probs)
+  return logits
+
+
 def foreign_full_shape(dist: Any) -> Optional[tuple[int, ...]]:
   """``batch_shape + event_shape`` of a single (non-joint) foreign distribution."""
   try:

@@ -12,8 +12,8 @@ import numpy as np
 from scoregrad.dists._base import (
   Distribution,
   _as_float_array,
+  foreign_binary_logits,
   foreign_full_shape,
-  foreign_parameter,
 )
 from scoregrad.dists._weak import flat_params, replace_eval
 
@@ -44,16 +44,9 @@ class Bernoulli(Distribution):
   def from_foreign(cls, dist):
     """A NumPyro/distrax/TFP Bernoulli as this family (None if it cannot be)."""
     shape = foreign_full_shape(dist)
-    if shape is None or tuple(dist.event_shape):
+    logits = foreign_binary_logits(dist)
+    if shape is None or logits is None or tuple(dist.event_shape):
       return None
-    logits = None
-    if type(dist).__name__ != "BernoulliProbs":
-      logits = foreign_parameter(dist, "logits")
-    if logits is None:
-      probs = foreign_parameter(dist, "probs")
-      if probs is None:
-        return None
-      logits = jnp.log(probs) - jnp.log1p(-probs)
     return cls(logits=jnp.broadcast_to(logits, shape))
 
   def __init__(self, logits):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from scoregrad.dists._base import (
   Distribution,
   _as_float_array,
+  foreign_binary_logits,
   foreign_full_shape,
   foreign_parameter,
 )
@@ -48,10 +49,7 @@ class Binomial(Distribution):
   def from_foreign(cls, dist):
     """A NumPyro/distrax/TFP Binomial as this family (None if it cannot be)."""
     shape = foreign_full_shape(dist)
-    logits = foreign_parameter(dist, "logits")
-    if logits is None:
-      probs = foreign_parameter(dist, "probs")
-      logits = None if probs is None else jnp.log(probs) - jnp.log1p(-probs)
+    logits = foreign_binary_logits(dist)
     total_count = foreign_parameter(dist, "total_count")
     if shape is None or logits is None or total_count is None or tuple(dist.event_shape):
       return None

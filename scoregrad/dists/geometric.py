@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from scoregrad.dists._base import (
   Distribution,
   _as_float_array,
+  foreign_binary_logits,
   foreign_full_shape,
-  foreign_parameter,
 )
 from scoregrad.dists._weak import flat_params, replace_eval
 
@@ -49,10 +49,7 @@ class Geometric(Distribution):
   def from_foreign(cls, dist):
     """A NumPyro/distrax/TFP Geometric (failures before the first success) as this family."""
     shape = foreign_full_shape(dist)
-    logits = foreign_parameter(dist, "logits")
-    if logits is None:
-      probs = foreign_parameter(dist, "probs")
-      logits = None if probs is None else jnp.log(probs) - jnp.log1p(-probs)
+    logits = foreign_binary_logits(dist)
     if shape is None or logits is None or tuple(dist.event_shape):
       return None
     return cls(logits=jnp.broadcast_to(logits, shape))
