@@ -246,6 +246,11 @@ def sharded(estimator: GradientEstimator, sharding: Any) -> GradientEstimator:
   return _assemble(core_traits.rebuild(sharding=sharding), traits.chunk_size, traits.moments)  # type: ignore[misc]
 
 
+def rebuilder(factory: Callable[..., GradientEstimator], **settings) -> Callable[..., Any]:
+  """``rebuild(**changes)``: ``factory`` called with ``settings`` updated by ``changes``."""
+  return lambda **changes: factory(**{**settings, **changes})
+
+
 def resizable(
   name: str,
   *,

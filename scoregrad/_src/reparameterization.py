@@ -153,16 +153,9 @@ def pathwise(
     value, grad = jax.value_and_grad(mean_cost)(params)
     return finish(value, grad, state, None)
 
-  def rebuild(**settings) -> GradientEstimator:
-    return pathwise(
-      **{
-        "num_samples": num_samples,
-        "per_sample": per_sample,
-        "sampling": sampling,
-        "sharding": sharding,
-        **settings,
-      }
-    )
+  rebuild = _layers.rebuilder(
+    pathwise, num_samples=num_samples, per_sample=per_sample, sampling=sampling, sharding=sharding
+  )
 
   traits = _layers.resizable(
     f"pathwise(num_samples={num_samples}, sampling={sampling!r})",

@@ -150,17 +150,14 @@ def _score_function(
 ) -> GradientEstimator:
   """The plain score-function estimator (settings validated), with its Traits."""
 
-  def rebuild(**settings) -> GradientEstimator:
-    return score_function(
-      **{
-        "num_samples": num_samples,
-        "baseline": baseline,
-        "per_sample": per_sample,
-        "sharding": sharding,
-        "sampling": sampling,
-        **settings,
-      }
-    )
+  rebuild = _layers.rebuilder(
+    score_function,
+    num_samples=num_samples,
+    baseline=baseline,
+    per_sample=per_sample,
+    sharding=sharding,
+    sampling=sampling,
+  )
 
   def chunk_plan(chunk_size: int, rows: bool):
     _scale.check_streamable_baseline(baseline)

@@ -284,16 +284,13 @@ def measure_valued(
       return finish(value, tree_mean0(per), state, per, per_sample_values=costs)
     return finish(value, vjp_fn(mean_ct)[0], state, None)
 
-  def rebuild(**settings) -> GradientEstimator:
-    return measure_valued(
-      **{
-        "num_samples": num_samples,
-        "coupling": coupling,
-        "per_sample": per_sample,
-        "sharding": sharding,
-        **settings,
-      }
-    )
+  rebuild = _layers.rebuilder(
+    measure_valued,
+    num_samples=num_samples,
+    coupling=coupling,
+    per_sample=per_sample,
+    sharding=sharding,
+  )
 
   traits = _layers.resizable(
     f"measure_valued(num_samples={num_samples}, coupling={coupling})",

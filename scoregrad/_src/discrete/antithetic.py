@@ -166,10 +166,9 @@ def arm(
     )
     return finish(value, grad, state, per, per_sample_values=pair_values)
 
-  def rebuild(**settings) -> GradientEstimator:
-    return arm(
-      **{"num_samples": num_samples, "per_sample": per_sample, "sharding": sharding, **settings}
-    )
+  rebuild = _layers.rebuilder(
+    arm, num_samples=num_samples, per_sample=per_sample, sharding=sharding
+  )
 
   traits = _layers.resizable(
     f"arm(num_samples={num_samples})",
@@ -281,10 +280,7 @@ def disarm(
     )
     return finish(value, grad, state, per, per_sample_values=pair_values)
 
-  def rebuild(**settings) -> GradientEstimator:
-    return disarm(
-      **{"num_pairs": num_pairs, "per_sample": per_sample, "sharding": sharding, **settings}
-    )
+  rebuild = _layers.rebuilder(disarm, num_pairs=num_pairs, per_sample=per_sample, sharding=sharding)
 
   traits = _layers.resizable(
     f"disarm(num_pairs={num_pairs})",
