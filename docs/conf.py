@@ -9,7 +9,9 @@ included, without executing them. `-W` turns every warning (a broken
 reference, a malformed docstring, a missing page) into a failed build.
 """
 
+import importlib
 import pathlib
+import re
 import shutil
 import sys
 
@@ -31,6 +33,8 @@ extensions = [
   "sphinx.ext.autodoc",
   "sphinx.ext.napoleon",
   "sphinx.ext.mathjax",
+  # Serves MathJax 3 from _static/ instead of a CDN (offline reading).
+  "sphinx-mathjax-offline",
   "sphinx.ext.viewcode",
   "myst_nb",
 ]
@@ -75,5 +79,46 @@ def _prepare(app):
       shutil.copyfile(nb, copy)
 
 
+def _public_paths():
+  """{private qualified name: public one} for every public class and function."""
+  paths = {"jax.jaxlib._jax.Array": "jax.Array", "jaxlib._jax.Array": "jax.Array"}
+  for module, _, _ in gen_api.PUBLIC_MODULES:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+      obj = getattr(mod, name)
+      home = getattr(obj, "__module__", None)
+      if home and home.startswith("scoregrad._src") and hasattr(obj, "__qualname__"):
+        paths.setdefault(f"{home}.{obj.__qualname__}", f"{module}.{name}")
+  return paths
+
+
+PUBLIC_PATHS = _public_paths()
+_PRIVATE = re.compile("|".join(re.escape(k) for k in sorted(PUBLIC_PATHS, key=len, reverse=True)))
+
+
+def _publicise(text):
+  return _PRIVATE.sub(lambda m: PUBLIC_PATHS[m.group(0)], text) if text else text
+
+
+def _skip_field_aliases(app, what, name, obj, skip, options):
+  """NamedTuple fields are documented in the class docstring (Attributes:)."""
+  doc = getattr(obj, "__doc__", None) or ""
+  if doc.startswith("Alias for field number"):
+    return True
+  return None
+
+
+def _public_docstring(app, what, name, obj, options, lines):
+  lines[:] = [_publicise(line) for line in lines]
+
+
+def _public_signature(app, what, name, obj, options, signature, return_annotation):
+  return _publicise(signature), _publicise(return_annotation)
+
+
 def setup(app):
   app.connect("builder-inited", _prepare)
+  app.connect("autodoc-skip-member", _skip_field_aliases)
+  # After napoleon (priority 500), which writes the attribute types.
+  app.connect("autodoc-process-docstring", _public_docstring, priority=900)
+  app.connect("autodoc-process-signature", _public_signature, priority=900)
