@@ -53,6 +53,151 @@ PUBLIC_MODULES = [
 ]
 
 
+# The API landing table: the public names grouped by what a user wants to do,
+# one line each (the first line of the docstring). A name is placed by its
+# qualified name in GROUPS, else by its module in MODULE_GROUPS, else by
+# kind (classes of the top-level module go to "Types, states and results");
+# a public function placed nowhere stops the build with a message naming it.
+GROUPS = {
+  "Estimators": [
+    "scoregrad.score_function",
+    "scoregrad.pathwise",
+    "scoregrad.measure_valued",
+    "scoregrad.select",
+  ],
+  "Front door and surrogates": [
+    "scoregrad.expectation",
+    "scoregrad.score_function_surrogate",
+    "scoregrad.dice",
+    "scoregrad.magic_box",
+  ],
+  "Stochastic computation graphs": [
+    "scoregrad.sample",
+    "scoregrad.cost",
+    "scoregrad.plate",
+    "scoregrad.surrogate",
+  ],
+  "Layers (wrappers around any estimator)": [
+    "scoregrad.chunked",
+    "scoregrad.sharded",
+    "scoregrad.with_moments",
+    "scoregrad.with_control_variate",
+    "scoregrad.describe",
+  ],
+}
+MODULE_GROUPS = {
+  "scoregrad.discrete": "Estimators for discrete latent variables",
+  "scoregrad.sites": "Stochastic computation graphs",
+  "scoregrad.vi": "Variational objectives",
+  "scoregrad.baselines": "Baselines and control variates",
+  "scoregrad.control_variates": "Baselines and control variates",
+  "scoregrad.dists": "Distributions",
+  "scoregrad.diagnostics": "Diagnostics and testing",
+  "scoregrad.testing": "Diagnostics and testing",
+  "scoregrad.rl": "Reinforcement learning helpers",
+  "scoregrad.sampling": "Sampling (antithetic, randomised QMC)",
+  "scoregrad.compat": "Compatibility",
+  "scoregrad.compat.optax_monte_carlo": "Compatibility",
+  "scoregrad.numpyro": "Stochastic computation graphs",
+}
+GROUP_ORDER = [
+  "Estimators",
+  "Estimators for discrete latent variables",
+  "Front door and surrogates",
+  "Stochastic computation graphs",
+  "Variational objectives",
+  "Baselines and control variates",
+  "Layers (wrappers around any estimator)",
+  "Distributions",
+  "Diagnostics and testing",
+  "Reinforcement learning helpers",
+  "Sampling (antithetic, randomised QMC)",
+  "Compatibility",
+  "Types, states and results",
+]
+
+
+def _summary(obj) -> str:
+  doc = inspect.getdoc(obj) or ""
+  line = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+  return line.replace("|", "\\|")
+
+
+def landing_groups() -> dict:
+  """{group: [(indexed target, summary)]} over every public non-module name, in GROUP_ORDER."""
+  placed: dict = {}
+  where = {name: group for group, names in GROUPS.items() for name in names}
+  exporters: dict = {}  # id(obj) -> every public module exporting it
+  for module, _, _ in PUBLIC_MODULES:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+      exporters.setdefault(id(getattr(mod, name)), []).append(module)
+  seen: dict = {}
+  unplaced = []
+  for module, _, _ in PUBLIC_MODULES:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+      obj = getattr(mod, name)
+      if inspect.ismodule(obj) or id(obj) in seen:
+        continue
+      target = f"{module}.{name}"
+      seen[id(obj)] = target
+      by_module = [MODULE_GROUPS[m] for m in exporters[id(obj)] if m in MODULE_GROUPS]
+      group = where.get(target) or (by_module[0] if by_module else None)
+      if group is None and module == "scoregrad" and inspect.isclass(obj):
+        group = "Types, states and results"
+      if group is None:
+        unplaced.append(target)
+        continue
+      order = GROUPS.get(group, [])
+      rank = (inspect.isclass(obj), order.index(target) if target in order else len(order), name)
+      placed.setdefault(group, []).append((rank, target, _summary(obj)))
+  if unplaced:
+    raise ValueError(
+      f"docs/gen_api.py: public names {unplaced} have no group in the API landing "
+      "table; add them to GROUPS (or their module to MODULE_GROUPS)."
+    )
+  unknown = set(placed) - set(GROUP_ORDER)
+  if unknown:
+    raise ValueError(f"docs/gen_api.py: groups {sorted(unknown)} are missing from GROUP_ORDER")
+  return {g: [row[1:] for row in sorted(placed[g])] for g in GROUP_ORDER if g in placed}
+
+
+def landing() -> str:
+  """The API index page: the grouped table, then the per-module pages."""
+  lines = [
+    "API reference",
+    "=============",
+    "",
+    "Every public name, grouped by task, one line each; the pages below hold the",
+    "full entries (generated from the docstrings of the public modules' ``__all__``).",
+    "Functions come first on each page, the states and result types they return after.",
+    "",
+  ]
+  for group, rows in landing_groups().items():
+    lines += [group, "-" * len(group), "", ".. list-table::", "   :widths: 30 70", ""]
+    for target, summary in rows:
+      lines += [f"   * - :obj:`~{target}`", f"     - {summary or ' '}"]
+    lines.append("")
+  toc = "\n".join(f"   {m.replace('.', '_')}" for m, _, _ in PUBLIC_MODULES)
+  lines += ["Modules", "-------", "", ".. toctree::", "   :maxdepth: 1", "", toc, ""]
+  return "\n".join(lines)
+
+
+def _order(mod) -> list:
+  """Functions first, then submodules, then exceptions and classes (states, results)."""
+
+  def rank(name):
+    obj = getattr(mod, name)
+    if inspect.ismodule(obj):
+      return 1
+    if inspect.isclass(obj):
+      return 2
+    return 0
+
+  return sorted(mod.__all__, key=rank)
+
+
 def _entry(module: str, name: str, obj, seen: dict) -> str:
   """The autodoc directive for ``module.name``.
 
@@ -91,7 +236,7 @@ def page(module: str, title: str, description: str, seen: dict) -> str:
     "   :local:",
     "",
   ]
-  for name in mod.__all__:
+  for name in _order(mod):
     lines.append(_entry(module, name, getattr(mod, name), seen))
   return "\n".join(lines)
 
@@ -106,11 +251,7 @@ def write(outdir: Path) -> list[Path]:
     if not path.exists() or path.read_text() != text:  # keep mtimes: incremental builds
       path.write_text(text)
     written.append(path)
-  toc = "\n".join(f"   {m.replace('.', '_')}" for m, _, _ in PUBLIC_MODULES)
-  index = (
-    "API reference\n=============\n\nGenerated from the docstrings of every name in "
-    "the public modules' ``__all__``.\n\n.. toctree::\n   :maxdepth: 1\n\n" + toc + "\n"
-  )
+  index = landing()
   path = outdir / "index.rst"
   if not path.exists() or path.read_text() != index:
     path.write_text(index)

@@ -62,3 +62,75 @@ def test_every_benchmark_report_has_a_page():
     assert (
       f"benchmarks/results/{name}.md" in (ROOT / "docs" / "benchmarks" / f"{name}.md").read_text()
     )
+
+
+def test_api_landing_table_places_every_public_name_once(pages):
+  """The index opens with the grouped table; every public class and function is in it once."""
+  index = pages["index"]
+  rows = re.findall(r"^   \* - :obj:`~(\S+)`$", index, re.M)
+  assert len(rows) == len(set(rows))
+  first: dict = {}
+  for module, _, _ in gen_api.PUBLIC_MODULES:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+      obj = getattr(mod, name)
+      if not inspect.ismodule(obj):
+        first.setdefault(id(obj), f"{module}.{name}")
+  assert sorted(rows) == sorted(first.values())
+  assert index.index("scoregrad.score_function`") < index.index("scoregrad.Estimate`")
+  assert index.index("Estimators\n") < index.index("Types, states and results\n")
+
+
+def test_api_pages_put_functions_before_classes(pages):
+  text = pages["scoregrad"]
+  assert text.index(".. autofunction:: scoregrad.score_function") < text.index(
+    ".. autoclass:: scoregrad.ControlVariateState"
+  )
+
+
+def test_landing_table_refuses_an_unplaced_public_function(monkeypatch):
+  monkeypatch.setitem(gen_api.GROUPS, "Estimators", ["scoregrad.score_function"])
+  monkeypatch.setattr(gen_api, "MODULE_GROUPS", {})
+  with pytest.raises(ValueError, match=r"scoregrad\.pathwise.*add them to GROUPS"):
+    gen_api.landing_groups()
+
+
+sys.path.insert(0, str(ROOT / ".ci"))
+import check_docs  # noqa: E402
+
+
+@pytest.mark.parametrize(
+  "html, problem",
+  [
+    # A $$ paired with the wrong partner: prose inside math, TeX outside it.
+    (
+      '<p><span class="math notranslate nohighlight">\\(when neither the expectation '
+      "nor its gradient\\)</span> p = \\mathcal N(\\mu, 1)</p>",
+      "prose inside a math element",
+    ),
+    ("<p>the score \\nabla_\\theta \\log p</p>", "TeX outside a math element"),
+    ('<script src="https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js"></script>', "external"),
+    ('<script src="//cdn.example.org/x.js"></script>', "external"),
+  ],
+)
+def test_docs_check_catches_broken_maths_and_external_scripts(tmp_path, html, problem):
+  (tmp_path / "page.html").write_text(f"<html><body>{html}</body></html>")
+  problems = check_docs.check_pages(tmp_path)
+  assert any(problem in p for p in problems), problems
+
+
+def test_docs_check_accepts_well_formed_maths(tmp_path):
+  html = (
+    '<p>For <span class="math notranslate nohighlight">\\(p = \\mathcal N(\\mu, 1)\\)</span>:</p>'
+    '<div class="math notranslate nohighlight">\\[c(z) = \\eta f(z) + r(z)\\text{ for RELAX and '
+    "friends}\\]</div><pre>label = r'$\\nabla_\\theta$'</pre>"
+    '<script src="_static/mathjax/tex-chtml.js"></script>'
+  )
+  (tmp_path / "page.html").write_text(f"<html><body>{html}</body></html>")
+  assert check_docs.check_pages(tmp_path) == []
+
+
+def test_docs_check_flags_private_paths_on_api_pages(tmp_path):
+  (tmp_path / "api").mkdir()
+  (tmp_path / "api" / "x.html").write_text("<p>moments (scoregrad._src.base.GradientMoments)</p>")
+  assert "private path" in check_docs.check_pages(tmp_path)[0]

@@ -100,7 +100,14 @@ def constant(value: float) -> Baseline:
 
 
 class MovingAverageState(NamedTuple):
-  """Exponential moving average of past mean costs and the number of updates."""
+  """Exponential moving average of past mean costs and the number of updates.
+
+  Attributes:
+    value: the moving average of past mean costs, before bias correction (the
+      baseline used is value / (1 − decay^count)).
+    count: how many finite updates have been folded in (an int32 scalar; while
+      it is 0 the baseline is 0).
+  """
 
   value: jax.Array
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; a public field since 0.1
@@ -281,7 +288,12 @@ def group_leave_one_out(costs: jax.Array, group_size: int, *, name: str) -> jax.
 
 
 class LearnedState(NamedTuple):
-  """The learned baseline's value and its optimizer state."""
+  """The learned baseline's value and its optimizer state.
+
+  Attributes:
+    value: the baseline φ, a scalar fitted to past costs.
+    opt_state: the optax optimizer's state for φ.
+  """
 
   value: jax.Array
   opt_state: Any

@@ -22,7 +22,11 @@ from scoregrad._src.validation import check_bool, check_key, check_positive_int
 
 
 class RaoBlackwellState(NamedTuple):
-  """State of :func:`rao_blackwell`: the baseline's state."""
+  """State of :func:`rao_blackwell`: the baseline's state.
+
+  Attributes:
+    baseline: the state of the baseline applied to the sampled remainder.
+  """
 
   baseline: object
 
