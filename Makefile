@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # optax 0.1.8 wheel from PyPI (needs network).
 OPTAX018_TESTS ?=
 
-.PHONY: install test test-slow test-all test-deep bench gpu-check optax-conformance clean lint docs notebooks wheel-check test-min
+.PHONY: install test test-slow test-all test-deep bench gpu-check optax-conformance clean lint docs docs-check notebooks wheel-check test-min
 
 install: $(STAMP)
 
@@ -69,6 +69,14 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 	$(PY) .ci/check_docs.py docs/_build/html
+
+# Screenshots of the built site in headless Chromium (Debian's `chromium`
+# package): the index, the score_function API entry, notebook 01 and the
+# Mohamed benchmark page, saved under docs/_build/screenshots/; fails when a
+# page errors or renders blank, its maths is not typeset, or an image is
+# missing. Not in .ci/run (CI machines need not have Chromium).
+docs-check: docs
+	$(PY) .ci/screenshots.py docs/_build/html docs/_build/screenshots
 
 # Re-executes every notebook in place, refreshing its committed outputs and
 # figures (about 2 minutes on 2 cores). `make test` checks they still run.

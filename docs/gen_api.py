@@ -175,7 +175,15 @@ def landing() -> str:
     "",
   ]
   for group, rows in landing_groups().items():
-    lines += [group, "-" * len(group), "", ".. list-table::", "   :widths: 30 70", ""]
+    lines += [
+      group,
+      "-" * len(group),
+      "",
+      ".. list-table::",
+      "   :widths: 30 70",
+      "   :class: api-summary",
+      "",
+    ]
     for target, summary in rows:
       lines += [f"   * - :obj:`~{target}`", f"     - {summary or ' '}"]
     lines.append("")
@@ -184,16 +192,17 @@ def landing() -> str:
   return "\n".join(lines)
 
 
-def _order(mod) -> list:
-  """Functions first, then submodules, then exceptions and classes (states, results)."""
+def _order(module: str, mod, position: dict) -> list:
+  """Functions first, then submodules, then exceptions and classes (states, results).
+
+  Within each kind, names keep the landing table's order (``position``: the
+  estimators first), then ``__all__``'s.
+  """
 
   def rank(name):
     obj = getattr(mod, name)
-    if inspect.ismodule(obj):
-      return 1
-    if inspect.isclass(obj):
-      return 2
-    return 0
+    kind = 1 if inspect.ismodule(obj) else 2 if inspect.isclass(obj) else 0
+    return kind, position.get(f"{module}.{name}", len(position))
 
   return sorted(mod.__all__, key=rank)
 
@@ -236,7 +245,8 @@ def page(module: str, title: str, description: str, seen: dict) -> str:
     "   :local:",
     "",
   ]
-  for name in _order(mod):
+  position = {t: i for i, t in enumerate(t for rows in landing_groups().values() for t, _ in rows)}
+  for name in _order(module, mod, position):
     lines.append(_entry(module, name, getattr(mod, name), seen))
   return "\n".join(lines)
 
