@@ -363,3 +363,61 @@ def test_value_standard_error_is_calibrated():
   values, ses = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(5), 2000))
   z = (np.asarray(values) - exact) / np.asarray(ses)
   assert 0.85 < np.var(z) < 1.20, np.var(z)
+
+
+# -- the stateless relaxation estimators (no keyword shorthands: layers only) ----
+
+CATEGORICAL = (
+  jnp.array([0.3, -0.2, 0.1]),
+  lambda p: sg.dists.Categorical(logits=p),
+  lambda onehot: jnp.sum((onehot @ jnp.array([0.0, 1.0, 2.0]) - 1.5) ** 2),
+)
+RELAXED = {
+  "reinmax": lambda n, rows=False: sg.reinmax(num_samples=n, temperature=1.0, per_sample=rows),
+  "gumbel_rao": lambda n, rows=False: sg.gumbel_rao(
+    num_samples=n, num_inner=2, temperature=1.0, per_sample=rows
+  ),
+  "gumbel_softmax": lambda n, rows=False: sg.gumbel_softmax(
+    num_samples=n, temperature=0.5, per_sample=rows
+  ),
+  "straight_through": lambda n, rows=False: sg.straight_through(num_samples=n, per_sample=rows),
+}
+
+
+@pytest.mark.parametrize("name", list(RELAXED))
+def test_chunked_relaxed_estimator_has_the_plain_estimators_mean(name):
+  """Chunks of 4 of a 16-sample estimate average like the 16-sample estimate.
+
+  These estimators are biased for ∇E[f], so the reference is the plain
+  estimator's own mean: a two-sample z-test per coordinate on 256 keys each
+  (|z| ≤ 4.9 per coordinate, Bonferroni over 3 coordinates × 4 estimators:
+  false-failure rate about 1e-5 for the set). Summing chunks instead of
+  averaging them (a factor 4) or dropping one fails it.
+  """
+  params, dist_fn, f = CATEGORICAL
+  plain, layered = RELAXED[name](16), sg.chunked(RELAXED[name](16), 4)
+  keys = jax.random.split(jax.random.key(3), 512)
+
+  def grads(est, ks):
+    run = jax.jit(jax.vmap(lambda k: est.estimate(k, f, dist_fn, params, est.init(params)).grad))
+    return np.asarray(run(ks))
+
+  a, b = grads(plain, keys[:256]), grads(layered, keys[256:])
+  z = (a.mean(0) - b.mean(0)) / np.sqrt(a.var(0, ddof=1) / 256 + b.var(0, ddof=1) / 256)
+  assert np.all(np.abs(z) < 4.9), z
+
+
+@pytest.mark.parametrize("name", list(RELAXED))
+def test_with_moments_on_a_relaxed_estimator_gives_its_rows_standard_error(name):
+  params, dist_fn, f = CATEGORICAL
+  out = _run(sg.with_moments(RELAXED[name](16)), CATEGORICAL)
+  rows = _run(RELAXED[name](16, rows=True), CATEGORICAL)
+  assert int(out.moments.count) == 16
+  np.testing.assert_allclose(out.grad, rows.grad, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    sg.diagnostics.standard_error(out.moments),
+    np.std(np.asarray(rows.per_sample), axis=0, ddof=1) / np.sqrt(16),
+    rtol=1e-4,
+    atol=1e-7,
+  )
+  assert float(sg.diagnostics.standard_error(out.value_moments)) > 0

@@ -7,7 +7,15 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoregrad._src.base import Estimate, GradientEstimator, check_cost, finish, stateless_init
+from scoregrad._src import layers as _layers
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  check_cost,
+  describe,
+  finish,
+  stateless_init,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.discrete.relaxations import check_differentiable_cost, check_temperature
 from scoregrad._src.validation import (
@@ -124,6 +132,19 @@ def gumbel_rao(
 
     costs, per_logits = jax.vmap(one)(u, v)
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
-    return finish(value, grad, state, per)
+    return finish(value, grad, state, per, per_sample_values=costs)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  traits = _layers.resizable(
+    f"gumbel_rao(num_samples={num_samples}, num_inner={num_inner}, temperature={temperature})",
+    num_samples=num_samples,
+    rebuild=_layers.rebuilder(
+      gumbel_rao,
+      num_samples=num_samples,
+      num_inner=num_inner,
+      temperature=temperature,
+      per_sample=per_sample,
+    ),
+    per_sample=per_sample,
+    sharding=None,
+  )
+  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)

@@ -20,7 +20,15 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
-from scoregrad._src.base import Estimate, GradientEstimator, check_cost, finish, stateless_init
+from scoregrad._src import layers as _layers
+from scoregrad._src.base import (
+  Estimate,
+  GradientEstimator,
+  check_cost,
+  describe,
+  finish,
+  stateless_init,
+)
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import (
   NotApplicableError,
@@ -143,9 +151,22 @@ def gumbel_softmax(
 
     costs, per_logits = jax.vmap(one)(u)
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
-    return finish(value, grad, state, per)
+    return finish(value, grad, state, per, per_sample_values=costs)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  traits = _layers.resizable(
+    f"gumbel_softmax(num_samples={num_samples}, temperature={temperature}, straight_through={straight_through})",
+    num_samples=num_samples,
+    rebuild=_layers.rebuilder(
+      gumbel_softmax,
+      num_samples=num_samples,
+      temperature=temperature,
+      straight_through=straight_through,
+      per_sample=per_sample,
+    ),
+    per_sample=per_sample,
+    sharding=None,
+  )
+  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
 
 
 def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
@@ -221,9 +242,16 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
 
     costs, per_logits = jax.vmap(one)(u)
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
-    return finish(value, grad, state, per)
+    return finish(value, grad, state, per, per_sample_values=costs)
 
-  return GradientEstimator(init=stateless_init, estimate=estimate)
+  traits = _layers.resizable(
+    f"straight_through(num_samples={num_samples})",
+    num_samples=num_samples,
+    rebuild=_layers.rebuilder(straight_through, num_samples=num_samples, per_sample=per_sample),
+    per_sample=per_sample,
+    sharding=None,
+  )
+  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
 
 
 # -- What the relaxation needs of λ and f --------------------------------------
