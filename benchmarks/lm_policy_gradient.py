@@ -702,20 +702,21 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   for name in names:
     curve = np.asarray(results["rows"][name]["curve"], float)
     kw = styles[name].kwargs()
-    for k, c in enumerate(curve):
-      ax.plot(
-        np.arange(1, c.size + 1),
-        c,
-        **kw,
-        lw=1.1,
-        alpha=0.8,
-        ms=4,
-        markevery=max(1, c.size // 6),
-        label=name if k == 0 else None,
-      )
+    x = np.arange(1, curve.shape[1] + 1)
+    for c in curve:  # each seed, thin
+      ax.plot(x, c, color=kw["color"], lw=0.6, alpha=0.3)
+    ax.plot(
+      x,
+      curve.mean(axis=0),
+      **kw,
+      lw=1.8,
+      ms=5,
+      markevery=max(1, curve.shape[1] // 6),
+      label=f"{name} (mean of {curve.shape[0]} seeds)",
+    )
   ax.set_xlabel("update")
   ax.set_ylabel("mean reward of the update's completions")
-  ax.set_title("reward curves (one line per seed)", fontsize=10)
+  ax.set_title("reward curves (thin: each seed)", fontsize=10)
   ax.grid(alpha=0.3)
   v = [results["rows"][n]["variance_at_unit_scale"] for n in names]
   cos = [results["rows"][n]["cosine"] for n in names]
@@ -726,6 +727,8 @@ def plot(results: dict, outdir: Path) -> list[Path]:
   ax2.set_yticks(y, names, fontsize=8)
   ax2.invert_yaxis()
   ax2.set_xscale("log")
+  ax2.xaxis.set_minor_formatter(plt.NullFormatter())
+  ax2.set_xlim(right=max(v) * 8)  # room for the cosine labels
   ax2.set_xlabel("n·Var(ĝ_n)/c*², mean over parameters")
   ax2.set_ylabel("estimator")
   ax2.set_title("gradient variance at init (cosine to ∇E[r])", fontsize=10)
