@@ -40,6 +40,7 @@ from benchmarks import (
   discrete_toy,
   discrete_vae,
   discrete_vae_mnist,
+  lm_policy_gradient,
   logreg,
   mohamed,
   policy_gradient,
@@ -61,6 +62,7 @@ SUITE = (
   discrete_vae_mnist.BENCHMARK,
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
+  lm_policy_gradient.BENCHMARK,
   vi.BENCHMARK,
 )
 

@@ -87,6 +87,12 @@ ESTIMATOR_STYLES: dict[str, Style] = {
   "per_episode": Style(EXTRA[4], "o", SCORE),
   "per_step": Style(EXTRA[5], "^", SCORE),
   "per_step+leave_one_out": Style(EXTRA[6], "s", SCORE),
+  # Language-model RL (benchmarks/lm_policy_gradient.py): reinforce and rloo are
+  # the score function without and with a leave-one-out baseline, styled alike.
+  "reinforce": Style(TAB10[0], "o", SCORE),
+  "rloo": Style(TAB10[1], "s", SCORE),
+  "grpo": Style(TAB10[4], "*", SCORE),
+  "dr_grpo": Style(TAB10[2], "X", SCORE),
 }
 
 # Reference series (not estimators from the table).

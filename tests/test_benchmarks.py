@@ -348,6 +348,28 @@ def _check_policy_gradient(results):
   assert results["max_abs_grad_difference"] <= 1e-5 * max(1.0, results["max_abs_grad"])
 
 
+def _check_lm_policy_gradient(results):
+  s = results["sizes"]
+  assert results["methods"] == ["reinforce", "rloo", "grpo", "dr_grpo"]
+  for name in results["methods"]:
+    row = results["rows"][name]
+    assert np.shape(row["curve"]) == (s["seeds"], s["updates"])
+    assert all(0.0 <= r <= 1.0 for r in np.ravel(row["curve"]))  # rewards lie in [0, 1]
+    assert row["variance_lower"] <= row["variance_mean"] <= row["variance_upper"]
+    assert -1.0 <= row["cosine"] <= 1.0 and row["tokens_per_s"] > 0
+  # Theory's constants: grpo has none, dr_grpo's is (G − 1)/(G·T).
+  assert results["rows"]["grpo"]["known_scale"] is None
+  g, t = s["group_size"], s["max_prompt"] + 1
+  assert results["rows"]["dr_grpo"]["known_scale"] == pytest.approx((g - 1) / (g * t))
+  for name in ("rloo", "hand_written_rloo"):
+    assert results["rows"][name]["time_per_update"]["median_s"] > 0
+    assert results["rows"][name]["time_per_gradient"]["median_s"] > 0
+  assert results["time_ratio_to_hand_written"] > 0
+  # Same batch: scoregrad's rloo is the hand-written RLOO, and the J^T w route is jax.grad.
+  assert results["max_abs_grad_difference"] <= 1e-5 * max(1.0, results["max_abs_grad"])
+  assert results["max_abs_route_difference"] <= 1e-5 * max(1.0, results["max_abs_grad"])
+
+
 def _check_discrete_vae_mnist(results):
   """8 latent bits, 4 steps, linear model, K = 2: every registry row that has a
   K = 2 form, the checkpoints, the ratio to DisARM; the bundled digits were
@@ -375,6 +397,7 @@ SCHEMA = {
   "scaling": _check_scaling,
   "logreg": _check_logreg,
   "policy_gradient": _check_policy_gradient,
+  "lm_policy_gradient": _check_lm_policy_gradient,
   "discrete_vae_mnist": _check_discrete_vae_mnist,
 }
 
