@@ -34,10 +34,19 @@ on an x-dependent predicate between branches that do not depend on x. It
 propagates through every operation (``s + 1[s > K]`` has a jump), except
 that
 
-* a product with an x-dependent factor (``(s > K) * (s − K)``), and a
-  select with an x-dependent predicate and at least one x-dependent branch
-  (``jnp.where(s > K, s − K, 0.0)``) count as continuous: these are how
-  kinks are written, and structure cannot tell them from jumps;
+* a value gated by an order comparison of x — ``1[l > r] · v`` or
+  ``jnp.where(l > r, v, 0)`` with v continuous — counts as continuous only
+  when v is structurally l − r (or r − l, or l when r is 0), so that it is 0
+  on both sides of the threshold: the kinks ``(s > K) * (s − K)``,
+  ``jnp.where(s > K, s − K, 0.0)``, ``jnp.where(x > 0, x, 0)``. Any other
+  gated value has a jump: the asset-or-nothing ``jnp.where(s > K, s, 0.0)``,
+  the up-and-out barrier ``max(s_T − K, 0) · 1[max_t s_t < H]``;
+* a select with an x-dependent predicate and two x-dependent branches
+  (``leaky_relu``, ``elu``, Huber's loss), or one x-dependent branch against a
+  non-zero constant (``jnp.interp``'s edges), a product of an x-dependent
+  factor with a jump that is not an indicator of a comparison
+  (``jnp.floor(x) * x``), count as continuous: structure cannot tell these
+  from jumps;
 * an x-dependent lookup (a gather or dynamic slice at an index computed
   from x) of a continuous or x-independent operand counts as continuous
   (``jnp.interp``, ``x[jnp.argmax(x)]``);
@@ -55,11 +64,13 @@ while f's value depends on x (a derivative that is identically zero, as
 the relaxations). Caught: ``jnp.where(s > K, 1.0, 0.0)``,
 ``(s > K).astype(float)``, ``jnp.heaviside(s − K, 0.5)``, ``jnp.floor``,
 ``jnp.sign``, ``jnp.round``, ``s + 1[s > K]``, ``lax.cond`` between
-constants, ``stop_gradient(x)``. Not caught (documented): a jump written as
-a product with, or a select against, an x-dependent value
-(``jnp.where(s > K, s, 0.0)``, ``(s > K) * s``: an asset-or-nothing
-payoff), which structure cannot tell from the kink
-``jnp.where(s > K, s − K, 0.0)``; a lookup of a table at an index computed
+constants, ``stop_gradient(x)``, the asset-or-nothing ``jnp.where(s > K, s, 0.0)`` and
+``(s > K) * s``, a barrier's knock-out indicator times its payoff. Not
+caught (documented): a jump between two x-dependent branches
+(``jnp.where(s > K, s, s − 1)``) or against a non-zero constant
+(``jnp.where(s > K, s, 5.0)``), a conservative kink written otherwise
+(``jnp.where(s > K, (s − K) ** 2, 0)`` is refused although continuous:
+write it with ``jnp.maximum``), a lookup of a table at an index computed
 from x (``table[jnp.floor(x).astype(int)]``).
 
 f is C¹ only (second derivatives refused) when the jaxpr of its derivative
@@ -161,7 +172,137 @@ def _inner(eqn):
   return inner if isinstance(inner, jex.core.Jaxpr) else None
 
 
-def _walk(jaxpr, states: list, tokens: list, lookups_jump: bool = False) -> list:
+_ORDER = frozenset({"lt", "le", "gt", "ge"})
+_SAME_VALUE = frozenset(
+  {"convert_element_type", "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "copy"}
+)
+
+
+class _Structure:
+  """What the value walk remembers across calls to tell a kink from a jump.
+
+  Keyed by value tokens (a variable, or a literal): ``defs`` maps a value to
+  the primitive and operand tokens that made it, ``compared`` an order
+  comparison's output to its two operands.
+  """
+
+  def __init__(self):
+    self.defs: dict = {}
+    self.compared: dict = {}
+
+  def strip(self, t):
+    """The value ``t`` is a reshaped, broadcast or converted copy of."""
+    while self.made_by(t) in _SAME_VALUE:
+      t = self.defs[t][1][0]
+    return t
+
+  def made_by(self, t) -> Optional[str]:
+    if isinstance(t, jex.core.Literal) or t is None:  # literals are unhashable, never defined
+      return None
+    found = self.defs.get(t)
+    return found[0] if found else None
+
+  def same(self, a, b, depth: int = 6) -> bool:
+    """Is ``a`` the same value as ``b``: one variable, equal literals, or the same
+    primitive with equal parameters applied to the same operands (``jnp.exp(z)``
+    computed twice), compared ``depth`` equations deep."""
+    a, b = self.strip(a), self.strip(b)
+    if a is b:
+      return True
+    if isinstance(a, jex.core.Literal) and isinstance(b, jex.core.Literal):
+      try:
+        return bool(np.all(np.asarray(a.val) == np.asarray(b.val)))
+      except Exception:  # pylint: disable=broad-except
+        return False
+    da, db = self.made_by(a), self.made_by(b)
+    if depth == 0 or da is None or da != db:
+      return False
+    (_, args_a, params_a), (_, args_b, params_b) = self.defs[a], self.defs[b]
+    try:
+      if params_a != params_b:
+        return False
+    except Exception:  # pylint: disable=broad-except  (array-valued parameters)
+      return False
+    return len(args_a) == len(args_b) and all(
+      self.same(x, y, depth - 1) for x, y in zip(args_a, args_b)
+    )
+
+  def is_zero(self, t) -> bool:
+    t = self.strip(t)
+    if not isinstance(t, jex.core.Literal):
+      return False
+    try:
+      return bool(np.all(np.asarray(t.val) == 0))
+    except Exception:  # pylint: disable=broad-except
+      return False
+
+  def vanishes_at(self, t, threshold) -> bool:
+    """Is ``t`` structurally l − r (or r − l, or l when r is 0) for the comparison of l and r?
+
+    Then ``1[l > r] · t`` and ``where(l > r, t, 0)`` are 0 on both sides of
+    the threshold l = r: a kink (``(s > K) * (s − K)``), not a jump.
+    """
+    left, right = threshold
+    t = self.strip(t)
+    if self.made_by(t) == "neg":
+      t = self.strip(self.defs[t][1][0])
+    if self.made_by(t) == "sub":
+      a, b = self.defs[t][1]
+      return (self.same(a, left) and self.same(b, right)) or (
+        self.same(a, right) and self.same(b, left)
+      )
+    return (self.same(t, left) and self.is_zero(right)) or (
+      self.same(t, right) and self.is_zero(left)
+    )
+
+  def threshold(self, t):
+    t = self.strip(t)
+    return None if isinstance(t, jex.core.Literal) or t is None else self.compared.get(t)
+
+
+def _gated(eqn, name: str, ins: list, tokens: list, structure: _Structure):
+  """A value gated by an order comparison of x (select against 0, indicator product).
+
+  ``jnp.where(l > r, v, 0)`` and ``1[l > r] · v`` with v continuous in x are
+  continuous only if v is 0 at the threshold; structurally that is v = l − r
+  (the kink ``jnp.where(s > K, s − K, 0)``). Anything else — an
+  asset-or-nothing ``jnp.where(s > K, s, 0)``, a barrier
+  ``max(s_T − K, 0) · 1[max_t s_t < H]``, a non-zero other branch — has a
+  jump. Returns None where the rule does not apply (both branches depend on
+  x, as in leaky_relu or Huber's loss: continuous, as before).
+  """
+  if name == "select_n":
+    pred, cases = ins[0], ins[1:]
+    threshold = structure.threshold(tokens[0])
+    if threshold is None or not pred.level or pred.origin in _GUARDS:
+      return None
+    if any(c.level == JUMP for c in cases):
+      return None
+    dependent = [i for i, c in enumerate(cases) if c.level]
+    if len(dependent) != 1:
+      return None
+    if not all(structure.is_zero(tokens[1 + i]) for i in range(len(cases)) if i not in dependent):
+      return None  # a non-zero constant branch (jnp.interp's edges): continuous, as before
+    if structure.vanishes_at(tokens[1 + dependent[0]], threshold):
+      return [_S]
+    return [_State(JUMP, "select_n")]
+  if name == "mul" and len(ins) == 2:
+    for i, j in ((0, 1), (1, 0)):
+      threshold = structure.threshold(tokens[i])
+      if threshold is not None and ins[i].level == JUMP and ins[j].level == CONTINUOUS:
+        if structure.vanishes_at(tokens[j], threshold):
+          return [_S]
+        return [_State(JUMP, "mul")]
+  return None
+
+
+def _walk(
+  jaxpr,
+  states: list,
+  tokens: list,
+  lookups_jump: bool = False,
+  structure: Optional[_Structure] = None,
+) -> list:
   """The state of each output of ``jaxpr`` given its inputs' states (see the module doc).
 
   ``tokens`` identify the input values across calls (for the NaN pattern).
@@ -172,6 +313,7 @@ def _walk(jaxpr, states: list, tokens: list, lookups_jump: bool = False) -> list
   on a comparison of x (not on a NaN/inf guard) between x-dependent
   branches (the derivative of jnp.where(s > K, s − K, 0)).
   """
+  structure = structure if structure is not None else _Structure()
   env: dict = {}
   tok: dict = {}
   for v, s, t in zip(jaxpr.invars, states, tokens):
@@ -181,7 +323,8 @@ def _walk(jaxpr, states: list, tokens: list, lookups_jump: bool = False) -> list
     return _C if isinstance(v, jex.core.Literal) else env.get(v, _C)
 
   def token(v):
-    return None if isinstance(v, jex.core.Literal) else tok.get(v, v)
+    # A literal is its own token (so a 0 passed into jnp.where's call is seen).
+    return v if isinstance(v, jex.core.Literal) else tok.get(v, v)
 
   positive: set = set()  # variables > 0 by construction (exp, sums of exps)
 
@@ -205,7 +348,15 @@ def _walk(jaxpr, states: list, tokens: list, lookups_jump: bool = False) -> list
     ):
       outs = [_C]  # a positive value against 0 or below: constant (logsumexp's abs)
     else:
-      outs = _rule(eqn, name, ins, [token(v) for v in eqn.invars], lookups_jump)
+      in_tokens = [token(v) for v in eqn.invars]
+      gated = None if lookups_jump else _gated(eqn, name, ins, in_tokens, structure)
+      outs = (
+        gated if gated is not None else _rule(eqn, name, ins, in_tokens, lookups_jump, structure)
+      )
+    for v in eqn.outvars:
+      structure.defs[v] = (name, [token(u) for u in eqn.invars], eqn.params)
+    if name in _ORDER and len(eqn.invars) == 2:
+      structure.compared[eqn.outvars[0]] = (token(eqn.invars[0]), token(eqn.invars[1]))
     for v, s in zip(eqn.outvars, outs):
       if s.level > CONSTANT and not _is_float(v) and s.nan_of is None:
         s = _State(JUMP, s.origin if s.level == JUMP else name)
@@ -213,7 +364,9 @@ def _walk(jaxpr, states: list, tokens: list, lookups_jump: bool = False) -> list
   return [read(v) for v in jaxpr.outvars]
 
 
-def _rule(eqn, name: str, ins: list, tokens: list, lookups_jump: bool) -> list:
+def _rule(
+  eqn, name: str, ins: list, tokens: list, lookups_jump: bool, structure: _Structure
+) -> list:
   n_out = len(eqn.outvars)
   if not any(s.level for s in ins):
     return [_C] * n_out
@@ -254,7 +407,8 @@ def _rule(eqn, name: str, ins: list, tokens: list, lookups_jump: bool) -> list:
   if name == "cond":
     index, operands = ins[0], ins[1:]
     per_branch = [
-      _walk(b.jaxpr, operands, tokens[1:], lookups_jump) for b in eqn.params.get("branches", ())
+      _walk(b.jaxpr, operands, tokens[1:], lookups_jump, structure)
+      for b in eqn.params.get("branches", ())
     ]
     if not per_branch:
       return [_max(ins)] * n_out
@@ -275,7 +429,7 @@ def _rule(eqn, name: str, ins: list, tokens: list, lookups_jump: bool) -> list:
     and len(inner.invars) == len(ins)
     and len(inner.outvars) == n_out
   ):
-    return _walk(inner, ins, tokens, lookups_jump)
+    return _walk(inner, ins, tokens, lookups_jump, structure)
   # Anything else (custom_jvp/custom_vjp calls, loops, unknown primitives):
   # the most severe state of its inputs.
   return [_max(ins)] * n_out
@@ -379,13 +533,23 @@ def check_cost_smoothness(f: Callable, example: Any, *, where: str = "") -> Call
   found = analyse(f, example)
   context = f" ({where})" if where else ""
   if found.jump is not None:
-    how = (
-      "JAX's derivative of it is identically zero although its value depends on x"
-      if found.jump == "zero derivative"
-      else f"its value depends on x through `{found.jump}`, which is piecewise constant "
-      "(a comparison, jnp.where between constants, an integer or bool cast, floor, "
-      "ceil, round, sign, heaviside...)"
-    )
+    if found.jump == "zero derivative":
+      how = "JAX's derivative of it is identically zero although its value depends on x"
+    elif found.jump in ("select_n", "mul"):
+      how = (
+        f"a value is gated by a comparison of x (`{found.jump}`: jnp.where(l > r, v, 0) "
+        "or 1[l > r] * v) and is not 0 where the comparison switches, e.g. an "
+        "asset-or-nothing jnp.where(s > K, s, 0) or a barrier's knock-out "
+        "max(s - K, 0) * (max(path) < H). A kink is recognised when v is l - r "
+        "(jnp.where(s > K, s - K, 0)); if your f is continuous there, write it with "
+        "jnp.maximum / jnp.minimum"
+      )
+    else:
+      how = (
+        f"its value depends on x through `{found.jump}`, which is piecewise constant "
+        "(a comparison, jnp.where between constants, an integer or bool cast, floor, "
+        "ceil, round, sign, heaviside...)"
+      )
     raise DiscontinuousCostError(
       f"The cost {_describe(f)} has a jump in x{context}: {how}. An estimator that "
       "differentiates f needs f continuous in x (differentiable almost everywhere, "
