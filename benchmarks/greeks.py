@@ -1162,11 +1162,12 @@ def plot(results: dict, outdir: Path) -> list[Path]:
         fmt="o",
         ms=3,
         capsize=2,
+        color=f"C{j}",  # one colour per estimator in every panel
         label=name,
       )
-    ax.set_title(f"{option} {greek}, T = {t}")
+    ax.set_title(f"{option} {greek}, T = {t} (± 2 SE)")
     ax.set_xlabel("S₀ / K")
-  axes[0].legend(fontsize=7)
+    ax.legend(fontsize=7)
   fig.tight_layout()
   path = common.save_figure(fig, Path(outdir) / "greeks.png", dpi=120)
   plt.close(fig)
