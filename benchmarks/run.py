@@ -40,6 +40,7 @@ from benchmarks import (
   discrete_toy,
   discrete_vae,
   discrete_vae_mnist,
+  greeks,
   lm_policy_gradient,
   logreg,
   mohamed,
@@ -64,6 +65,7 @@ SUITE = (
   policy_gradient.BENCHMARK,
   lm_policy_gradient.BENCHMARK,
   vi.BENCHMARK,
+  greeks.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

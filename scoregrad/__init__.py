@@ -46,6 +46,7 @@ from scoregrad._src.layers import with_moments
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import sample
 from scoregrad._src.graphs import surrogate
+from scoregrad._src.mixed_estimator import mixed
 from scoregrad._src.reparameterization import pathwise
 from scoregrad._src.score import ScoreFunctionState
 from scoregrad._src.selection import Selection
@@ -98,6 +99,7 @@ __all__ = (
   "gumbel_softmax",
   "magic_box",
   "measure_valued",
+  "mixed",
   "pathwise",
   "rao_blackwell",
   "rebar",

@@ -22,6 +22,10 @@ families that have it, when it is missing:
   event): the delta-method control variate.
 * ``from_standard_normal(eps)`` / ``to_standard_normal(x)``: Gaussian families,
   x = loc + scale·ε; antithetic and randomised-QMC sampling, the optax drop-in.
+* ``from_normal_noise(eps)`` / ``to_normal_noise(x)``: families whose samples
+  are a smooth invertible transport x = T_θ(ε) of standard normal noise
+  (Normal, MultivariateNormalTriL, LogNormal), the inverse differentiable in θ
+  at fixed x: the mixed pathwise-then-score estimator (``scoregrad.mixed``).
 * ``weak_derivative_params()`` (dict of the canonical parameters η, broadcast
   to the event), ``weak_derivative(key, fn, base, fbase, active, coupling)``
   (per-sample weak-derivative estimates for each η) and

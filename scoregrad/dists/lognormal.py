@@ -91,6 +91,14 @@ class LogNormal(Distribution):
     var = jnp.broadcast_to(jnp.expm1(s2) * jnp.exp(2 * self.loc + s2), self.event_shape)
     return jnp.diag(jnp.reshape(var, (-1,)))
 
+  def from_normal_noise(self, eps):
+    """The smooth invertible transport x = T_θ(ε) = exp(loc + scale·ε) of standard normal noise."""
+    return jnp.exp(self.loc + self.scale * eps)
+
+  def to_normal_noise(self, x):
+    """T_θ⁻¹(x) = (log x − loc) / scale, differentiable in the parameters at fixed x."""
+    return (jnp.log(x) - self.loc) / self.scale
+
   weak_derivative_fixed = ()
   weak_derivative_description = "LogNormal (loc: Weibull; scale: double-sided Maxwell, in log x)"
 

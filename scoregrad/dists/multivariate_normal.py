@@ -101,3 +101,11 @@ class MultivariateNormalTriL(Distribution):
     flat = diff.reshape(-1, self.loc.shape[0])
     z = jax.scipy.linalg.solve_triangular(self.scale_tril, flat.T, lower=True).T
     return z.reshape(diff.shape)
+
+  def from_normal_noise(self, eps):
+    """The smooth invertible transport x = T_θ(ε) of standard normal noise (here loc + Lε)."""
+    return self.from_standard_normal(eps)
+
+  def to_normal_noise(self, x):
+    """T_θ⁻¹(x), differentiable in the parameters at fixed x."""
+    return self.to_standard_normal(x)

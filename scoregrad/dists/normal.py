@@ -83,6 +83,14 @@ class Normal(Distribution):
     """The noise ε with ``from_standard_normal(ε) == x``."""
     return (x - self.loc) / self.scale
 
+  def from_normal_noise(self, eps):
+    """The smooth invertible transport x = T_θ(ε) of standard normal noise (here loc + scale·ε)."""
+    return self.from_standard_normal(eps)
+
+  def to_normal_noise(self, x):
+    """T_θ⁻¹(x), differentiable in the parameters at fixed x."""
+    return self.to_standard_normal(x)
+
   weak_derivative_fixed = ()
   weak_derivative_description = "Normal (loc: Weibull; scale: double-sided Maxwell)"
 
