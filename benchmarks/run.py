@@ -41,6 +41,7 @@ from benchmarks import (
   discrete_vae,
   discrete_vae_mnist,
   logreg,
+  loops,
   mohamed,
   policy_gradient,
   scale,
@@ -61,6 +62,7 @@ SUITE = (
   discrete_vae_mnist.BENCHMARK,
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
+  loops.BENCHMARK,
   vi.BENCHMARK,
 )
 

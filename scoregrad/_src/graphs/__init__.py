@@ -110,7 +110,17 @@ site-estimator protocol), one module per site estimator
 """
 
 from scoregrad._src.graphs.assembly import Surrogate, surrogate
+from scoregrad._src.graphs.loops import fori_loop, scan
 from scoregrad._src.graphs.registry import ESTIMATORS
 from scoregrad._src.graphs.runtime import RETURN_NAME, cost, sample
 
-__all__ = ("ESTIMATORS", "RETURN_NAME", "Surrogate", "cost", "sample", "surrogate")
+__all__ = (
+  "ESTIMATORS",
+  "RETURN_NAME",
+  "Surrogate",
+  "cost",
+  "fori_loop",
+  "sample",
+  "scan",
+  "surrogate",
+)
