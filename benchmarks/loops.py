@@ -43,10 +43,10 @@ DESCRIPTION = (
   "sg.scan vs the same program unrolled in Python vs hand-written JAX: compile time, "
   "time per estimate, gradient variance (tabular MDP)."
 )
-SIZES = {
-  "tiny": {"steps": [3], "num_samples": 4, "replicates": 8, "repeats": 3},
-  "default": {"steps": [8, 52], "num_samples": 16, "replicates": 400, "repeats": 20},
-  "full": {"steps": [8, 52, 200], "num_samples": 16, "replicates": 2000, "repeats": 50},
+SIZES = {  # short, long: the two numbers of steps T
+  "tiny": {"short": 2, "long": 3, "num_samples": 4, "replicates": 8, "repeats": 3},
+  "default": {"short": 8, "long": 52, "num_samples": 16, "replicates": 400, "repeats": 20},
+  "full": {"short": 8, "long": 200, "num_samples": 16, "replicates": 2000, "repeats": 50},
 }
 NUM_STATES, NUM_ACTIONS = 4, 3
 
@@ -125,7 +125,7 @@ def run(*, full: bool, seed: int, tiny: bool = False, sizes: dict | None = None)
   key = jax.random.fold_in(base, 2)
   rep_keys = jax.random.split(jax.random.fold_in(base, 3), sizes["replicates"])
   rows = []
-  for steps in common.progress(sizes["steps"], desc="loops"):
+  for steps in common.progress([sizes["short"], sizes["long"]], desc="loops"):
     scanned, unrolled = _programs(env, steps)
     losses = {
       "scan": sg.surrogate(scanned, num_samples=n, baseline=sg.baselines.leave_one_out()),

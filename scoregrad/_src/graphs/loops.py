@@ -82,7 +82,7 @@ import numpy as np
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.graphs import runtime
-from scoregrad._src.graphs.protocol import Runs
+from scoregrad._src.graphs.protocol import Runs, weighted
 from scoregrad._src.graphs.score_function_site import ScoreFunction
 from scoregrad._src.surrogates import magic_box
 
@@ -560,7 +560,7 @@ def cost_terms(runs: Runs) -> jax.Array:
   for info, (lps, cs) in zip(runs.graph.loops, runs.steps):
     for j, c in enumerate(info.costs):
       box = magic_box(_causal(runs, info, lps, c))
-      total = total + jnp.sum(box * cs[:, :, j], axis=-1)
+      total = total + jnp.sum(box * cs[:, :, j], axis=-1)  # weighted by the runs' weights later
   return total
 
 
@@ -595,4 +595,4 @@ def _site_term(runs: Runs, i: int) -> jax.Array:
   b = jax.lax.stop_gradient(b.reshape(n, k, t))
   above = _causal(runs, info, lps, i)
   per_run = jnp.sum((1.0 - magic_box(tau)) * magic_box(above) * b, axis=-1)
-  return jnp.mean(jnp.sum(runs.weights * per_run, axis=1))
+  return jnp.mean(jnp.sum(weighted(runs.weights, per_run), axis=1))
