@@ -43,6 +43,7 @@ from benchmarks import (
   greeks,
   lm_policy_gradient,
   logreg,
+  loops,
   mohamed,
   policy_gradient,
   scale,
@@ -64,6 +65,7 @@ SUITE = (
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
   lm_policy_gradient.BENCHMARK,
+  loops.BENCHMARK,
   vi.BENCHMARK,
   greeks.BENCHMARK,
 )

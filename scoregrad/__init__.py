@@ -44,7 +44,9 @@ from scoregrad._src.layers import chunked
 from scoregrad._src.layers import sharded
 from scoregrad._src.layers import with_moments
 from scoregrad._src.graphs import cost
+from scoregrad._src.graphs import fori_loop
 from scoregrad._src.graphs import sample
+from scoregrad._src.graphs import scan
 from scoregrad._src.graphs import surrogate
 from scoregrad._src.mixed_estimator import mixed
 from scoregrad._src.reparameterization import pathwise
@@ -95,6 +97,7 @@ __all__ = (
   "double_cv",
   "exact",
   "expectation",
+  "fori_loop",
   "gumbel_rao",
   "gumbel_softmax",
   "magic_box",
@@ -109,6 +112,7 @@ __all__ = (
   "rodeo",
   "sample",
   "sampling",
+  "scan",
   "score_function",
   "score_function_surrogate",
   "select",

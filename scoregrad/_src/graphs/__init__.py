@@ -69,6 +69,17 @@ one protocol (:mod:`.protocol`: the runs a site needs, and the term it adds):
   such site per program, without exact, disarm or measure-valued sites;
   first-order only.
 
+Loops (:mod:`.loops`): ``scoregrad.scan(body, init, xs)`` and
+``scoregrad.fori_loop`` (static trip count) are ``jax.lax.scan`` whose body may
+draw sites and report costs. A site in the body is one site with a leading
+axis of T steps; the body's data flow (with the carry to a fixed point) tells,
+for each cost and site of the loop, which loop sites it reads at the same step
+and which at earlier steps, and each cost c_t gets the box of its causal
+ancestors at step t, □(Σ_{T(c)} τ + Σ_{S*(c)} τ_{·,t} + Σ_{L*(c)} Σ_{t'<t} τ_{·,t'})
+(the causal rule: a step's score never multiplies earlier costs), with
+per-step baselines. Compiled once, never unrolled. Score-function and
+pathwise sites only inside a loop.
+
 Baselines per score-function site: ``baselines.leave_one_out()`` across the
 ``num_samples`` independent runs of the program (b_s for run i is the mean
 over the other runs of the costs downstream of s), ``baselines.constant``,
@@ -105,12 +116,23 @@ The package: :mod:`.runtime` (the handler stack: ``sample``, ``cost``),
 site-estimator protocol), one module per site estimator
 (:mod:`.score_function_site` with the baselines, :mod:`.exact_site`,
 :mod:`.disarm_site`, :mod:`.rodeo_site`, :mod:`.measure_valued_site`,
-:mod:`.pathwise_site`), :mod:`.registry` (names → estimators) and
+:mod:`.pathwise_site`), :mod:`.loops` (``scan``, ``fori_loop``: sites inside
+a loop, per-step credit), :mod:`.registry` (names → estimators) and
 :mod:`.assembly` (``surrogate``).
 """
 
 from scoregrad._src.graphs.assembly import Surrogate, surrogate
+from scoregrad._src.graphs.loops import fori_loop, scan
 from scoregrad._src.graphs.registry import ESTIMATORS
 from scoregrad._src.graphs.runtime import RETURN_NAME, cost, sample
 
-__all__ = ("ESTIMATORS", "RETURN_NAME", "Surrogate", "cost", "sample", "surrogate")
+__all__ = (
+  "ESTIMATORS",
+  "RETURN_NAME",
+  "Surrogate",
+  "cost",
+  "fori_loop",
+  "sample",
+  "scan",
+  "surrogate",
+)

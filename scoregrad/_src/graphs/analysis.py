@@ -19,7 +19,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 
-from scoregrad._src.graphs import runtime
+from scoregrad._src.graphs import loops, runtime
 from scoregrad._src.graphs.protocol import SiteEstimator
 
 
@@ -36,6 +36,7 @@ class Graph(NamedTuple):
   cost_names: tuple
   ancestors: tuple  # per site: frozenset of indices of its stochastic ancestors
   cost_ancestors: tuple  # per cost: frozenset of site indices
+  loops: tuple = ()  # loops.LoopInfo of each sg.scan: its per-step structure
 
   @property
   def names(self) -> list:
@@ -105,7 +106,9 @@ def reach(jaxpr, labels: list) -> list:
   An equation's outputs depend on all its inputs, except call-like equations
   (jit, checkpoint, custom_jvp/vjp), which are followed inside; loops and
   conditionals (scan, while, cond) are treated as one opaque equation, which
-  can only add dependencies, never miss one (extra credit is still unbiased).
+  can only add dependencies, never miss one (extra credit is still unbiased),
+  except a scan holding sites (``sg.scan``), followed inside with its carry
+  to a fixed point.
   """
   empty: frozenset[int] = frozenset()
   env = dict(zip(jaxpr.invars, labels))
@@ -120,6 +123,8 @@ def reach(jaxpr, labels: list) -> list:
       outs = [frozenset([eqn.params["index"]])]
     elif sub is not None:
       outs = reach(sub, ins)
+    elif eqn.primitive.name == "scan" and loops.holds_sites(eqn, _site_p):
+      outs = loops.reach_scan(eqn, ins, reach)
     else:
       union = frozenset().union(*ins)
       outs = [union] * len(eqn.outvars)
@@ -141,17 +146,22 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
           for s in h.sites.values()
         ],
         tuple(h.costs),
+        tuple(rec.info for rec in h.loops),
       )
     )
     return list(h.costs.values()), [s.log_prob for s in h.sites.values()]
 
   closed = jax.make_jaxpr(traced)(abstract(params), abstract(key))
-  sites, cost_names = found[0]
+  sites, cost_names, loop_infos = found[0]
   out = reach(closed.jaxpr, [frozenset()] * len(closed.jaxpr.invars))
   cost_deps, site_deps = out[: len(cost_names)], out[len(cost_names) :]
-  ancestors: list[frozenset[int]] = []
-  for i, deps in enumerate(site_deps):
-    parents = deps - {i}
-    ancestors.append(frozenset(parents).union(*[ancestors[j] for j in parents]))
+  # The transitive closure, to a fixed point: a loop's site may depend on a
+  # site later in its body through the carry (an earlier step of it).
+  ancestors = [frozenset(deps - {i}) for i, deps in enumerate(site_deps)]
+  while True:
+    grown = [a.union(*[ancestors[j] for j in a]) - {i} for i, a in enumerate(ancestors)]
+    if grown == ancestors:
+      break
+    ancestors = grown
   cost_ancestors = [frozenset(d).union(*[ancestors[j] for j in d]) for d in cost_deps]
-  return Graph(tuple(sites), cost_names, tuple(ancestors), tuple(cost_ancestors))
+  return Graph(tuple(sites), cost_names, tuple(ancestors), tuple(cost_ancestors), loop_infos)

@@ -24,7 +24,7 @@ import numpy as np
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import finish
-from scoregrad._src.graphs import analysis, runtime
+from scoregrad._src.graphs import analysis, loops, runtime
 from scoregrad._src.graphs.protocol import Program, Runs, RunView, Settings
 from scoregrad._src.graphs.rodeo_site import check_rodeo
 from scoregrad._src.graphs.score_function_site import check_baseline
@@ -164,7 +164,10 @@ class Surrogate:
         [[float(j in a) for j in runs.score] for a in g.cost_ancestors], np.float64
       ).reshape(len(g.cost_names), len(runs.score))
       taus = runs.log_probs[..., list(runs.score)]
-      terms = jnp.sum(magic_box(taus @ jnp.asarray(ancestors, dtype).T) * costs, axis=-1)
+      boxes = magic_box(taus @ jnp.asarray(ancestors, dtype).T)
+      # A loop's costs get per-step boxes instead (the causal rule, loops.py).
+      outside = jnp.asarray(1.0 - loops.in_loops(g), dtype)
+      terms = jnp.sum(boxes * costs * outside, axis=-1) + loops.cost_terms(runs)
     else:
       terms = jnp.sum(costs, axis=-1)
     value = jnp.mean(jnp.sum(runs.weights * terms, axis=1))
@@ -241,7 +244,8 @@ class Surrogate:
         for i, s in enumerate(sites)
       )
       values_out = {n: h.sites[n].value for n in names}
-      return jnp.stack([c.astype(dtype) for c in costs]), log_probs, values_out, records
+      steps = loops.steps_of(h, dtype)
+      return jnp.stack([c.astype(dtype) for c in costs]), log_probs, values_out, records, steps
 
     def per_configuration(k, run):
       if not plan.enumerated:
@@ -261,7 +265,7 @@ class Surrogate:
       batch = jax.tree_util.tree_map(lambda x: x[None], per_key(key))
     else:
       batch = jax.vmap(per_key)(jax.random.split(key, self.settings.num_samples))
-    costs, log_probs, values, records = batch  # (n, K, m), (n, K, S), {(n, K, ...)}, ...
+    costs, log_probs, values, records, steps = batch  # (n, K, m), (n, K, S), {(n, K, ...)}, ...
     dtype = costs.dtype
     log_w = sum((log_probs[..., i] for i in plan.enumerated), jnp.zeros(costs.shape[:2], dtype))
     if plan.num_branches > 1:
@@ -283,6 +287,7 @@ class Surrogate:
       kinds,
       plan.num_branches,
       dtype,
+      steps,
     )
 
 

@@ -79,6 +79,7 @@ class Runs(NamedTuple):
   kinds: dict  # {estimator name: [site indices]}
   num_branches: int
   dtype: Any
+  steps: tuple = ()  # per sg.scan: ((n, K, S, T) log-probs, (n, K, C, T) costs)
 
   def downstream_mask(self, i: int) -> jax.Array:
     """(m,) 1 for the costs downstream of site ``i`` (it is among their ancestors)."""

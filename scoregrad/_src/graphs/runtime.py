@@ -68,6 +68,7 @@ class Handler:
     self.open_site = open_site
     self.sites: dict[str, SiteRecord] = {}
     self.costs: dict[str, jax.Array] = {}
+    self.loops: list = []  # loops.LoopRecord of each sg.scan / sg.fori_loop
     self._keys: list[tuple[Any, str]] = []
     self._trace = jex_core.get_opaque_trace_state()
 
@@ -85,8 +86,9 @@ class Handler:
         f"The {kind} {name!r} is inside a jax.vmap, lax.scan, lax.cond or another "
         "transformation within the program; sg.sample and sg.cost must be called at "
         "the program's top level. Use vectorised distributions (one site for a whole "
-        "array), a Python loop with one name per step, or surrogate(..., "
-        "num_samples=...) for independent repetitions."
+        "array), scoregrad.scan / scoregrad.fori_loop for a loop (sites drawn at "
+        "every step, with per-step credit), a Python loop with one name per step, "
+        "or surrogate(..., num_samples=...) for independent repetitions."
       )
 
   def check_name(self, name: str, kind: str) -> None:
@@ -168,7 +170,8 @@ def sample(name: str, dist: Any, key: jax.Array, *, estimator: Any = None):
   Requirements: every site has its own name and its own key (split the
   program's key; passing one key object to two sites is an error). Sites may
   not be inside a ``jax.vmap``/``lax.scan``/``lax.cond`` within the program:
-  use vectorised distributions, a Python loop, or ``surrogate(...,
+  use vectorised distributions, :func:`scoregrad.scan` (a loop whose steps
+  draw sites, with per-step credit), a Python loop, or ``surrogate(...,
   num_samples=...)``.
 
   Args:
