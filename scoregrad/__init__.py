@@ -44,6 +44,7 @@ from scoregrad._src.layers import chunked
 from scoregrad._src.layers import sharded
 from scoregrad._src.layers import with_moments
 from scoregrad._src.graphs import cost
+from scoregrad._src.graphs import plate
 from scoregrad._src.graphs import sample
 from scoregrad._src.graphs import surrogate
 from scoregrad._src.reparameterization import pathwise
@@ -99,6 +100,7 @@ __all__ = (
   "magic_box",
   "measure_valued",
   "pathwise",
+  "plate",
   "rao_blackwell",
   "rebar",
   "reinmax",

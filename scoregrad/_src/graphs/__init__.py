@@ -106,11 +106,13 @@ site-estimator protocol), one module per site estimator
 (:mod:`.score_function_site` with the baselines, :mod:`.exact_site`,
 :mod:`.disarm_site`, :mod:`.rodeo_site`, :mod:`.measure_valued_site`,
 :mod:`.pathwise_site`), :mod:`.registry` (names → estimators) and
-:mod:`.assembly` (``surrogate``).
+:mod:`.assembly` (``surrogate``), :mod:`.plates` (``plate``: per-element credit
+along conditionally independent axes).
 """
 
 from scoregrad._src.graphs.assembly import Surrogate, surrogate
+from scoregrad._src.graphs.plates import plate
 from scoregrad._src.graphs.registry import ESTIMATORS
 from scoregrad._src.graphs.runtime import RETURN_NAME, cost, sample
 
-__all__ = ("ESTIMATORS", "RETURN_NAME", "Surrogate", "cost", "sample", "surrogate")
+__all__ = ("ESTIMATORS", "RETURN_NAME", "Surrogate", "cost", "plate", "sample", "surrogate")

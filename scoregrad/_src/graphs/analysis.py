@@ -19,7 +19,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 
-from scoregrad._src.graphs import runtime
+from scoregrad._src.graphs import plates, runtime
 from scoregrad._src.graphs.protocol import SiteEstimator
 
 
@@ -36,6 +36,9 @@ class Graph(NamedTuple):
   cost_names: tuple
   ancestors: tuple  # per site: frozenset of indices of its stochastic ancestors
   cost_ancestors: tuple  # per cost: frozenset of site indices
+  parents: tuple = ()  # per site: frozenset of the sites it depends on directly
+  cost_parents: tuple = ()  # per cost: the same
+  plating: Any = None  # plates.Plating, or None when the program has no plate
 
   @property
   def names(self) -> list:
@@ -141,12 +144,13 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
           for s in h.sites.values()
         ],
         tuple(h.costs),
+        plates.summary(h),
       )
     )
     return list(h.costs.values()), [s.log_prob for s in h.sites.values()]
 
   closed = jax.make_jaxpr(traced)(abstract(params), abstract(key))
-  sites, cost_names = found[0]
+  sites, cost_names, plating = found[0]
   out = reach(closed.jaxpr, [frozenset()] * len(closed.jaxpr.invars))
   cost_deps, site_deps = out[: len(cost_names)], out[len(cost_names) :]
   ancestors: list[frozenset[int]] = []
@@ -154,4 +158,13 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
     parents = deps - {i}
     ancestors.append(frozenset(parents).union(*[ancestors[j] for j in parents]))
   cost_ancestors = [frozenset(d).union(*[ancestors[j] for j in d]) for d in cost_deps]
-  return Graph(tuple(sites), cost_names, tuple(ancestors), tuple(cost_ancestors))
+  parents = tuple(frozenset(d) - {i} for i, d in enumerate(site_deps))
+  return Graph(
+    tuple(sites),
+    cost_names,
+    tuple(ancestors),
+    tuple(cost_ancestors),
+    parents,
+    tuple(frozenset(d) for d in cost_deps),
+    plating,
+  )

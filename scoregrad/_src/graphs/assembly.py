@@ -24,7 +24,7 @@ import numpy as np
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import finish
-from scoregrad._src.graphs import analysis, runtime
+from scoregrad._src.graphs import analysis, plates, runtime
 from scoregrad._src.graphs.protocol import Program, Runs, RunView, Settings
 from scoregrad._src.graphs.rodeo_site import check_rodeo
 from scoregrad._src.graphs.score_function_site import check_baseline
@@ -154,6 +154,8 @@ class Surrogate:
     """(value, new state, regression data) of the surrogate at (params, key)."""
     key = check_key(key)
     g = analysis.analyse(self.program, params, key, self._fixed)
+    if g.plating is not None:  # scoregrad.plate: per-element credit (plates.py)
+      return plates.build(self, params, key, state, g)
     kinds = self._check(g, state)
     plan = _plan(g, kinds, self.settings)
     runs = self._run(params, key, g, kinds, plan)
