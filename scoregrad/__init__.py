@@ -6,6 +6,7 @@ from scoregrad import control_variates
 from scoregrad import diagnostics
 from scoregrad import discrete
 from scoregrad import dists
+from scoregrad import numpyro
 from scoregrad import rl
 from scoregrad import sampling
 from scoregrad import sites
@@ -99,6 +100,7 @@ __all__ = (
   "gumbel_softmax",
   "magic_box",
   "measure_valued",
+  "numpyro",
   "pathwise",
   "plate",
   "rao_blackwell",

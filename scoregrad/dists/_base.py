@@ -352,6 +352,17 @@ class _ForeignDistribution:
     self.not_reparameterized = _foreign_not_reparameterized(dist)
     self.reparameterized = self.not_reparameterized is not None and not self.not_reparameterized
 
+  def plate_log_prob(self, x, batch_ndim: int):
+    """The foreign log-density per element of the leading ``batch_ndim`` batch axes
+    (summed over the other batch axes): ``scoregrad.plate``."""
+    lp = jnp.asarray(self.dist.log_prob(x))
+    if lp.ndim < batch_ndim or self._batch_ndims < batch_ndim:
+      raise NotApplicableError(
+        f"the foreign {type(self.dist).__name__} has {self._batch_ndims} batch "
+        f"dimensions, fewer than the plates' {batch_ndim}."
+      )
+    return jnp.sum(lp, axis=tuple(range(batch_ndim, lp.ndim)))
+
   def sample(self, key, sample_shape=()):
     shape = _sample_shape_tuple(sample_shape)
     if self._numpyro:
