@@ -40,6 +40,7 @@ from benchmarks import (
   discrete_toy,
   discrete_vae,
   discrete_vae_mnist,
+  graphs_at_scale,
   logreg,
   mohamed,
   policy_gradient,
@@ -62,6 +63,7 @@ SUITE = (
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
   vi.BENCHMARK,
+  graphs_at_scale.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).
