@@ -287,7 +287,7 @@ def test_element_log_probs_sum_to_the_log_prob(dist):
   elements = dist.plate_log_prob(x, 1)
   assert elements.shape == (3,)
   np.testing.assert_allclose(jnp.sum(elements), dist.log_prob(x), rtol=1e-5)
-  full = lambda p: jnp.broadcast_to(p, jnp.shape(x) + jnp.shape(p)[x.ndim :])  # noqa: E731
+  full = lambda p: jnp.broadcast_to(p, jnp.shape(x) + jnp.shape(p)[x.ndim :])
   one = jax.tree_util.tree_map(lambda p: full(p)[1], dist)
   np.testing.assert_allclose(elements[1], one.log_prob(x[1]), rtol=1e-5)
 
