@@ -40,6 +40,7 @@ from benchmarks import (
   discrete_toy,
   discrete_vae,
   discrete_vae_mnist,
+  graphs_at_scale,
   greeks,
   lm_policy_gradient,
   logreg,
@@ -68,6 +69,7 @@ SUITE = (
   loops.BENCHMARK,
   vi.BENCHMARK,
   greeks.BENCHMARK,
+  graphs_at_scale.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

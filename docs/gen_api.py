@@ -44,6 +44,11 @@ PUBLIC_MODULES = [
   ),
   ("scoregrad.sampling", "scoregrad.sampling", "Antithetic and randomised-QMC sampling."),
   ("scoregrad.sites", "scoregrad.sites", "Site estimators for sg.sample inside a program."),
+  (
+    "scoregrad.numpyro",
+    "scoregrad.numpyro",
+    "An ELBO loss for numpyro.infer.SVI built on scoregrad.surrogate (numpyro optional).",
+  ),
   ("scoregrad.compat", "scoregrad.compat", "Compatibility layers."),
   (
     "scoregrad.compat.optax_monte_carlo",

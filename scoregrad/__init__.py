@@ -6,6 +6,7 @@ from scoregrad import control_variates
 from scoregrad import diagnostics
 from scoregrad import discrete
 from scoregrad import dists
+from scoregrad import numpyro
 from scoregrad import rl
 from scoregrad import sampling
 from scoregrad import sites
@@ -45,6 +46,7 @@ from scoregrad._src.layers import sharded
 from scoregrad._src.layers import with_moments
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import fori_loop
+from scoregrad._src.graphs import plate
 from scoregrad._src.graphs import sample
 from scoregrad._src.graphs import scan
 from scoregrad._src.graphs import surrogate
@@ -103,7 +105,9 @@ __all__ = (
   "magic_box",
   "measure_valued",
   "mixed",
+  "numpyro",
   "pathwise",
+  "plate",
   "rao_blackwell",
   "rebar",
   "reinmax",

@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
   "scoregrad.dists",
   "scoregrad.compat",
   "scoregrad.compat.optax_monte_carlo",
+  "scoregrad.numpyro",
   "scoregrad.rl",
   "scoregrad.sites",
   "scoregrad.vi",

@@ -220,6 +220,46 @@ class Distribution:
       f"{type(self).__name__} must define `log_prob(x)` summed over the event."
     )
 
+  # Plates (``scoregrad.plate``): how the value's leading axes split into
+  # independent elements. ``plate_event_ndim``: trailing axes of the value that
+  # form one joint variable (Dirichlet's simplex: 1); ``plate_extra_dims``:
+  # trailing axes every parameter has beyond the value's (Categorical's logits: 1).
+  plate_event_ndim: ClassVar[int] = 0
+  plate_extra_dims: ClassVar[int] = 0
+
+  def plate_log_prob(self, x: jax.Array, batch_ndim: int) -> jax.Array:
+    """Log-densities of the elements along the value's ``batch_ndim`` leading axes.
+
+    The family is a product over the elements of its value (every built-in
+    except along ``plate_event_ndim`` trailing axes), so
+    ``log_prob(x) == plate_log_prob(x, k).sum()``; element ``i`` is the
+    family with every parameter broadcast to the value's shape (plus
+    ``plate_extra_dims``) and indexed at ``i``. Raises NotApplicableError when
+    the leading axes are not independent elements.
+    """
+    x = jnp.asarray(x)
+    if batch_ndim > x.ndim - self.plate_event_ndim:
+      raise NotApplicableError(
+        f"{type(self).__name__} with a value of shape {x.shape}: its trailing "
+        f"{self.plate_event_ndim} axes are one joint variable, so at most "
+        f"{x.ndim - self.plate_event_ndim} leading axes are independent elements; "
+        f"{batch_ndim} were asked for."
+      )
+    leaves = []
+    for f in _fields(self):
+      leaf = jnp.asarray(getattr(self, f.name))
+      extra = leaf.shape[leaf.ndim - self.plate_extra_dims :] if self.plate_extra_dims else ()
+      leaves.append(jnp.broadcast_to(leaf, x.shape + tuple(extra)))
+    cls = type(self)
+
+    def one(x_i, *params):
+      return cls._unflatten(params).log_prob(x_i)
+
+    fn = one
+    for _ in range(batch_ndim):
+      fn = jax.vmap(fn)
+    return fn(x, *leaves)
+
   def _sum_event(self, values: jax.Array) -> jax.Array:
     """Sums the trailing event dimensions of elementwise log-densities."""
     n = len(self.event_shape)
@@ -315,6 +355,17 @@ class _ForeignDistribution:
     self.event_shape = _joint_event_shape(batch, event)
     self.not_reparameterized = _foreign_not_reparameterized(dist)
     self.reparameterized = self.not_reparameterized is not None and not self.not_reparameterized
+
+  def plate_log_prob(self, x, batch_ndim: int):
+    """The foreign log-density per element of the leading ``batch_ndim`` batch axes
+    (summed over the other batch axes): ``scoregrad.plate``."""
+    lp = jnp.asarray(self.dist.log_prob(x))
+    if lp.ndim < batch_ndim or self._batch_ndims < batch_ndim:
+      raise NotApplicableError(
+        f"the foreign {type(self.dist).__name__} has {self._batch_ndims} batch "
+        f"dimensions, fewer than the plates' {batch_ndim}."
+      )
+    return jnp.sum(lp, axis=tuple(range(batch_ndim, lp.ndim)))
 
   def sample(self, key, sample_shape=()):
     shape = _sample_shape_tuple(sample_shape)

@@ -30,6 +30,7 @@ class Categorical(Distribution):
 
   logits: jax.Array
   reparameterized = False
+  plate_extra_dims = 1  # logits (..., K) for a value (...): scoregrad.plate
 
   foreign_names = ("Categorical", "CategoricalLogits", "CategoricalProbs")
 

@@ -46,6 +46,7 @@ class Dirichlet(Distribution):
 
   concentration: jax.Array
   reparameterized = True
+  plate_event_ndim = 1  # the last axis is one simplex (scoregrad.plate)
 
   foreign_names = ("Dirichlet",)
 

@@ -28,6 +28,7 @@ class MultivariateNormalTriL(Distribution):
   loc: jax.Array
   scale_tril: jax.Array
   reparameterized = True
+  plate_event_ndim = 1  # the last axis is one correlated vector (scoregrad.plate)
 
   foreign_names = ("MultivariateNormal", "MultivariateNormalTri", "MultivariateNormalTriL")
 

@@ -117,12 +117,14 @@ site-estimator protocol), one module per site estimator
 (:mod:`.score_function_site` with the baselines, :mod:`.exact_site`,
 :mod:`.disarm_site`, :mod:`.rodeo_site`, :mod:`.measure_valued_site`,
 :mod:`.pathwise_site`), :mod:`.loops` (``scan``, ``fori_loop``: sites inside
-a loop, per-step credit), :mod:`.registry` (names → estimators) and
+a loop, per-step credit), :mod:`.plates` (``plate``: per-element credit along
+conditionally independent axes), :mod:`.registry` (names → estimators) and
 :mod:`.assembly` (``surrogate``).
 """
 
 from scoregrad._src.graphs.assembly import Surrogate, surrogate
 from scoregrad._src.graphs.loops import fori_loop, scan
+from scoregrad._src.graphs.plates import plate
 from scoregrad._src.graphs.registry import ESTIMATORS
 from scoregrad._src.graphs.runtime import RETURN_NAME, cost, sample
 
@@ -132,6 +134,7 @@ __all__ = (
   "Surrogate",
   "cost",
   "fori_loop",
+  "plate",
   "sample",
   "scan",
   "surrogate",

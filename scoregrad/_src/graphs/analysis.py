@@ -19,7 +19,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 import jax.numpy as jnp
 
-from scoregrad._src.graphs import loops, runtime
+from scoregrad._src.graphs import loops, plates, runtime
 from scoregrad._src.graphs.protocol import SiteEstimator
 
 
@@ -37,6 +37,9 @@ class Graph(NamedTuple):
   ancestors: tuple  # per site: frozenset of indices of its stochastic ancestors
   cost_ancestors: tuple  # per cost: frozenset of site indices
   loops: tuple = ()  # loops.LoopInfo of each sg.scan: its per-step structure
+  parents: tuple = ()  # per site: frozenset of the sites it depends on directly
+  cost_parents: tuple = ()  # per cost: the same
+  plating: Any = None  # plates.Plating, or None when the program has no plate
 
   @property
   def names(self) -> list:
@@ -147,12 +150,13 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
         ],
         tuple(h.costs),
         tuple(rec.info for rec in h.loops),
+        plates.summary(h),
       )
     )
     return list(h.costs.values()), [s.log_prob for s in h.sites.values()]
 
   closed = jax.make_jaxpr(traced)(abstract(params), abstract(key))
-  sites, cost_names, loop_infos = found[0]
+  sites, cost_names, loop_infos, plating = found[0]
   out = reach(closed.jaxpr, [frozenset()] * len(closed.jaxpr.invars))
   cost_deps, site_deps = out[: len(cost_names)], out[len(cost_names) :]
   # The transitive closure, to a fixed point: a loop's site may depend on a
@@ -164,4 +168,14 @@ def analyse(program, params, key, fixed: Optional[Mapping[str, Any]] = None) -> 
       break
     ancestors = grown
   cost_ancestors = [frozenset(d).union(*[ancestors[j] for j in d]) for d in cost_deps]
-  return Graph(tuple(sites), cost_names, tuple(ancestors), tuple(cost_ancestors), loop_infos)
+  parents = tuple(frozenset(d) - {i} for i, d in enumerate(site_deps))
+  return Graph(
+    tuple(sites),
+    cost_names,
+    tuple(ancestors),
+    tuple(cost_ancestors),
+    loop_infos,
+    parents,
+    tuple(frozenset(d) for d in cost_deps),
+    plating,
+  )

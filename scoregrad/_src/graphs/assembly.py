@@ -24,7 +24,7 @@ import numpy as np
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import finish
-from scoregrad._src.graphs import analysis, loops, runtime
+from scoregrad._src.graphs import analysis, loops, plates, runtime
 from scoregrad._src.graphs.protocol import Program, Runs, RunView, Settings
 from scoregrad._src.graphs.rodeo_site import check_rodeo
 from scoregrad._src.graphs.score_function_site import check_baseline
@@ -154,6 +154,15 @@ class Surrogate:
     """(value, new state, regression data) of the surrogate at (params, key)."""
     key = check_key(key)
     g = analysis.analyse(self.program, params, key, self._fixed)
+    if g.plating is not None:  # scoregrad.plate: per-element credit (plates.py)
+      if g.loops:
+        raise NotImplementedError(
+          "scoregrad.surrogate: this program uses both scoregrad.plate and "
+          "scoregrad.scan/fori_loop; their per-element and per-step credit are not "
+          "combined yet. Write the loop without a plate (vectorise the plated sites "
+          "inside the scan body as one site), or the plate without sg.scan."
+        )
+      return plates.build(self, params, key, state, g)
     kinds = self._check(g, state)
     plan = _plan(g, kinds, self.settings)
     runs = self._run(params, key, g, kinds, plan)

@@ -23,7 +23,7 @@ from jax.extend import core as jex_core
 import jax.numpy as jnp
 
 from scoregrad import dists as _dists
-from scoregrad._src.graphs import registry
+from scoregrad._src.graphs import plates, registry
 from scoregrad._src.graphs.protocol import SiteEstimator
 from scoregrad._src.validation import check_key
 
@@ -70,6 +70,11 @@ class Handler:
     self.costs: dict[str, jax.Array] = {}
     self.loops: list = []  # loops.LoopRecord of each sg.scan / sg.fori_loop
     self._keys: list[tuple[Any, str]] = []
+    # scoregrad.plate (plates.py): the active frames, every plate entered, and
+    # {site or cost name: (plate names, element values, batch block length)}.
+    self.plates: list = []
+    self.plate_frames: dict = {}
+    self.plating: dict = {}
     self._trace = jex_core.get_opaque_trace_state()
 
   def __enter__(self):
@@ -92,6 +97,10 @@ class Handler:
       )
 
   def check_name(self, name: str, kind: str) -> None:
+    if name in self.plate_frames:
+      raise ValueError(
+        f"The name {name!r} names both a plate and a {kind}; give each its own name."
+      )
     if name in self.sites or name in self.costs:
       other = "sample site" if name in self.sites else "cost term"
       raise ValueError(
@@ -132,13 +141,19 @@ class Handler:
         "every dimension of their parameters; wrap other distributions with "
         "scoregrad.dists.from_log_prob."
       )
+    if self.plates:
+      self.plating[name] = plates.site_elements(name, dist, value, self.plates)
     self.sites[name] = SiteRecord(name, estimator, value, log_prob, dist, aux)
     return value
 
   def cost(self, name: str, value):
     self._check_trace(name, "cost term")
     self.check_name(name, "cost term")
-    value = check_scalar_cost(value, f"sg.cost({name!r}, value)")
+    if self.plates:
+      names, elements, value = plates.cost_elements(name, value, self.plates)
+      self.plating[name] = (names, elements, None)
+    else:
+      value = check_scalar_cost(value, f"sg.cost({name!r}, value)")
     self.costs[name] = value
     return value
 
@@ -224,7 +239,8 @@ def cost(name: str, value: Any) -> jax.Array:
   if not isinstance(name, str) or not name:
     raise TypeError(f"`name` of sg.cost must be a non-empty str; got {name!r}.")
   if not _STACK:
-    check_scalar_cost(value, f"sg.cost({name!r}, value)")
+    if not plates.FORWARD:  # inside a plate a cost has one value per element
+      check_scalar_cost(value, f"sg.cost({name!r}, value)")
     return value
   return _STACK[-1].cost(name, value)
 
