@@ -8,6 +8,7 @@ from scoregrad import discrete
 from scoregrad import dists
 from scoregrad import rl
 from scoregrad import sampling
+from scoregrad import shaping
 from scoregrad import sites
 from scoregrad import testing
 from scoregrad import vi
@@ -42,7 +43,9 @@ from scoregrad._src.discrete.copula import arms
 from scoregrad._src.front_door import expectation
 from scoregrad._src.layers import chunked
 from scoregrad._src.layers import sharded
+from scoregrad._src.layers import with_fitness_shaping
 from scoregrad._src.layers import with_moments
+from scoregrad._src.natural import natural_gradient
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import sample
 from scoregrad._src.graphs import surrogate
@@ -98,6 +101,7 @@ __all__ = (
   "gumbel_softmax",
   "magic_box",
   "measure_valued",
+  "natural_gradient",
   "pathwise",
   "rao_blackwell",
   "rebar",
@@ -110,6 +114,7 @@ __all__ = (
   "score_function",
   "score_function_surrogate",
   "select",
+  "shaping",
   "sharded",
   "sites",
   "straight_through",
@@ -119,6 +124,7 @@ __all__ = (
   "vi",
   "vimco",
   "with_control_variate",
+  "with_fitness_shaping",
   "with_moments",
 )
 
