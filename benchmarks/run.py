@@ -45,6 +45,7 @@ from benchmarks import (
   policy_gradient,
   scale,
   scaling,
+  search,
   throughput,
   vi,
 )
@@ -62,6 +63,7 @@ SUITE = (
   compat.BENCHMARK,
   policy_gradient.BENCHMARK,
   vi.BENCHMARK,
+  search.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

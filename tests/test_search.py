@@ -240,8 +240,8 @@ C = jnp.array([0.5, -1.0])
 QUAD = lambda x: jnp.sum(A * (x - C) ** 2)
 
 
-def _natural_rows(dist_fn, params, n=40000):
-  est = sg.natural_gradient(sg.score_function(num_samples=n, per_sample=True))
+def _natural_rows(dist_fn, params, n=40000, structure="dense"):
+  est = sg.natural_gradient(sg.score_function(num_samples=n, per_sample=True), structure=structure)
   return est.estimate(jax.random.key(4), QUAD, dist_fn, params, est.init(params)).per_sample
 
 
@@ -251,7 +251,12 @@ def test_natural_gradient_loc_log_scale_is_snes_form():
   mu, sigma = jnp.array([1.0, 0.0]), jnp.array([0.8, 1.5])
   params = {"loc": mu, "log_scale": jnp.log(sigma)}
   exact = {"loc": 2 * A * sigma**2 * (mu - C), "log_scale": A * sigma**2}
-  sg.testing.assert_unbiased(_natural_rows(LOG_NORMAL, params), exact, false_failure_rate=1e-6)
+  rows = _natural_rows(LOG_NORMAL, params)
+  sg.testing.assert_unbiased(rows, exact, false_failure_rate=1e-6)
+  # structure="diagonal" is exact here: the same rows to float rounding.
+  diagonal = _natural_rows(LOG_NORMAL, params, structure="diagonal")
+  np.testing.assert_allclose(diagonal["loc"], rows["loc"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(diagonal["log_scale"], rows["log_scale"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
     fisher_information(LOG_NORMAL, params), np.diag(np.r_[1 / sigma**2, 2, 2]), rtol=1e-6
   )
@@ -270,6 +275,10 @@ def test_natural_gradient_loc_scale_and_coupled_coordinates():
   params = {"theta": theta, "log_scale": jnp.log(sigma)}
   exact = {"theta": jnp.linalg.solve(m, 2 * A * sigma**2 * (mu - C)), "log_scale": A * sigma**2}
   sg.testing.assert_unbiased(_natural_rows(coupled, params), exact, false_failure_rate=1e-6)
+  # There F is not diagonal: structure="diagonal" answers NaN, never its diagonal.
+  est = sg.natural_gradient(sg.score_function(num_samples=8), structure="diagonal")
+  out = est.estimate(jax.random.key(0), QUAD, coupled, params, est.init(params))
+  assert bool(jnp.all(jnp.isnan(out.grad["theta"])))
 
 
 def test_natural_gradient_reproduces_one_snes_generation():
@@ -302,6 +311,8 @@ def test_natural_gradient_reproduces_one_snes_generation():
 def test_natural_gradient_bad_input_and_moments():
   with pytest.raises(ValueError, match="damping"):
     sg.natural_gradient(sg.score_function(num_samples=4), damping=-1.0)
+  with pytest.raises(ValueError, match="structure='banded'"):
+    sg.natural_gradient(sg.score_function(num_samples=4), structure="banded")
   with pytest.raises(ValueError, match="with_moments outside"):
     sg.natural_gradient(sg.score_function(num_samples=4, moments=True))
   est = sg.natural_gradient(sg.score_function(num_samples=4))

@@ -51,7 +51,12 @@ from scoregrad.dists._base import families_with
 PyTree = Any
 
 
-def natural_gradient(estimator: GradientEstimator, *, damping: float = 0.0) -> GradientEstimator:
+STRUCTURES = ("dense", "diagonal")
+
+
+def natural_gradient(
+  estimator: GradientEstimator, *, damping: float = 0.0, structure: str = "dense"
+) -> GradientEstimator:
   r"""``estimator`` whose gradient is preconditioned by the exact Fisher information.
 
   ``Estimate.grad`` becomes (F(θ) + λI)⁻¹ ĝ with F(θ) = Jᵀ F_η J the exact
@@ -70,13 +75,19 @@ def natural_gradient(estimator: GradientEstimator, *, damping: float = 0.0) -> G
 
   Requirements: ``dist_fn(params)`` of a family with ``fisher_information``
   (scoregrad.dists.Normal); F(θ) invertible (θ has no redundant
-  coordinates), or ``damping`` > 0. F is formed densely, P × P for P
-  parameter coordinates, and solved by Cholesky: meant for search
-  distributions (P up to a few thousand), not network weights.
+  coordinates), or ``damping`` > 0. With ``structure="dense"`` F is formed,
+  P × P for P parameter coordinates, and solved by Cholesky: meant for
+  search distributions (P up to a few thousand), not network weights.
 
   Args:
     estimator: any :class:`~scoregrad.GradientEstimator` of ∇θ E[f].
     damping: λ ≥ 0 added to the diagonal of F.
+    structure: ``"dense"`` (default, any parametrisation) or ``"diagonal"``:
+      F's diagonal Σ_k w_k J_kj² only, O(P) instead of O(P³) — exact when
+      each distribution coordinate η_k depends on at most one coordinate of
+      θ (e.g. {"loc", "log_scale"} as above, SNES's separable form), which
+      is checked on J at every call: otherwise the gradient is NaN (F is not
+      diagonal there, and its diagonal would be a silent approximation).
 
   Returns:
     A ``GradientEstimator`` with the same ``init`` and state.
@@ -102,6 +113,12 @@ def natural_gradient(estimator: GradientEstimator, *, damping: float = 0.0) -> G
       f"diagonal); got damping={damping!r}."
     )
   damping = float(damping)
+  if structure not in STRUCTURES:
+    raise ValueError(
+      f"`structure` must be one of {STRUCTURES}; got structure={structure!r}. "
+      "'diagonal' is exact (and O(P)) when each distribution parameter depends on one "
+      "params coordinate; 'dense' works for any parametrisation."
+    )
   traits = traits_of(estimator)
   if traits is not None and traits.moments:
     raise ValueError(
@@ -118,7 +135,7 @@ def natural_gradient(estimator: GradientEstimator, *, damping: float = 0.0) -> G
         "natural_gradient's estimator returned Estimate.moments, which would not be "
         "of the preconditioned rows. Apply with_moments outside natural_gradient."
       )
-    precondition = fisher_solver(dist_fn, params, damping)
+    precondition = fisher_solver(dist_fn, params, damping, structure)
     grad = first_order_only(precondition(out.grad), (params,), name)
     per = out.per_sample
     if per is not None:
@@ -133,12 +150,32 @@ def natural_gradient(estimator: GradientEstimator, *, damping: float = 0.0) -> G
     result,
     traits._replace(
       name=name,
-      rebuild=lambda **settings: natural_gradient(inner_rebuild(**settings), damping=damping),
+      rebuild=lambda **settings: natural_gradient(
+        inner_rebuild(**settings), damping=damping, structure=structure
+      ),
       chunk_plan=None,
       fit_rows=None,
       shapes_costs=False,
     ),
   )
+
+
+def _jacobian_and_weights(dist_fn, params: PyTree):
+  """J = ∂η/∂θ (K, P) by forward mode, and the family's Fisher weights w (K,) in η."""
+  dist = call_dist_fn(dist_fn, params)
+  if not callable(getattr(dist, "fisher_information", None)):
+    inner = getattr(dist, "dist", dist)
+    raise NotApplicableError(
+      "natural_gradient needs the exact Fisher information of the search "
+      f"distribution, which scoregrad.dists.{' and '.join(families_with('fisher_information'))} "
+      f"provide; `dist_fn(params)` is {type(inner).__name__}. Use one of those "
+      "families, or precondition the gradient yourself."
+    )
+  flat, unravel = ravel_pytree(params)
+  coordinates = lambda v: ravel_pytree(call_dist_fn(dist_fn, unravel(v)).fisher_coordinates())[0]
+  jac = jax.lax.stop_gradient(jax.jacfwd(coordinates)(flat))
+  weights = jax.lax.stop_gradient(ravel_pytree(dist.fisher_information())[0].astype(jac.dtype))
+  return jac, weights
 
 
 def fisher_information(dist_fn, params: PyTree) -> jax.Array:
@@ -155,25 +192,25 @@ def fisher_information(dist_fn, params: PyTree) -> jax.Array:
     >>> F.round(4).tolist()   # diag(1/σ², 2) with σ = 2
     [[0.25, 0.0], [0.0, 2.0]]
   """
-  dist = call_dist_fn(dist_fn, params)
-  if not callable(getattr(dist, "fisher_information", None)):
-    inner = getattr(dist, "dist", dist)
-    raise NotApplicableError(
-      "natural_gradient needs the exact Fisher information of the search "
-      f"distribution, which scoregrad.dists.{' and '.join(families_with('fisher_information'))} "
-      f"provide; `dist_fn(params)` is {type(inner).__name__}. Use one of those "
-      "families, or precondition the gradient yourself."
-    )
-  flat, unravel = ravel_pytree(params)
-  coordinates = lambda v: ravel_pytree(call_dist_fn(dist_fn, unravel(v)).fisher_coordinates())[0]
-  jac = jax.jacfwd(coordinates)(flat)
-  weights = ravel_pytree(dist.fisher_information())[0].astype(jac.dtype)
-  return jax.lax.stop_gradient(jac.T @ (weights[:, None] * jac))
+  jac, weights = _jacobian_and_weights(dist_fn, params)
+  return jac.T @ (weights[:, None] * jac)
 
 
-def fisher_solver(dist_fn, params: PyTree, damping: float = 0.0):
+def fisher_solver(dist_fn, params: PyTree, damping: float = 0.0, structure: str = "dense"):
   """``precondition(g) = (F(θ) + λI)⁻¹ g`` for pytrees ``g`` like ``params``."""
-  fisher = fisher_information(dist_fn, params)
+  jac, weights = _jacobian_and_weights(dist_fn, params)
+  if structure == "diagonal":
+    # Exact iff no η_k depends on two θ coordinates: then F = diag(Σ_k w_k J_kj²).
+    separable = jnp.all(jnp.sum(jac != 0, axis=1) <= 1)
+    diagonal = jnp.sum(weights[:, None] * jnp.square(jac), axis=0) + damping
+    diagonal = jnp.where(separable, diagonal, jnp.nan)
+
+    def precondition_diagonal(g):
+      flat, unravel = ravel_pytree(g)
+      return unravel((flat.astype(diagonal.dtype) / diagonal).astype(flat.dtype))
+
+    return precondition_diagonal
+  fisher = jac.T @ (weights[:, None] * jac)
   fisher = fisher + damping * jnp.eye(fisher.shape[0], dtype=fisher.dtype)
   factor = jax.scipy.linalg.cho_factor(fisher)
 
