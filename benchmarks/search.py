@@ -30,6 +30,10 @@ Test functions (minimum 0 at x* = 0, or 1 for Rosenbrock): sphere Σx²;
 Rastrigin 10d + Σ(x² − 10 cos 2πx); Rosenbrock Σ 100(x_{i+1} − x_i²)² +
 (1 − x_i)²; step Σ ⌊x + ½⌋² (piecewise constant, so its gradient is 0
 almost everywhere: only a search-distribution method can descend it).
+
+A NaN in the table is the method's own numerical failure after convergence
+(σ underflowing to 0 in float32, so z = (x − μ)/σ is 0/0), reported as it
+came out, not replaced.
 """
 
 from __future__ import annotations
@@ -174,9 +178,9 @@ def evosax_methods():
   def wrap(make):
     return lambda f, d, n, g: _evosax_loop(make, f, d, n, g)
 
-  import evosax
+  from importlib import metadata
 
-  version = getattr(evosax, "__version__", "?")
+  version = metadata.version("evosax")
   return {
     "evosax_open_es": wrap(open_es),
     "evosax_snes": wrap(snes),
