@@ -210,6 +210,11 @@ def test_shaping_bad_input():
       fitness_shaping=shaping,
       control_variate=sg.control_variates.delta_method(),
     )
+  with pytest.raises(ValueError, match="takes no control variate"):
+    sg.with_control_variate(
+      sg.score_function(num_samples=8, fitness_shaping=shaping),
+      sg.control_variates.delta_method(),
+    )
   with pytest.raises(ValueError, match="epsilon"):
     sg.shaping.standardize(epsilon=-1.0)
   with pytest.raises(ValueError, match="low"):
