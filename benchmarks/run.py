@@ -49,6 +49,7 @@ from benchmarks import (
   policy_gradient,
   scale,
   scaling,
+  search,
   throughput,
   vi,
 )
@@ -70,6 +71,7 @@ SUITE = (
   vi.BENCHMARK,
   greeks.BENCHMARK,
   graphs_at_scale.BENCHMARK,
+  search.BENCHMARK,
 )
 
 # Benchmark name -> record (in default run order).

@@ -43,6 +43,11 @@ PUBLIC_MODULES = [
     "Statistical assertions with standard-error tolerances.",
   ),
   ("scoregrad.sampling", "scoregrad.sampling", "Antithetic and randomised-QMC sampling."),
+  (
+    "scoregrad.shaping",
+    "scoregrad.shaping",
+    "Fitness shaping for evolution strategies (centered ranks, z-scores, NES weights).",
+  ),
   ("scoregrad.sites", "scoregrad.sites", "Site estimators for sg.sample inside a program."),
   (
     "scoregrad.numpyro",

@@ -9,6 +9,7 @@ from scoregrad import dists
 from scoregrad import numpyro
 from scoregrad import rl
 from scoregrad import sampling
+from scoregrad import shaping
 from scoregrad import sites
 from scoregrad import testing
 from scoregrad import vi
@@ -43,7 +44,9 @@ from scoregrad._src.discrete.copula import arms
 from scoregrad._src.front_door import expectation
 from scoregrad._src.layers import chunked
 from scoregrad._src.layers import sharded
+from scoregrad._src.layers import with_fitness_shaping
 from scoregrad._src.layers import with_moments
+from scoregrad._src.natural import natural_gradient
 from scoregrad._src.graphs import cost
 from scoregrad._src.graphs import fori_loop
 from scoregrad._src.graphs import plate
@@ -105,6 +108,7 @@ __all__ = (
   "magic_box",
   "measure_valued",
   "mixed",
+  "natural_gradient",
   "numpyro",
   "pathwise",
   "plate",
@@ -120,6 +124,7 @@ __all__ = (
   "score_function",
   "score_function_surrogate",
   "select",
+  "shaping",
   "sharded",
   "sites",
   "straight_through",
@@ -129,6 +134,7 @@ __all__ = (
   "vi",
   "vimco",
   "with_control_variate",
+  "with_fitness_shaping",
   "with_moments",
 )
 

@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
   "scoregrad.diagnostics",
   "scoregrad.testing",
   "scoregrad.sampling",
+  "scoregrad.shaping",
   "scoregrad.discrete",
   "scoregrad.dists",
   "scoregrad.compat",

@@ -14,7 +14,8 @@ def test_all_public_names_import():
 
 def test_fixed_names_and_signatures():
   assert callable(sg.score_function) and callable(sg.pathwise) and callable(sg.expectation)
-  # 0.1's five fields keep their positions; 0.2 appends the value's rows and moments.
+  # 0.1's five fields keep their positions; 0.2 appends the value's rows and
+  # moments, then the kept samples and their costs (keep_samples=True).
   assert sg.Estimate._fields == (
     "value",
     "grad",
@@ -23,6 +24,8 @@ def test_fixed_names_and_signatures():
     "moments",
     "per_sample_values",
     "value_moments",
+    "samples",
+    "costs",
   )
   assert sg.GradientEstimator._fields == ("init", "estimate")
   for factory in (sg.score_function, sg.pathwise):

@@ -52,6 +52,12 @@ class Estimate(NamedTuple):
       ``per_sample_values`` (streamed across chunks), so that
       ``scoregrad.diagnostics.standard_error(out.value_moments)`` is the Monte
       Carlo standard error of ``value``; else ``None``.
+    samples: when the estimator was built with ``keep_samples=True``, the
+      samples x_i of this estimate (a pytree with a leading sample axis, as
+      ``dist.sample`` returns them; gradient-free); else ``None``.
+    costs: with ``keep_samples=True``, their raw costs f(x_i), shape
+      ``(num_samples,)`` (before any fitness shaping; gradient-free), so that
+      ``samples[argmin(costs)]`` is the best point evaluated; else ``None``.
   """
 
   value: jax.Array
@@ -61,6 +67,8 @@ class Estimate(NamedTuple):
   moments: Optional[GradientMoments] = None
   per_sample_values: Optional[jax.Array] = None
   value_moments: Optional[GradientMoments] = None
+  samples: Optional[PyTree] = None
+  costs: Optional[jax.Array] = None
 
 
 class GradientMoments(NamedTuple):
@@ -146,6 +154,10 @@ class Traits(NamedTuple):
       chunkable.
     chunk_size: set by :func:`scoregrad.chunked`.
     moments: set by :func:`scoregrad.with_moments`.
+    shapes_costs: whether ``rebuild(fitness_shaping=...)`` is accepted
+      (:func:`scoregrad.with_fitness_shaping` asks).
+    fitness_shaping: the :class:`~scoregrad.shaping.FitnessShaping` it was
+      built with, or ``None``.
   """
 
   name: str
@@ -159,6 +171,8 @@ class Traits(NamedTuple):
   chunk_plan: Optional[Callable[..., Any]] = None
   chunk_size: Optional[int] = None
   moments: bool = False
+  shapes_costs: bool = False
+  fitness_shaping: Any = None
 
 
 class _DescribedEstimator(GradientEstimator):

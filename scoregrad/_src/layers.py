@@ -10,7 +10,12 @@ cross-cutting features of scoregrad's estimators are layers of the same kind:
 * :func:`with_moments` — fill ``Estimate.moments`` with the streamed moments of
   the per-sample gradients;
 * :func:`scoregrad.with_control_variate` — a control variate around any
-  estimator (in :mod:`scoregrad._src.variance_reduction`).
+  estimator (in :mod:`scoregrad._src.variance_reduction`);
+* :func:`with_fitness_shaping` — the costs of each estimate replaced by
+  utilities computed across its samples (an evolution strategy);
+* :func:`scoregrad.natural_gradient` — the gradient preconditioned by the
+  exact Fisher information of the search distribution (in
+  :mod:`scoregrad._src.natural`).
 
 Each takes a :class:`~scoregrad.GradientEstimator` and returns one; they compose
 in any order that means something (``chunked(with_moments(e), c)`` and
@@ -244,6 +249,77 @@ def sharded(estimator: GradientEstimator, sharding: Any) -> GradientEstimator:
       samples_name=core_traits.samples_name,
     )
   return _assemble(core_traits.rebuild(sharding=sharding), traits.chunk_size, traits.moments)  # type: ignore[misc]
+
+
+def with_fitness_shaping(estimator: GradientEstimator, fitness_shaping: Any) -> GradientEstimator:
+  r"""``estimator`` with the costs of each estimate replaced by shaped utilities.
+
+  For the n costs c_i = f(x_i) of one estimate, the utilities u = s(c)
+  (:mod:`scoregrad.shaping`: centered ranks, z-scores, min–max, NES/CMA rank
+  weights) weight the scores instead: for the score function
+
+      ĝ = (1/n) Σ_i (u_i − b_i) ∇θ log p(x_i; θ),
+
+  the search gradient of an evolution strategy (OpenAI-ES with
+  ``centered_ranks()`` and ``sampling="antithetic"``; SNES with
+  ``rank_weights()`` and :func:`scoregrad.natural_gradient`). ĝ is biased for
+  ∇θ E[f] and unbiased for the shaped objective E_θ[h_θ₀(x)], h_θ₀(x) the
+  expected utility of x among n − 1 fresh samples (exact for i.i.d.
+  samples; see :mod:`scoregrad.shaping`). ``.value`` stays the mean of the
+  raw costs, and its first derivative is ĝ; second derivatives raise.
+
+  Requirements: the estimator says it accepts a cost shaping (its Traits'
+  ``shapes_costs``; ``score_function``'s do); at least 2 samples; not
+  chunked (the shaping needs every cost of the estimate at once) and not
+  already shaped.
+
+  Args:
+    estimator: a :class:`~scoregrad.GradientEstimator` from a factory whose
+      traits accept shaping (possibly sharded or with moments).
+    fitness_shaping: a :class:`~scoregrad.shaping.FitnessShaping`.
+
+  Returns:
+    A ``GradientEstimator`` with the same ``init`` and state.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, scoregrad as sg
+    >>> est = sg.with_fitness_shaping(
+    ...     sg.score_function(num_samples=64, sampling="antithetic"),
+    ...     sg.shaping.centered_ranks())
+    >>> params = {"loc": jnp.ones(3), "scale": jnp.ones(3)}
+    >>> dist_fn = lambda p: sg.dists.Normal(p["loc"], p["scale"])
+    >>> out = est.estimate(jax.random.key(0), lambda x: jnp.sum(x**2), dist_fn,
+    ...                    params, est.init(params))
+
+  References:
+    Wierstra et al., "Natural Evolution Strategies", JMLR 2014, Section 3.1.
+    Salimans et al., "Evolution Strategies as a Scalable Alternative to
+    Reinforcement Learning", 2017.
+  """
+  from scoregrad._src import shaping as _shaping  # pylint: disable=g-import-not-at-top
+
+  traits = _traits(estimator, "with_fitness_shaping", "rebuild the estimator with shaped costs")
+  if not traits.shapes_costs:
+    raise ValueError(
+      f"{traits.name} does not accept a fitness shaping (its traits say "
+      f"shapes_costs=False); got fitness_shaping={fitness_shaping!r}. Use "
+      "scoregrad.score_function(num_samples=...), the estimator whose costs weight "
+      "the scores."
+    )
+  if traits.chunk_size is not None:
+    raise ValueError(
+      f"`estimator` is chunked ({traits.name}), and fitness shaping transforms the "
+      "costs across ALL samples of one estimate; got fitness_shaping="
+      f"{getattr(fitness_shaping, 'name', fitness_shaping)}. Shape the unchunked estimator."
+    )
+  if traits.fitness_shaping is not None:
+    raise ValueError(
+      f"`estimator` is already shaped ({traits.name}); got fitness_shaping="
+      f"{getattr(fitness_shaping, 'name', fitness_shaping)} for a second layer. Shape once."
+    )
+  _, core_traits = _core(estimator, traits)
+  _shaping.check_fitness_shaping(fitness_shaping, core_traits.num_samples, core_traits.samples_name)
+  return _assemble(core_traits.rebuild(fitness_shaping=fitness_shaping), None, traits.moments)  # type: ignore[misc]
 
 
 def rebuilder(factory: Callable[..., GradientEstimator], **settings) -> Callable[..., Any]:

@@ -9,9 +9,11 @@ import jax.numpy as jnp
 
 from scoregrad._src import baselines as _baselines
 from scoregrad._src import control_variates as _cv
+from scoregrad._src import derivative_order as _derivative_order
 from scoregrad._src import layers as _layers
 from scoregrad._src import sampling as _sampling
 from scoregrad._src import scale as _scale
+from scoregrad._src import shaping as _shaping
 from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
@@ -57,6 +59,8 @@ def score_function(
   chunk_size: Optional[int] = None,
   moments: bool = False,
   sampling: str = "iid",
+  fitness_shaping: Optional[_shaping.FitnessShaping] = None,
+  keep_samples: bool = False,
 ) -> GradientEstimator:
   r"""The score-function estimator of ∇θ E_{p(x;θ)}[f(x)].
 
@@ -103,6 +107,19 @@ def score_function(
       variance of other coordinates. Baselines that use the other samples
       (``leave_one_out``, ``optimal``) are refused with them (a sample's
       partner depends on it).
+    fitness_shaping: a :mod:`scoregrad.shaping` transform of the costs
+      across the samples of each estimate (``centered_ranks()``,
+      ``standardize()``, ``normalize()``, ``rank_weights()``): the gradient
+      becomes (1/n) Σ_i (u_i − b_i) ∇θ log p(x_i), u = shaping(c), an
+      evolution strategy's. Biased for ∇E[f], unbiased for the shaped
+      objective (see :mod:`scoregrad.shaping`); first derivatives only (a
+      second derivative raises), and a cost that depends on ``params`` is
+      refused when differentiated. ``.value`` stays the mean of the raw
+      costs. Shorthand for :func:`scoregrad.with_fitness_shaping`. Needs
+      num_samples ≥ 2; not with ``chunk_size`` or ``control_variate``.
+    keep_samples: also return the samples and their raw costs in
+      ``Estimate.samples`` / ``Estimate.costs`` (to track the best point
+      found); off by default, when the estimate keeps neither.
 
   Returns:
     ``GradientEstimator(init, estimate)`` with
@@ -139,14 +156,31 @@ def score_function(
       "would bias the gradient; got both. Use a baseline that does not (none, "
       "constant, moving_average) or sampling='iid'."
     )
-  core = _score_function(num_samples, baseline, per_sample, sharding, sampling)
+  fitness_shaping = _shaping.check_fitness_shaping(fitness_shaping, num_samples)
+  keep_samples = check_bool("keep_samples", keep_samples)
+  if fitness_shaping is not None and control_variate is not None:
+    raise ValueError(
+      f"`fitness_shaping={fitness_shaping.name}` replaces the costs by utilities "
+      "computed across the samples, and `control_variate` corrects the costs "
+      f"f − βh with the exact ∇E[h]: the two do not compose (got control_variate="
+      f"{getattr(control_variate, 'name', control_variate)!r}). Drop one of them."
+    )
+  core = _score_function(
+    num_samples, baseline, per_sample, sharding, sampling, fitness_shaping, keep_samples
+  )
   return _layers.shorthands(
     core, control_variate=control_variate, chunk_size=chunk_size, moments=moments
   )
 
 
 def _score_function(
-  num_samples: int, baseline, per_sample: bool, sharding, sampling: str
+  num_samples: int,
+  baseline,
+  per_sample: bool,
+  sharding,
+  sampling: str,
+  fitness_shaping=None,
+  keep_samples: bool = False,
 ) -> GradientEstimator:
   """The plain score-function estimator (settings validated), with its Traits."""
 
@@ -157,9 +191,22 @@ def _score_function(
     per_sample=per_sample,
     sharding=sharding,
     sampling=sampling,
+    fitness_shaping=fitness_shaping,
+    keep_samples=keep_samples,
   )
 
   def chunk_plan(chunk_size: int, rows: bool):
+    if fitness_shaping is not None:
+      raise ValueError(
+        f"`chunk_size={chunk_size}` with fitness_shaping={fitness_shaping.name}: the "
+        "shaping transforms the costs across ALL samples of one estimate, and chunks "
+        "would shape each chunk on its own. Drop chunk_size (or the shaping)."
+      )
+    if keep_samples:
+      raise ValueError(
+        f"`chunk_size={chunk_size}` with keep_samples=True: chunking exists not to "
+        "hold all samples at once, and keep_samples returns them. Drop one of them."
+      )
     _scale.check_streamable_baseline(baseline)
     _sampling.check_chunk(sampling, chunk_size)
 
@@ -177,6 +224,7 @@ def _score_function(
   traits = Traits(
     name=f"score_function(num_samples={num_samples}, baseline={baseline.name}"
     + ("" if sampling == "iid" else f", sampling={sampling!r}")
+    + ("" if fitness_shaping is None else f", fitness_shaping={fitness_shaping.name}")
     + ")",
     num_samples=num_samples,
     rebuild=rebuild,
@@ -184,11 +232,17 @@ def _score_function(
     sharding=sharding,
     rows_coupled_by=f"baseline={baseline.name}"
     if baseline.uses_other_samples
-    else (None if sampling == "iid" else f"sampling={sampling!r}"),
+    else (
+      f"fitness_shaping={fitness_shaping.name}"
+      if fitness_shaping is not None
+      else (None if sampling == "iid" else f"sampling={sampling!r}")
+    ),
     fit_rows=(lambda: rebuild(baseline=None, per_sample=True))
     if baseline.uses_other_samples
     else None,
     chunk_plan=chunk_plan,
+    shapes_costs=True,
+    fitness_shaping=fitness_shaping,
   )
 
   def init(params) -> ScoreFunctionState:
@@ -215,29 +269,36 @@ def _score_function(
     first_order = getattr(dist, "score_function_order", None) == 1
     raw_costs = _scale.constrain(evaluate_costs(f, samples, num_samples), sharding, num_samples)
     costs = jax.lax.stop_gradient(raw_costs)
+    # Fitness shaping: the utilities replace the costs in the gradient (and
+    # in the baseline); `.value` stays the mean of the raw costs.
+    utilities = _shaping.apply(fitness_shaping, costs)
 
     def log_prob(p, x):
       return call_dist_fn(dist_fn, p).log_prob(x)
 
-    new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, costs))
+    def done(value, grad, per):
+      out = finish(value, grad, new_state, per, per_sample_values=raw_costs)
+      if keep_samples:
+        out = out._replace(samples=samples, costs=costs)
+      return out
+
+    new_state = ScoreFunctionState(baseline=baseline.update(state.baseline, utilities))
 
     if baseline.per_coordinate:
       scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(params, samples)
-      b = baseline.values(costs, scores, state.baseline)
-      per = jax.tree_util.tree_map(lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)
+      b = baseline.values(utilities, scores, state.baseline)
+      per = jax.tree_util.tree_map(lambda s, bk: (expand_to(utilities, s) - bk) * s, scores, b)
       # The per-coordinate baseline is fitted to these very scores, so this
       # gradient is first-order only, and `.value` carries it (first order).
       name = f"score_function with a per-coordinate baseline ({baseline.name})"
       per = first_order_only(per, (params, raw_costs), name)
       grad = tree_mean0(per)
-      value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
-      return finish(
-        value, grad, new_state, per if per_sample else None, per_sample_values=raw_costs
-      )
+      value = _first_order_value(raw_costs, params, grad, name)
+      return done(value, grad, per if per_sample else None)
 
-    b = baseline.values(costs, None, state.baseline)
-    b = jnp.zeros_like(costs) if b is None else jax.lax.stop_gradient(b)
-    advantages = costs - b
+    b = baseline.values(utilities, None, state.baseline)
+    b = jnp.zeros_like(utilities) if b is None else jax.lax.stop_gradient(b)
+    advantages = utilities - b
     # `.grad` is the gradient of Σ_i □(τ_i)(c_i − b_i) / n with the box as
     # `unit_box`: value 1 without evaluating τ, so XLA compiles exactly the
     # hand-written REINFORCE gradient (one backward pass of log p), and the
@@ -250,21 +311,49 @@ def _score_function(
       batch = lambda p: jax.vmap(log_prob, in_axes=(None, 0))(p, samples)
       grad = jax.grad(lambda p: jnp.mean(unit_box(batch(p)) * advantages))(params)
       per = None
-    if not first_order:
+    if not first_order and fitness_shaping is None:
       # `.value`: DiCE on the raw costs, (1/n) Σ □(τ_i) c_i + (1 − □(τ_i)) b_i:
       # numerically mean f (the box is exactly 1, so no τ is evaluated), and
       # its derivatives of every order are the score-function ones, with the
       # pathwise terms of anything f closes over and their cross terms.
       box = unit_box(jax.vmap(log_prob, in_axes=(None, 0))(params, samples))
       value = jnp.mean(box * raw_costs + (1.0 - box) * b)
-      return finish(value, grad, new_state, per, per_sample_values=raw_costs)
-    name = f"score_function on {type(dist).__name__} (its log_prob is differentiable once only)"
+      return done(value, grad, per)
+    if fitness_shaping is not None:
+      name = f"score_function with fitness_shaping={fitness_shaping.name}"
+    else:
+      name = f"score_function on {type(dist).__name__} (its log_prob is differentiable once only)"
     grad = first_order_only(grad, (params, raw_costs), name)
     per = None if per is None else first_order_only(per, (params, raw_costs), name)
-    value = jnp.mean(raw_costs) + gradient_carrier(params, grad, name, raw_costs.dtype)
-    return finish(value, grad, new_state, per, per_sample_values=raw_costs)
+    return done(_first_order_value(raw_costs, params, grad, name), grad, per)
+
+  def _first_order_value(raw_costs, params, grad, name):
+    """mean f whose first derivative is ``grad`` (and whose second raises)."""
+    carrier = gradient_carrier(params, grad, name, raw_costs.dtype)
+    if fitness_shaping is None:
+      return jnp.mean(raw_costs) + carrier
+    # The shaped utilities have no pathwise derivative: a cost that depends
+    # on params is refused when `.value` is differentiated (never the
+    # unshaped pathwise term mixed with a shaped score term).
+    return jnp.mean(costs_only(raw_costs)) + carrier + _refuse_cost_derivative(raw_costs, name)
 
   return describe(GradientEstimator(init=init, estimate=estimate), traits)
+
+
+def costs_only(raw_costs):
+  return jax.lax.stop_gradient(raw_costs)
+
+
+def _refuse_cost_derivative(raw_costs, name: str):
+  """A zero whose derivative in ``raw_costs`` raises, naming the shaping."""
+  message = (
+    f"{name}: the cost f depends on the parameters being differentiated (f closes "
+    "over them), and the shaped utilities (ranks, z-scores) have no pathwise "
+    "derivative, so the derivative of `.value` would be the shaped score term "
+    "plus an unshaped pathwise term. scoregrad refuses. Make f independent of "
+    "the parameters (pass them through dist_fn), or drop fitness_shaping."
+  )
+  return _derivative_order._first_order_only(message, jnp.zeros((), raw_costs.dtype), (raw_costs,))
 
 
 def _draw(dist, key, num_samples: int, sharding):

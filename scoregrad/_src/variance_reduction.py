@@ -152,6 +152,13 @@ def with_control_variate(
   # Ask the estimator (its Traits) for what the control variate needs: rows,
   # and for an estimated coefficient rows that depend on their own draw only.
   traits = traits_of(estimator)
+  if traits is not None and traits.fitness_shaping is not None:
+    raise ValueError(
+      f"`estimator` shapes its costs ({traits.name}): the utilities replace f − βh, "
+      f"so adding the exact β∇E[h] of control_variate={cv.name} would not correct "
+      "anything it estimates. A fitness-shaped estimator takes no control variate; "
+      "drop one of them."
+    )
   if traits is not None and traits.chunk_size is None and traits.rebuild is not None:
     if (estimated or cv.value_depends_on_params) and not traits.per_sample:
       estimator = traits.rebuild(per_sample=True)

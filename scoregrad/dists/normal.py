@@ -91,6 +91,21 @@ class Normal(Distribution):
     """T_θ⁻¹(x), differentiable in the parameters at fixed x."""
     return self.to_standard_normal(x)
 
+  def fisher_coordinates(self):
+    """The coordinates of :meth:`fisher_information`: loc and scale, broadcast."""
+    shape = self.event_shape
+    return {"loc": jnp.broadcast_to(self.loc, shape), "scale": jnp.broadcast_to(self.scale, shape)}
+
+  def fisher_information(self):
+    """The exact Fisher information in (loc, scale), which is diagonal.
+
+    −E[∂² log p] per element: 1/σ² for loc, 2/σ² for scale, no cross terms
+    (the elements are independent and E[∂μ ∂σ log p] = E[−2z/σ²] = 0).
+    """
+    shape = self.event_shape
+    precision = jnp.broadcast_to(1 / jnp.square(self.scale), shape)
+    return {"loc": precision, "scale": 2 * precision}
+
   weak_derivative_fixed = ()
   weak_derivative_description = "Normal (loc: Weibull; scale: double-sided Maxwell)"
 

@@ -92,8 +92,8 @@ MUTANTS: tuple[Mutant, ...] = (
   Mutant(
     "sf-percoord-baseline-sign",
     SF,
-    "lambda s, bk: (expand_to(costs, s) - bk) * s, scores, b)",
-    "lambda s, bk: (expand_to(costs, s) + bk) * s, scores, b)",
+    "lambda s, bk: (expand_to(utilities, s) - bk) * s, scores, b)",
+    "lambda s, bk: (expand_to(utilities, s) + bk) * s, scores, b)",
     "per-coordinate baseline added instead of subtracted (still unbiased)",
     ("tests/test_pins.py", "tests/test_score_function.py"),
     "optimal_baseline or (baselines_unbiased and optimal)",
