@@ -73,6 +73,7 @@ GROUPS = {
     "scoregrad.score_function",
     "scoregrad.pathwise",
     "scoregrad.measure_valued",
+    "scoregrad.mixed",
     "scoregrad.select",
   ],
   "Front door and surrogates": [
@@ -85,6 +86,8 @@ GROUPS = {
     "scoregrad.sample",
     "scoregrad.cost",
     "scoregrad.plate",
+    "scoregrad.scan",
+    "scoregrad.fori_loop",
     "scoregrad.surrogate",
   ],
   "Layers (wrappers around any estimator)": [
@@ -92,6 +95,8 @@ GROUPS = {
     "scoregrad.sharded",
     "scoregrad.with_moments",
     "scoregrad.with_control_variate",
+    "scoregrad.with_fitness_shaping",
+    "scoregrad.natural_gradient",
     "scoregrad.describe",
   ],
 }
@@ -109,6 +114,7 @@ MODULE_GROUPS = {
   "scoregrad.compat": "Compatibility",
   "scoregrad.compat.optax_monte_carlo": "Compatibility",
   "scoregrad.numpyro": "Stochastic computation graphs",
+  "scoregrad.shaping": "Evolution strategies: fitness shaping",
 }
 GROUP_ORDER = [
   "Estimators",
@@ -122,6 +128,7 @@ GROUP_ORDER = [
   "Diagnostics and testing",
   "Reinforcement learning helpers",
   "Sampling (antithetic, randomised QMC)",
+  "Evolution strategies: fitness shaping",
   "Compatibility",
   "Types, states and results",
 ]
