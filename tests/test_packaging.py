@@ -31,17 +31,35 @@ def test_version_has_one_source():
   assert re.fullmatch(r"\d+\.\d+\.\d+", scoregrad.__version__)
 
 
+def _imports(nodes) -> set:
+  names = set()
+  for node in nodes:
+    if isinstance(node, ast.Import):
+      names |= {a.name.split(".")[0] for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+      names.add(node.module.split(".")[0])
+  return names - set(sys.stdlib_module_names) - {"scoregrad", "__future__"}
+
+
 def test_every_third_party_import_is_declared():
+  """Module-level imports are runtime dependencies; an import inside a function (an
+  optional dependency, imported when used: numpyro for scoregrad.numpyro.ELBO) is
+  declared in an extra."""
   declared = _requirement_names(PROJECT["dependencies"])
-  imported = set()
+  extras = set().union(*map(_requirement_names, PROJECT["optional-dependencies"].values()))
+  eager, lazy = set(), set()
   for path in (ROOT / "scoregrad").rglob("*.py"):
-    for node in ast.walk(ast.parse(path.read_text())):
-      if isinstance(node, ast.Import):
-        imported |= {a.name.split(".")[0] for a in node.names}
-      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-        imported.add(node.module.split(".")[0])
-  third_party = imported - set(sys.stdlib_module_names) - {"scoregrad", "__future__"}
-  assert third_party <= declared, f"imported but not declared: {sorted(third_party - declared)}"
+    tree = ast.parse(path.read_text())
+    functions = [
+      n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    inside = {id(n) for f in functions for n in ast.walk(f)}
+    nodes = list(ast.walk(tree))
+    eager |= _imports(n for n in nodes if id(n) not in inside)
+    lazy |= _imports(n for n in nodes if id(n) in inside)
+  assert eager <= declared, f"imported at module level but not declared: {sorted(eager - declared)}"
+  assert lazy <= declared | extras, f"imported but in no extra: {sorted(lazy - declared - extras)}"
+  assert "numpyro" in lazy  # the check sees function-level imports
 
 
 def test_lowest_versions_match_the_constraints_file():
