@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -44,18 +46,33 @@ def x64():
 
 # The slow tier (`make test-slow`, part of `make test-all` and of .ci/run):
 # what is slow but needed — the multi-process and 8-device sharding
-# subprocesses and every benchmark's tiny run. `make test` runs the rest
-# (notebooks included), which still covers every public function.
-SLOW = (
+# subprocesses, every benchmark's tiny run, the property-based conformance
+# suite, and the individual tests listed in tests/slow_tier.txt (each took
+# 3.6 s or more on 2 cores). `make test` runs the rest (notebooks and
+# doctests included), which still covers every public function
+# (tests/test_public_api.py::test_every_public_function_has_a_fast_test).
+SLOW_FILES = (
   "tests/test_multiprocess.py::",
   "tests/test_sharding.py::",
+  "tests/test_conformance.py::",
+)
+SLOW = SLOW_FILES + (
   "tests/test_benchmarks.py::test_every_benchmark_runs_at_tiny_size",
   "tests/test_discrete_benchmarks.py::test_discrete_benchmarks_small_run",
 )
+SLOW_TESTS = frozenset(
+  line.strip()
+  for line in (pathlib.Path(__file__).parent / "slow_tier.txt").read_text().splitlines()
+  if line.strip() and not line.startswith("#")
+)
+
+
+def is_slow(nodeid: str) -> bool:
+  return nodeid.startswith(SLOW) or nodeid in SLOW_TESTS
 
 
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
-    if item.nodeid.startswith(SLOW):
+    if is_slow(item.nodeid):
       item.add_marker(pytest.mark.slow)
