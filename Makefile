@@ -20,13 +20,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# `make test`: the whole suite (notebooks included) except the slow tier
-# (multi-process/sharding subprocesses, benchmark smoke runs: SLOW in
-# tests/conftest.py). `make test-slow` runs that tier; `make test-all` both
-# (as .ci/run does).
+# `make test`: the whole suite (notebooks and doctests included) except the
+# slow tier (multi-process/sharding subprocesses, benchmark smoke runs, the
+# property-based conformance suite: SLOW in tests/conftest.py; and the tests
+# listed in tests/slow_tier.txt, each 3.6 s or more on 2 cores). `make
+# test-slow` runs that tier; `make test-all` both (as .ci/run does).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --doctest-modules -m "not slow" scoregrad tests
-	@echo "make test: done; the slow tier (subprocess sharding, benchmark smoke runs) is 'make test-slow' (both: 'make test-all', as .ci/run)."
+	@echo "make test: done; the slow tier (subprocess sharding, benchmark smoke runs, the conformance suite, tests/slow_tier.txt) is 'make test-slow' (both: 'make test-all', as .ci/run)."
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow tests
