@@ -81,7 +81,10 @@ import numpy as np
 import scoregrad as sg
 from scoregrad._src.smoothness import DiscontinuousCostError
 
-from benchmarks import common
+from benchmarks import (
+  common,
+  style,
+)
 
 DESCRIPTION = (
   "Black–Scholes Greeks (price, delta, vega, gamma) of a call and a digital by "
@@ -1119,6 +1122,14 @@ def report(results: dict) -> str:
   return "\n".join(out)
 
 
+# The estimators of benchmarks/estimators.py these rows are, for their plot colour.
+STYLE_NAMES = {
+  "LR + leave-one-out": "score_function+leave_one_out",
+  "pathwise": "pathwise",
+  "measure-valued": "measure_valued",
+}
+
+
 def plot(results: dict, outdir: Path) -> list[Path]:
   import matplotlib
 
@@ -1155,14 +1166,15 @@ def plot(results: dict, outdir: Path) -> list[Path]:
         fmt="o",
         ms=3,
         capsize=2,
-        color=f"C{j}",  # one colour per estimator in every panel
+        color=style.style(STYLE_NAMES.get(name, name)).color,  # the same in every panel
         label=name,
       )
     ax.set_title(f"{option} {greek}, T = {t} (± 2 SE)")
     ax.set_xlabel("S₀ / K")
-    ax.legend(fontsize=7)
+    ax.set_ylabel(greek)
   fig.tight_layout()
-  path = common.save_figure(fig, Path(outdir) / "greeks.png", dpi=120)
+  style.legend_outside(fig, axes[0], where="below", ncol=len(estimators) + 1)
+  path = common.save_figure(fig, Path(outdir) / "greeks.png", dpi=120, bbox_inches="tight")
   plt.close(fig)
   return [path]
 

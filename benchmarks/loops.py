@@ -37,7 +37,10 @@ import numpy as np
 import scoregrad as sg
 from scoregrad.dists import Categorical
 
-from benchmarks import common
+from benchmarks import (
+  common,
+  style,
+)
 
 DESCRIPTION = (
   "sg.scan vs the same program unrolled in Python vs hand-written JAX: compile time, "
@@ -227,9 +230,39 @@ def report(results: dict) -> str:
   return headline(results)
 
 
-def plot(results: dict, outdir: Path) -> list:
-  del results, outdir
-  return []
+def plot(results: dict, outdir: Path) -> list[Path]:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = results["rows"]
+  steps = [r["steps"] for r in rows]
+  entrants = list(dict.fromkeys(e for r in rows for e in r["entrants"]))
+  fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(9, 3.4))
+  for name in entrants:
+    st = style.style(name)
+    have = [r for r in rows if name in r["entrants"]]
+    ts = [r["steps"] for r in have]
+    ax_c.plot(ts, [r["entrants"][name]["compile_cpu_s"] for r in have], label=name, **st.kwargs())
+    timing = [r["entrants"][name]["time_per_estimate"] for r in have]
+    med = np.array([t["median_s"] for t in timing]) * 1e3
+    lo = med - np.array([t["q25_s"] for t in timing]) * 1e3
+    hi = np.array([t["q75_s"] for t in timing]) * 1e3 - med
+    ax_t.errorbar(ts, med, yerr=[lo, hi], capsize=3, label=name, **st.kwargs())
+  for ax in (ax_c, ax_t):
+    ax.set_yscale("log")
+    common.plain_log_axis(ax, steps, "x", at_values=True)
+    ax.set_xlabel("steps T")
+  ax_c.set_ylabel("compile CPU time (s)")
+  ax_c.set_title("compile (CPU s)")
+  ax_t.set_ylabel("ms per estimate (median, IQR)")
+  ax_t.set_title(f"time per estimate (n = {results['sizes']['num_samples']})")
+  fig.tight_layout()
+  style.legend_outside(fig, ax_c, where="below", ncol=len(entrants))
+  path = common.save_figure(fig, Path(outdir) / "loops.png", dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return [path]
 
 
 BENCHMARK = common.Benchmark(

@@ -48,7 +48,10 @@ import optax
 
 import scoregrad as sg
 
-from benchmarks import common
+from benchmarks import (
+  common,
+  style,
+)
 
 DESCRIPTION = (
   "Evolution strategies: scoregrad (score_function + fitness shaping, natural gradient) vs "
@@ -336,17 +339,26 @@ def plot(results: dict, outdir: Path) -> list[Path]:
       )
       if r is None:
         continue
-      vals = np.maximum(np.asarray(r["final"], float), 1e-12)
-      ax.scatter(np.full(vals.shape, i), vals, s=10, color=f"C{i}", label=m)
-      ax.plot([i - 0.3, i + 0.3], [max(r["final_median"], 1e-12)] * 2, color=f"C{i}")
+      color = style.TAB10[i % len(style.TAB10)]  # not estimators of the table
+      # None in the JSON (a run that did not finish) is NaN: not drawn on the log axis.
+      vals = np.asarray([np.nan if v is None else v for v in r["final"]], float)
+      vals = np.maximum(vals[np.isfinite(vals)], 1e-12)
+      ax.scatter(np.full(vals.shape, i), vals, s=10, color=color, label=m)
+      if r["final_median"] is not None and np.isfinite(r["final_median"]):
+        ax.plot([i - 0.3, i + 0.3], [max(r["final_median"], 1e-12)] * 2, color=color)
     ax.set_yscale("log")
     ax.set_xticks([])
     ax.set_title(f"{name}, d={d}", fontsize=8)
-  axes[0][0].set_ylabel("f(final mean), 5 seeds")
+    ax.set_ylabel("f(final mean), 5 seeds", fontsize=8)
   fig.tight_layout()
-  handles, labels = axes[0][0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=len(method_names), fontsize=7)
-  fig.subplots_adjust(bottom=0.15)
+  from matplotlib.lines import Line2D
+
+  # Proxies: a method with no finite result in the first panel still gets its entry.
+  handles = [
+    Line2D([], [], color=style.TAB10[i % len(style.TAB10)], marker="o", linestyle="", label=m)
+    for i, m in enumerate(method_names)
+  ]
+  style.legend_outside(fig, handles, where="below", ncol=len(method_names), fontsize=7)
   path = common.save_figure(fig, Path(outdir) / "search.png", dpi=110, bbox_inches="tight")
   plt.close(fig)
   return [path]
