@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from scoregrad._src import scale as _scale
-from scoregrad._src.base import GradientEstimator, Traits, describe, traits_of
+from scoregrad._src.base import GradientEstimator, Traits, describe, stateless_init, traits_of
 from scoregrad._src.validation import check_estimator
 
 
@@ -359,6 +359,28 @@ def resizable(
     rows_coupled_by=rows_coupled_by,
     chunk_plan=chunk_plan,
   )
+
+
+def stateless(factory: Callable[..., GradientEstimator], estimate: Callable, **settings):
+  """``GradientEstimator(stateless_init, estimate)`` carrying the Traits of a stateless
+  estimator with i.i.d. rows, rebuilt by ``factory(**settings)``.
+
+  ``settings`` are the factory's keywords (``num_samples`` and ``per_sample``
+  among them); the name lists them in order, ``per_sample`` aside.
+  """
+  shown = ", ".join(
+    f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+    for k, v in settings.items()
+    if k != "per_sample"
+  )
+  traits = resizable(
+    f"{factory.__name__}({shown})",
+    num_samples=settings["num_samples"],
+    rebuild=rebuilder(factory, **settings),
+    per_sample=settings["per_sample"],
+    sharding=None,
+  )
+  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
 
 
 def shorthands(

@@ -12,9 +12,7 @@ from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
   check_cost,
-  describe,
   finish,
-  stateless_init,
 )
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.discrete.relaxations import check_differentiable_cost
@@ -146,13 +144,6 @@ def reinmax(*, num_samples: int, temperature: float, per_sample: bool = False) -
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
     return finish(value, grad, state, per, per_sample_values=costs)
 
-  traits = _layers.resizable(
-    f"reinmax(num_samples={num_samples}, temperature={temperature})",
-    num_samples=num_samples,
-    rebuild=_layers.rebuilder(
-      reinmax, num_samples=num_samples, temperature=temperature, per_sample=per_sample
-    ),
-    per_sample=per_sample,
-    sharding=None,
+  return _layers.stateless(
+    reinmax, estimate, num_samples=num_samples, temperature=temperature, per_sample=per_sample
   )
-  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)

@@ -12,9 +12,7 @@ from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
   check_cost,
-  describe,
   finish,
-  stateless_init,
 )
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.discrete.relaxations import check_differentiable_cost, check_temperature
@@ -134,17 +132,11 @@ def gumbel_rao(
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
     return finish(value, grad, state, per, per_sample_values=costs)
 
-  traits = _layers.resizable(
-    f"gumbel_rao(num_samples={num_samples}, num_inner={num_inner}, temperature={temperature})",
+  return _layers.stateless(
+    gumbel_rao,
+    estimate,
     num_samples=num_samples,
-    rebuild=_layers.rebuilder(
-      gumbel_rao,
-      num_samples=num_samples,
-      num_inner=num_inner,
-      temperature=temperature,
-      per_sample=per_sample,
-    ),
+    num_inner=num_inner,
+    temperature=temperature,
     per_sample=per_sample,
-    sharding=None,
   )
-  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)

@@ -25,9 +25,7 @@ from scoregrad._src.base import (
   Estimate,
   GradientEstimator,
   check_cost,
-  describe,
   finish,
-  stateless_init,
 )
 from scoregrad._src.discrete import logits as _common
 from scoregrad._src.validation import (
@@ -153,20 +151,14 @@ def gumbel_softmax(
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
     return finish(value, grad, state, per, per_sample_values=costs)
 
-  traits = _layers.resizable(
-    f"gumbel_softmax(num_samples={num_samples}, temperature={temperature}, straight_through={straight_through})",
+  return _layers.stateless(
+    gumbel_softmax,
+    estimate,
     num_samples=num_samples,
-    rebuild=_layers.rebuilder(
-      gumbel_softmax,
-      num_samples=num_samples,
-      temperature=temperature,
-      straight_through=straight_through,
-      per_sample=per_sample,
-    ),
+    temperature=temperature,
+    straight_through=straight_through,
     per_sample=per_sample,
-    sharding=None,
   )
-  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
 
 
 def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientEstimator:
@@ -244,14 +236,9 @@ def straight_through(*, num_samples: int, per_sample: bool = False) -> GradientE
     grad, per, value = _common.finish(lg, per_logits, per_sample, jnp.mean(costs), costs)
     return finish(value, grad, state, per, per_sample_values=costs)
 
-  traits = _layers.resizable(
-    f"straight_through(num_samples={num_samples})",
-    num_samples=num_samples,
-    rebuild=_layers.rebuilder(straight_through, num_samples=num_samples, per_sample=per_sample),
-    per_sample=per_sample,
-    sharding=None,
+  return _layers.stateless(
+    straight_through, estimate, num_samples=num_samples, per_sample=per_sample
   )
-  return describe(GradientEstimator(init=stateless_init, estimate=estimate), traits)
 
 
 # -- What the relaxation needs of λ and f --------------------------------------

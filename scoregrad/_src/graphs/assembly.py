@@ -15,7 +15,6 @@ The assembly, in four steps (each site's part lives in its estimator's module):
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Union, cast
 
 import jax
@@ -25,7 +24,7 @@ import numpy as np
 from scoregrad._src import baselines as _baselines
 from scoregrad._src.base import finish
 from scoregrad._src.graphs import analysis, loops, plates, runtime
-from scoregrad._src.graphs.protocol import Program, Runs, RunView, Settings
+from scoregrad._src.graphs.protocol import Program, Runs, RunView, Settings, joint_grid
 from scoregrad._src.graphs.rodeo_site import check_rodeo
 from scoregrad._src.graphs.score_function_site import check_baseline
 from scoregrad._src.surrogates import magic_box
@@ -314,16 +313,7 @@ def _plan(g, kinds, settings) -> _Plan:
   enumerated = tuple(i for i, s in enumerate(sites) if s.estimator.enumerated)
   confs = [sites[i].estimator.configurations(sites[i].info) for i in enumerated]
   counts = tuple(c for c, _ in confs)
-  total = math.prod(counts)
-  if total > settings.max_configurations:
-    shown = ", ".join(f"{names[i]!r}: {c}" for i, c in zip(enumerated, counts))
-    raise ValueError(
-      f"The 'exact' sites have {total:,} joint configurations ({shown}), more than "
-      f"max_configurations={settings.max_configurations:,}. Use "
-      "estimator='score_function' for some of them, or raise "
-      "surrogate(..., max_configurations=...)."
-    )
-  grid = np.indices(counts).reshape(len(counts), -1) if enumerated else np.zeros((0, 1), int)
+  grid = joint_grid([names[i] for i in enumerated], counts, settings.max_configurations)
   configs = [make()[grid[j]] for j, (_, make) in enumerate(confs)]
   branched = {
     kind: sites[idx[0]].estimator.num_branches(len(idx), settings) for kind, idx in kinds.items()

@@ -89,7 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoregrad._src import baselines as _baselines
-from scoregrad._src.graphs.protocol import weighted
+from scoregrad._src.graphs.protocol import joint_grid, weighted
 from scoregrad._src.surrogates import magic_box
 from scoregrad._src.validation import NotApplicableError, check_key
 
@@ -478,16 +478,7 @@ def build(sur, params, key, state, g):
     batch = pl.blocks[names[i]]
     counts.append(family.num_configurations(shape[batch:]))
     makers.append((family, shape[batch:], dtype, vshape, batch))
-  total = math.prod(counts)
-  if total > settings.max_configurations:
-    shown = ", ".join(f"{names[i]!r}: {c}" for i, c in zip(exact, counts))
-    raise ValueError(
-      f"The 'exact' sites have {total:,} joint configurations per element ({shown}), "
-      f"more than max_configurations={settings.max_configurations:,}. Use "
-      "estimator='score_function' for some of them, or raise surrogate(..., "
-      "max_configurations=...)."
-    )
-  grid = np.indices(counts).reshape(len(counts), -1) if exact else np.zeros((0, 1), int)
+  grid = joint_grid([names[i] for i in exact], counts, settings.max_configurations, " per element")
   configs = []
   for j, (family, shape, dtype, vshape, batch) in enumerate(makers):
     conf = family.enumerate_configurations(shape, dtype)[grid[j]]  # (K, *rest)

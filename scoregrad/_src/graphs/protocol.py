@@ -23,6 +23,7 @@ function), ``enumerated`` (its log-probability weights the runs: exact) and
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import jax
@@ -185,3 +186,21 @@ def group_sum(x: jax.Array, runs: Runs, sites: list) -> jax.Array:
 
 def configurations_of(sites: list, runs: Runs) -> int:
   return int(np.prod([runs.counts[runs.enumerated.index(e)] for e in sites], dtype=np.int64))
+
+
+def joint_grid(names, counts, max_configurations: int, per: str = ""):
+  """Indices (len(counts), K) of every joint configuration of the enumerated sites.
+
+  ``names`` and ``counts``: the enumerated sites and their numbers of
+  configurations; ``per`` qualifies the count in the error (" per element"
+  inside a plate). Raises when K exceeds ``max_configurations``.
+  """
+  total = math.prod(counts)  # Python ints: no overflow for huge enumerations
+  if total > max_configurations:
+    shown = ", ".join(f"{n!r}: {c}" for n, c in zip(names, counts))
+    raise ValueError(
+      f"The 'exact' sites have {total:,} joint configurations{per} ({shown}), more than "
+      f"max_configurations={max_configurations:,}. Use estimator='score_function' for "
+      "some of them, or raise surrogate(..., max_configurations=...)."
+    )
+  return np.indices(counts).reshape(len(counts), -1) if len(counts) else np.zeros((0, 1), int)
